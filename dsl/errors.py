@@ -1,0 +1,81 @@
+"""User-facing errors: one small hierarchy, compiler-style formatting, did-you-mean.
+
+Every mistake in a spec raises a `DslError` subclass carrying a `Span`; `format()` renders
+`file:line:col: error: message`, the source line and a caret under the column.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from dsl.ast import Span
+
+_SOURCES: dict[str, str] = {}
+
+
+def register_source(file: str, text: str) -> None:
+    """Remember a file's text so that errors can quote its lines."""
+    _SOURCES[file] = text
+
+
+class DslError(Exception):
+    """A user mistake in a spec (or in its data), located at a span."""
+
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.notes = notes
+
+    def format(self) -> str:
+        if self.span is None or self.span.line <= 0:
+            head = f"error: {self.message}"
+            return "\n".join([head, *(f"note: {n}" for n in self.notes)])
+        s = self.span
+        lines = [f"{s.file}:{s.line}:{s.col}: error: {self.message}"]
+        text = _SOURCES.get(s.file)
+        if text is not None:
+            src_lines = text.splitlines()
+            if 0 < s.line <= len(src_lines):
+                src = src_lines[s.line - 1].expandtabs(1)
+                width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
+                lines.append(f"  {src}")
+                lines.append("  " + " " * (s.col - 1) + "^" + "~" * max(0, width - 1))
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class SyntaxErr(DslError):
+    """The text does not parse."""
+
+
+class NameErr(DslError):
+    """An unknown or duplicate name, keyword, option or section."""
+
+
+class ShapeErr(DslError):
+    """Operand shapes do not fit."""
+
+
+class TypeErr(DslError):
+    """Wrong dtype, wrong kind of value, or wrong number of arguments."""
+
+
+class DataErr(DslError):
+    """A data set or data file is missing or malformed."""
+
+
+class RunErr(DslError):
+    """A failure while running: non-finite loss, missing device, bad checkpoint."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ` (did you mean 'x'?)` suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

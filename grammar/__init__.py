@@ -1,0 +1,1 @@
+"""dslrun grammar files (package data)."""

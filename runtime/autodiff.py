@@ -1,0 +1,102 @@
+"""Symbolic reverse mode: gradients are more graph.
+
+`gradients(b, y, wrt)` walks the nodes between `wrt` and `y` in reverse topological order,
+calls each op's VJP (which emits nodes), sums contributions and un-broadcasts them in one
+place. Symbolic zeros are `None` and never materialized; integer-valued inputs get no
+gradient. Because VJPs are built from registered ops, gradients of gradients work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import networkx as nx
+
+from runtime.ir import LEAF_OPS
+from runtime.ops import REGISTRY, Builder, Val
+from runtime.ops.shapes import broadcast_shapes
+
+
+class GradError(Exception):
+    """A gradient cannot be formed (non-scalar target, missing VJP)."""
+
+
+def _fit(c: Val, shape: tuple) -> Val:
+    """Sum or broadcast a contribution to the shape of the input it belongs to."""
+    if tuple(c.shape) == tuple(shape):
+        return c
+    if broadcast_shapes("grad", c.shape, shape) == tuple(shape):
+        return c.b.emit("broadcast_to", c, shape=shape)
+    return c.b.emit("sum_to", c, shape=shape)
+
+
+def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
+              role: str = "grad") -> list[Val | None]:
+    """d y / d w for each w in `wrt` as new nodes in `b.graph` (None where y does not depend
+    on w). `y` must be a scalar unless a `seed` cotangent of y's shape is given."""
+    g = b.graph
+    yt = g[y].type
+    if seed is None:
+        if yt.rank != 0:
+            raise GradError(f"grad: the differentiated value must be a scalar, got {yt}")
+        if not yt.is_float:
+            raise GradError(f"grad: the differentiated value must be a float, got {yt}")
+    nxg = g._g
+    anc = nx.ancestors(nxg, y) | {y}
+    reach: set[int] = set()
+    for w in wrt:
+        if w in anc:
+            reach |= (nx.descendants(nxg, w) | {w}) & anc
+    adj: dict[int, Val] = {}
+    if y in reach:
+        with b.context(role=role, loc=g[y].loc, of=y):
+            adj[y] = seed if seed is not None else b.const(1.0, yt.dtype)
+    wrt_set = set(wrt)
+    for nid in reversed(g.topo_order([y]) if reach else []):
+        if nid not in reach or nid not in adj or nid in wrt_set and g[nid].op in LEAF_OPS:
+            continue
+        node = g[nid]
+        if node.op in LEAF_OPS:
+            continue
+        opdef = REGISTRY[node.op]
+        if opdef.vjp is None:
+            if opdef.nondiff:
+                continue
+            raise GradError(f"{node.op}: no gradient rule (needed for input of node %{nid})")
+        with b.context(role=role, loc=node.loc, of=nid):
+            contribs = opdef.vjp(adj[nid], Val(b, nid), *(Val(b, i) for i in node.inputs),
+                                 **node.attrs)
+            if len(contribs) != len(node.inputs):
+                raise GradError(f"{node.op}: VJP returned {len(contribs)} values for "
+                                f"{len(node.inputs)} inputs")
+            for inp, c in zip(node.inputs, contribs):
+                if c is None or inp not in reach or not g[inp].type.is_float:
+                    continue
+                c = _fit(c, g[inp].type.shape)
+                if c.type.dtype != g[inp].type.dtype:
+                    c = b.emit("cast", c, dtype=g[inp].type.dtype)
+                adj[inp] = adj[inp] + c if inp in adj else c
+    return [adj.get(w) for w in wrt]
+
+
+def hessian(b: Builder, y: int, w: int) -> Val:
+    """The full Hessian d²y/dw² with shape w.shape + w.shape (one reverse pass per entry of
+    the gradient, so meant for small parameter vectors: Newton's method, tests)."""
+    shape = b.graph[w].type.shape
+    if not all(isinstance(d, int) for d in shape):
+        raise GradError(f"hessian: the parameter needs a static shape, got {b.graph[w].type}")
+    n = math.prod(shape)
+    (gw,) = gradients(b, y, [w])
+    if gw is None:
+        return b.emit("full", shape=shape + shape, value=0.0, dtype=b.graph[w].type.dtype)
+    flat = b.emit("reshape", gw, shape=(n,))
+    rows = []
+    for i in range(n):
+        gi = b.emit("getitem", flat, index=(("i", i),))
+        (hi,) = gradients(b, gi.id, [w])
+        if hi is None:
+            hi = b.emit("full", shape=shape, value=0.0, dtype=b.graph[w].type.dtype)
+        rows.append(b.emit("reshape", hi, shape=(1, n)))
+    h = b.emit("concat", *rows, axis=0) if n > 1 else rows[0]
+    return b.emit("reshape", h, shape=shape + shape)

@@ -1,0 +1,459 @@
+"""The graph IR: typed nodes with ordered inputs over a networkx DiGraph, and its text form.
+
+A `Graph` owns `Node`s (id, op, ordered inputs, attributes, result type, role, name, span,
+`of` = the forward node a gradient node differentiates). networkx holds the edges as an index
+for traversal; nobody outside this module touches networkx attributes. `to_text` prints the
+canonical form (deterministic ids and order, a type on every value, all attribute defaults
+filled in by the op registry) and `parse_text` reads it back.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+Dim = int | str
+ROLES = ("input", "param", "state", "const", "forward", "grad", "update")
+LEAF_OPS = ("input", "param", "state", "const")
+DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i32": np.int32,
+          "i64": np.int64, "bool": np.bool_}
+NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+class IRError(Exception):
+    """A malformed graph or graph text (a bug or a bad golden file, not a user mistake)."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """dtype ('f32', 'i64', ...) and shape; a dim is an int or a symbol such as 'B'."""
+
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith("f")
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(DTYPES[self.dtype])
+
+    def concrete(self, dims: dict[str, int]) -> tuple[int, ...]:
+        """The shape with symbols replaced from `dims`."""
+        try:
+            return tuple(d if isinstance(d, int) else dims[d] for d in self.shape)
+        except KeyError as e:
+            raise IRError(f"no value for symbolic dimension {e.args[0]!r}") from None
+
+
+def parse_type(text: str) -> TensorType:
+    m = re.fullmatch(r"(\w+)\[(.*)\]", text.strip())
+    if not m or m.group(1) not in DTYPES:
+        raise IRError(f"bad type {text!r}")
+    dims = tuple(int(d) if re.fullmatch(r"-?\d+", d) else d
+                 for d in (p.strip() for p in m.group(2).split(",")) if d)
+    return TensorType(m.group(1), dims)
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A source position carried by nodes (kept independent of the language's Span)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    attrs: dict[str, Any]
+    type: TensorType
+    role: str = "forward"
+    name: str | None = None
+    loc: Loc | None = field(default=None, compare=False)
+    of: int | None = None  # gradient nodes: the forward node whose adjoint this is
+
+
+class Graph:
+    """A computational graph: nodes by id, ordered inputs, named outputs and updates.
+
+    - `outputs`: name -> node id (objectives, metrics, user outputs, gradients).
+    - `updates`: variable name (param/state) -> node id of its new value after a step.
+    - `consts`: node id -> array for `const` nodes (small ones are also inline in attrs).
+    """
+
+    def __init__(self) -> None:
+        self._g = nx.DiGraph()
+        self.nodes: dict[int, Node] = {}
+        self.outputs: dict[str, int] = {}
+        self.output_kinds: dict[str, str] = {}
+        self.updates: dict[str, int] = {}
+        self.consts: dict[int, np.ndarray] = {}
+        self.meta: dict[str, Any] = {}
+        self._next = 0
+
+    # -- construction
+    def add(self, op: str, inputs: Iterable[int], attrs: dict[str, Any] | None, type: TensorType,
+            role: str = "forward", name: str | None = None, loc: Loc | None = None,
+            of: int | None = None) -> int:
+        nid = self._next
+        self._next += 1
+        ins = tuple(inputs)
+        for i in ins:
+            if i not in self.nodes:
+                raise IRError(f"node {nid} ({op}) uses unknown node {i}")
+        self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, role, name, loc, of)
+        self._g.add_node(nid)
+        for i in ins:
+            self._g.add_edge(i, nid)
+        return nid
+
+    def add_const(self, value: np.ndarray, type: TensorType, loc: Loc | None = None) -> int:
+        arr = np.asarray(value)
+        nid = self.add("const", (), {"value": const_attr(arr)}, type, role="const", loc=loc)
+        self.consts[nid] = arr
+        return nid
+
+    def replace_node(self, nid: int, **changes: Any) -> None:
+        old = self.nodes[nid]
+        new = replace(old, **changes)
+        if new.inputs != old.inputs:
+            for i in set(old.inputs):
+                self._g.remove_edge(i, nid)
+            for i in new.inputs:
+                self._g.add_edge(i, nid)
+        self.nodes[nid] = new
+
+    def redirect(self, old: int, new: int) -> None:
+        """Make every user of `old` (and every output/update naming it) use `new`."""
+        for user in list(self._g.successors(old)):
+            n = self.nodes[user]
+            self.replace_node(user, inputs=tuple(new if i == old else i for i in n.inputs))
+        for table in (self.outputs, self.updates):
+            for k, v in table.items():
+                if v == old:
+                    table[k] = new
+
+    def remove(self, nid: int) -> None:
+        if any(True for _ in self._g.successors(nid)):
+            raise IRError(f"cannot remove node {nid}: it still has users")
+        self._g.remove_node(nid)
+        del self.nodes[nid]
+        self.consts.pop(nid, None)
+
+    # -- queries
+    def __getitem__(self, nid: int) -> Node:
+        return self.nodes[nid]
+
+    def users(self, nid: int) -> list[int]:
+        return sorted(self._g.successors(nid))
+
+    def roots(self) -> list[int]:
+        """Node ids that outputs and updates need."""
+        return sorted(set(self.outputs.values()) | set(self.updates.values()))
+
+    def topo_order(self, targets: Iterable[int] | None = None) -> list[int]:
+        """Deterministic topological order (ties broken by id), restricted to the ancestors of
+        `targets` when given."""
+        if targets is None:
+            sub = self._g
+        else:
+            keep = set()
+            for t in targets:
+                keep.add(t)
+                keep |= nx.ancestors(self._g, t)
+            sub = self._g.subgraph(keep)
+        return list(nx.lexicographical_topological_sort(sub))
+
+    def by_role(self, role: str) -> list[int]:
+        return sorted(i for i, n in self.nodes.items() if n.role == role)
+
+    def find(self, op: str, name: str) -> int | None:
+        for i, n in self.nodes.items():
+            if n.op == op and n.name == name:
+                return i
+        return None
+
+    def variables(self) -> list[int]:
+        return sorted(i for i, n in self.nodes.items() if n.op in ("param", "state"))
+
+    def copy(self) -> Graph:
+        g = Graph()
+        g._g = self._g.copy()
+        g.nodes = dict(self.nodes)
+        g.outputs = dict(self.outputs)
+        g.output_kinds = dict(self.output_kinds)
+        g.updates = dict(self.updates)
+        g.consts = dict(self.consts)
+        g.meta = dict(self.meta)
+        g._next = self._next
+        return g
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A copy as a plain networkx DiGraph with node attributes, for users and tools."""
+        g = nx.DiGraph()
+        for i, n in self.nodes.items():
+            g.add_node(i, op=n.op, inputs=n.inputs, attrs=dict(n.attrs), type=str(n.type),
+                       role=n.role, name=n.name, of=n.of, loc=str(n.loc) if n.loc else None)
+        for i, n in self.nodes.items():
+            for pos, j in enumerate(n.inputs):
+                if g.has_edge(j, i):
+                    g.edges[j, i]["positions"].append(pos)
+                else:
+                    g.add_edge(j, i, positions=[pos])
+        return g
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+
+# ----------------------------------------------------------------- constants in text
+
+
+INLINE_CONST_MAX = 16
+
+
+def const_attr(arr: np.ndarray) -> Any:
+    """The printed form of a constant: the value itself when small, else a content hash."""
+    arr = np.asarray(arr)
+    if arr.size <= INLINE_CONST_MAX:
+        v = arr.tolist()
+        return _clean_float(v)
+    digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+    return f"sha256:{digest}"
+
+
+def _clean_float(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_clean_float(x) for x in v]
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return float(v)
+    return v
+
+
+# ----------------------------------------------------------------- canonical text
+
+AttrDefaults = Callable[[str], dict[str, Any]]
+_default_attrs: AttrDefaults = lambda op: {}
+
+
+def set_attr_defaults(fn: AttrDefaults) -> None:
+    """Installed by the op registry so printing fills in every default attribute."""
+    global _default_attrs
+    _default_attrs = fn
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        inner = ", ".join(_fmt_value(x) for x in v)
+        return f"({inner},)" if isinstance(v, tuple) and len(v) == 1 else (
+            f"({inner})" if isinstance(v, tuple) else f"[{inner}]")
+    return repr(v)
+
+
+def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
+            locs: bool = False) -> str:
+    """Canonical text: renumbered ids in deterministic topological order.
+
+    Sections: header, then `inputs`, `params`, `state`, `consts`, `body` (computing nodes in
+    topological order), `outputs`, `updates`. Each node line is
+    `%id:type = op %a, %b {k=v, ...}` plus `; role=grad name="..." of=%k` metadata.
+    """
+    order = g.topo_order(g.roots()) if g.roots() else g.topo_order()
+    used = set(order)
+    # leaves that nobody uses still belong to the graph (e.g. a declared but unused input)
+    order += [i for i in sorted(g.nodes) if i not in used and g.nodes[i].op in LEAF_OPS]
+    sections = {"input": [], "param": [], "state": [], "const": [], "body": []}
+    for i in order:
+        op = g.nodes[i].op
+        sections[op if op in LEAF_OPS else "body"].append(i)
+    leaf_sorted = {
+        k: sorted(v, key=lambda i: (g.nodes[i].name or "", i)) if k != "const" else v
+        for k, v in sections.items() if k != "body"
+    }
+    numbering: dict[int, int] = {}
+    for k in ("input", "param", "state", "const"):
+        for i in leaf_sorted[k]:
+            numbering[i] = len(numbering)
+    for i in sections["body"]:
+        numbering[i] = len(numbering)
+
+    lines = ["# dslgraph 1"]
+    if stage:
+        lines.append(f"# stage: {stage}")
+    lines.append(f"# passes: {', '.join(passes) if passes else '(none)'}")
+    titles = {"input": "inputs", "param": "params", "state": "state", "const": "consts"}
+    for k in ("input", "param", "state", "const"):
+        if leaf_sorted[k]:
+            lines.append(titles[k])
+            lines.extend("  " + _node_line(g, i, numbering, locs) for i in leaf_sorted[k])
+    if sections["body"]:
+        lines.append("body")
+        lines.extend("  " + _node_line(g, i, numbering, locs) for i in sections["body"])
+    if g.outputs:
+        lines.append("outputs")
+        for name in sorted(g.outputs):
+            kind = g.output_kinds.get(name, "output")
+            lines.append(f"  {kind} {name} = %{numbering[g.outputs[name]]}")
+    if g.updates:
+        lines.append("updates")
+        for name in sorted(g.updates):
+            lines.append(f"  {name} <- %{numbering[g.updates[name]]}")
+    return "\n".join(lines) + "\n"
+
+
+def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool) -> str:
+    n = g.nodes[i]
+    attrs = {**_default_attrs(n.op), **n.attrs}
+    s = f"%{num[i]}:{n.type} = {n.op}"
+    if n.inputs:
+        s += " " + ", ".join(f"%{num[j]}" for j in n.inputs)
+    if attrs:
+        s += " {" + ", ".join(f"{k}={_fmt_value(attrs[k])}" for k in sorted(attrs)) + "}"
+    meta = []
+    if n.role not in ("forward", "input", "param", "state", "const"):
+        meta.append(f"role={n.role}")
+    if n.name is not None:
+        meta.append(f"name={n.name!r}")
+    if n.of is not None and n.of in num:
+        meta.append(f"of=%{num[n.of]}")
+    if locs and n.loc is not None:
+        meta.append(f"loc={str(n.loc)!r}")
+    if meta:
+        s += " ; " + " ".join(meta)
+    return s
+
+
+_LINE = re.compile(
+    r"%(?P<id>\d+):(?P<type>\w+\[[^\]]*\]) = (?P<op>[\w.]+)"
+    r"(?P<args>(?: %\d+(?:, %\d+)*)?)"
+    r"(?: \{(?P<attrs>.*?)\})?(?: ; (?P<meta>.*))?$"
+)
+
+
+def _split_top(s: str) -> list[str]:
+    parts, depth, cur, quote = [], 0, "", None
+    for ch in s:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+def parse_text(text: str) -> Graph:
+    """Read canonical text back into a Graph (constants given by hash stay unresolved)."""
+    g = Graph()
+    ids: dict[int, int] = {}
+    pending_of: list[tuple[int, int]] = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("  "):
+            section = line.strip()
+            continue
+        body = line.strip()
+        if section == "outputs":
+            kind, rest = body.split(" ", 1)
+            name, ref = (p.strip() for p in rest.split("="))
+            g.outputs[name] = ids[int(ref[1:])]
+            g.output_kinds[name] = kind
+            continue
+        if section == "updates":
+            name, ref = (p.strip() for p in body.split("<-"))
+            g.updates[name] = ids[int(ref[1:])]
+            continue
+        m = _LINE.match(body)
+        if not m:
+            raise IRError(f"cannot parse graph line: {body!r}")
+        attrs: dict[str, Any] = {}
+        if m.group("attrs"):
+            for part in _split_top(m.group("attrs")):
+                k, v = part.split("=", 1)
+                attrs[k.strip()] = pyast.literal_eval(v.strip())
+        meta: dict[str, str] = {}
+        if m.group("meta"):
+            for tok in re.findall(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|%\d+|\w+)",
+                                  m.group("meta")):
+                meta[tok[0]] = tok[1]
+        op = m.group("op")
+        role = meta.get("role") or (op if op in LEAF_OPS else "forward")
+        args = [ids[int(a.strip()[1:])] for a in m.group("args").split(",") if a.strip()]
+        name = pyast.literal_eval(meta["name"]) if "name" in meta else None
+        nid = g.add(op, args, attrs, parse_type(m.group("type")), role=role, name=name)
+        ids[int(m.group("id"))] = nid
+        if "of" in meta:
+            pending_of.append((nid, int(meta["of"][1:])))
+        if op == "const" and not (isinstance(attrs.get("value"), str)):
+            g.consts[nid] = np.asarray(attrs.get("value"), dtype=g.nodes[nid].type.np_dtype())
+    for nid, of in pending_of:
+        g.nodes[nid] = replace(g.nodes[nid], of=ids[of])
+    return g
+
+
+def to_dot(g: Graph) -> str:
+    """Graphviz DOT: one box per node labelled with op and type, edges labelled by position."""
+    order = g.topo_order()
+    num = {i: k for k, i in enumerate(order)}
+    colors = {"input": "lightblue", "param": "khaki", "state": "plum", "const": "lightgrey",
+              "grad": "salmon", "update": "palegreen"}
+    out = ["digraph dslgraph {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
+    for i in order:
+        n = g.nodes[i]
+        label = f"%{num[i]} {n.op}\\n{n.type}"
+        if n.name:
+            label += f"\\n{n.name}"
+        color = colors.get(n.role, "white")
+        out.append(f'  n{num[i]} [label="{label}", style=filled, fillcolor={color}];')
+    for i in order:
+        for pos, j in enumerate(g.nodes[i].inputs):
+            out.append(f'  n{num[j]} -> n{num[i]} [label="{pos}"];')
+    for name, nid in sorted(g.outputs.items()):
+        out.append(f'  out_{_dot_id(name)} [label="{name}", shape=ellipse];')
+        out.append(f"  n{num[nid]} -> out_{_dot_id(name)};")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _dot_id(name: str) -> str:
+    return re.sub(r"\W", "_", name)

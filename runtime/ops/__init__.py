@@ -1,0 +1,7 @@
+"""Primitive ops. Importing this package registers every op in `REGISTRY`."""
+
+from runtime.ops import elementwise, linalg, nn, random, reduce, shape_ops  # noqa: F401
+from runtime.ops.builder import Builder, Val
+from runtime.ops.registry import REGISTRY, OpDef, ShapeError, get, register
+
+__all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "get", "register"]

@@ -1,0 +1,114 @@
+"""Elementwise primitives: arithmetic, comparisons, activations, selection.
+
+Inputs broadcast like NumPy; VJPs return output-shaped cotangents and the autodiff driver
+sums them back to each input's shape.
+"""
+
+from __future__ import annotations
+
+from runtime.ir import TensorType
+from runtime.ops.registry import OpDef, register
+from runtime.ops.shapes import elementwise, float_elementwise
+
+ew = lambda op: (lambda attrs, *ts: elementwise(op, *ts))
+ew_float = lambda op: (lambda attrs, *ts: float_elementwise(op, *ts))
+ew_bool = lambda op: (lambda attrs, *ts: elementwise(op, *ts, dtype="bool"))
+same = lambda attrs, t: t
+
+
+def unary(name, fwd, vjp, shape=None, doc="", **kw):
+    register(OpDef(name, shape or ew_float(name), fwd, vjp, arity=1, elementwise=True, doc=doc,
+                   **kw))
+
+
+def binary(name, fwd, vjp, shape=None, doc="", **kw):
+    register(OpDef(name, shape or ew(name), fwd, vjp, arity=2, elementwise=True, doc=doc, **kw))
+
+
+# ---- arithmetic
+binary("add", lambda xp, a, b: xp.add(a, b), lambda g, out, a, b: (g, g))  # d(a+b) = da + db
+binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, out, a, b: (g, -g))
+binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, out, a, b: (g * b, g * a))
+binary("div", lambda xp, a, b: xp.true_divide(a, b),  # d(a/b) = da/b - a db/b²
+       lambda g, out, a, b: (g / b, -g * out / b), shape=ew_float("div"))
+binary("pow", lambda xp, a, b: xp.power(a, b),  # d a^b = b a^(b-1) da + a^b log(a) db
+       lambda g, out, a, b: (g * b * a ** (b - 1), g * out * a.b.emit("log", a)),
+       shape=ew_float("pow"))
+binary("maximum", lambda xp, a, b: xp.maximum(a, b),  # ties send the gradient to a
+       lambda g, out, a, b: (where(a >= b, g, 0.0), where(a >= b, 0.0, g)))
+binary("minimum", lambda xp, a, b: xp.minimum(a, b),
+       lambda g, out, a, b: (where(a <= b, g, 0.0), where(a <= b, 0.0, g)))
+unary("neg", lambda xp, x: xp.negative(x), lambda g, out, x: (-g,), shape=same)
+
+
+def where(c, a, b):
+    """Emit `where(c, a, b)` lifting Python numbers to scalars of the other branch's dtype."""
+    bld = c.b
+    like = a if not isinstance(a, (int, float)) else b
+    return bld.emit("where", c, bld.lift(a, like), bld.lift(b, like))
+
+
+register(OpDef(
+    "where", lambda attrs, c, a, b: elementwise("where", c, a, b, dtype=elementwise(
+        "where", a, b).dtype),
+    lambda xp, c, a, b: xp.where(c, a, b),
+    lambda g, out, c, a, b: (None, where(c, g, 0.0), where(c, 0.0, g)),
+    arity=3, elementwise=True, doc="select a where c else b"))
+
+# ---- comparisons and logic (no gradient)
+for _name, _f in [("greater", "greater"), ("less", "less"), ("greater_equal", "greater_equal"),
+                  ("less_equal", "less_equal"), ("equal", "equal"), ("not_equal", "not_equal"),
+                  ("logical_and", "logical_and"), ("logical_or", "logical_or")]:
+    binary(_name, (lambda f: lambda xp, a, b: getattr(xp, f)(a, b))(_f), None,
+           shape=ew_bool(_name), nondiff=True)
+unary("logical_not", lambda xp, x: xp.logical_not(x), None, shape=ew_bool("logical_not"),
+      nondiff=True)
+
+# ---- transcendental
+unary("exp", lambda xp, x: xp.exp(x), lambda g, out, x: (g * out,))  # d exp = exp
+unary("log", lambda xp, x: xp.log(x), lambda g, out, x: (g / x,))  # d log x = dx / x
+unary("log1p", lambda xp, x: xp.log1p(x), lambda g, out, x: (g / (1.0 + x),))
+unary("expm1", lambda xp, x: xp.expm1(x), lambda g, out, x: (g * (out + 1.0),))
+unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out, x: (g / (2.0 * out),))
+unary("abs", lambda xp, x: xp.abs(x), lambda g, out, x: (g * x.b.emit("sign", x),), shape=same)
+unary("sign", lambda xp, x: xp.sign(x), lambda g, out, x: (None,), shape=same)
+unary("sin", lambda xp, x: xp.sin(x), lambda g, out, x: (g * x.b.emit("cos", x),))
+unary("cos", lambda xp, x: xp.cos(x), lambda g, out, x: (-g * x.b.emit("sin", x),))
+unary("tanh", lambda xp, x: xp.tanh(x), lambda g, out, x: (g * (1.0 - out * out),))
+unary("square", lambda xp, x: xp.square(x), lambda g, out, x: (g * 2.0 * x,), shape=same)
+
+# ---- activations
+
+
+def _sigmoid(xp, x):
+    # σ(x) = exp(-log1p(exp(-x))) written without overflow for either sign
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _softplus(xp, x):
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
+    return (xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
+
+
+unary("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))  # σ' = σ(1-σ)
+unary("softplus", _softplus, lambda g, out, x: (g * x.b.emit("sigmoid", x),))  # softplus' = σ
+unary("relu", lambda xp, x: xp.maximum(x, 0).astype(x.dtype, copy=False),
+      lambda g, out, x: (where(x > 0.0, g, 0.0),), shape=same)
+unary("leaky_relu",
+      lambda xp, x, alpha: xp.where(x > 0, x, alpha * x).astype(x.dtype, copy=False),
+      lambda g, out, x, alpha: (where(x > 0.0, g, g * alpha),), attrs={"alpha": 0.01},
+      shape=same)
+unary("swish", lambda xp, x: (x * _sigmoid(xp, x)).astype(x.dtype, copy=False),
+      lambda g, out, x: (g * (lambda s: s + out * (1.0 - s))(x.b.emit("sigmoid", x)),))
+unary("step", lambda xp, x: (x >= 0).astype(x.dtype if x.dtype.kind == "f" else "float32"),
+      lambda g, out, x: (None,), doc="1 where x >= 0 else 0 (zero gradient)")
+
+# ---- casts and gradient barriers
+register(OpDef("cast", lambda attrs, t: TensorType(attrs["dtype"], t.shape),
+               lambda xp, x, dtype: x.astype(TensorType(dtype, ()).np_dtype(), copy=False),
+               lambda g, out, x, dtype: (g.b.emit("cast", g, dtype=x.type.dtype)
+                                         if x.type.is_float else None,),
+               attrs={"dtype": "f32"}, arity=1, elementwise=True))
+register(OpDef("stop_gradient", same, lambda xp, x: x, lambda g, out, x: (None,), arity=1,
+               elementwise=True, doc="identity whose gradient is zero"))

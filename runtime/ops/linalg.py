@@ -1,0 +1,85 @@
+"""Linear algebra: batched matmul (NumPy semantics, 1-D operands included), solve, inv."""
+
+from __future__ import annotations
+
+from runtime.ir import TensorType
+from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.shapes import broadcast_shapes, result_dtype
+
+
+def _matmul_shape(attrs, a, b):
+    if a.rank == 0 or b.rank == 0:
+        raise ShapeError(f"matmul: operands must have rank >= 1: {a} @ {b}")
+    ash = a.shape if a.rank > 1 else (1,) + a.shape
+    bsh = b.shape if b.rank > 1 else b.shape + (1,)
+    if ash[-1] != bsh[-2]:
+        raise ShapeError(f"matmul: inner dimensions differ: {a} @ {b}")
+    batch = broadcast_shapes("matmul", ash[:-2], bsh[:-2])
+    out = batch + (ash[-2],) * (a.rank > 1) + (bsh[-1],) * (b.rank > 1)
+    return TensorType(result_dtype("matmul", a, b), out)
+
+
+def _swap(x):
+    r = x.type.rank
+    return x.b.emit("transpose", x, axes=tuple(range(r - 2)) + (r - 1, r - 2))
+
+
+def _matmul_vjp(g, out, a, b):
+    em = g.b.emit
+    a2 = a if a.type.rank > 1 else em("reshape", a, shape=(1,) + a.shape)
+    b2 = b if b.type.rank > 1 else em("reshape", b, shape=b.shape + (1,))
+    gshape = g.shape
+    if a.type.rank == 1:
+        gshape = gshape[:-1] + (1,) + gshape[-1:] if b.type.rank > 1 else gshape + (1,)
+    if b.type.rank == 1:
+        gshape = gshape + (1,)
+    g2 = em("reshape", g, shape=gshape) if gshape != g.shape else g
+    da = em("matmul", g2, _swap(b2))  # dA = G Bᵀ
+    db = em("matmul", _swap(a2), g2)  # dB = Aᵀ G
+    da = em("sum_to", da, shape=a2.shape) if da.shape != a2.shape else da
+    db = em("sum_to", db, shape=b2.shape) if db.shape != b2.shape else db
+    if a.type.rank == 1:
+        da = em("reshape", da, shape=a.shape)
+    if b.type.rank == 1:
+        db = em("reshape", db, shape=b.shape)
+    return da, db
+
+
+register(OpDef("matmul", _matmul_shape, lambda xp, a, b: xp.matmul(a, b), _matmul_vjp, arity=2))
+
+
+def _square(op, t):
+    if t.rank < 2 or t.shape[-1] != t.shape[-2]:
+        raise ShapeError(f"{op}: needs square matrices, got {t}")
+
+
+def _solve_shape(attrs, a, b):
+    _square("solve", a)
+    if b.shape[0 if b.rank == 1 else -2] != a.shape[-1]:
+        raise ShapeError(f"solve: {a} and right-hand side {b} do not fit")
+    return TensorType(result_dtype("solve", a, b), b.shape)
+
+
+def _solve_vjp(g, out, a, b):
+    # x = A⁻¹b: db = A⁻ᵀ g, dA = -db xᵀ
+    em = g.b.emit
+    db = em("solve", _swap(a), g)
+    if b.type.rank == 1:
+        da = -(em("reshape", db, shape=db.shape + (1,)) @ em("reshape", out, shape=(1,) + out.shape))
+    else:
+        da = -(db @ _swap(out))
+    return da, db
+
+
+register(OpDef("solve", _solve_shape, lambda xp, a, b: xp.linalg.solve(a, b), _solve_vjp,
+               arity=2, doc="x with A x = b"))
+
+
+def _inv_shape(attrs, a):
+    _square("inv", a)
+    return a
+
+
+register(OpDef("inv", _inv_shape, lambda xp, a: xp.linalg.inv(a),
+               lambda g, out, a: (-(_swap(out) @ g @ _swap(out)),),  # d A⁻¹ = -A⁻ᵀ G A⁻ᵀ
+               arity=1))

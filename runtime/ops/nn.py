@@ -1,0 +1,111 @@
+"""Numerically dangerous functions as primitives with stable forward kernels and VJPs:
+softmax, log_softmax (with temperature), softmax cross-entropy (label smoothing) and
+sigmoid binary cross-entropy on logits."""
+
+from __future__ import annotations
+
+from runtime.ir import TensorType
+from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.shapes import float_elementwise, norm_axes
+
+SM = {"axis": -1, "temperature": 1.0}
+
+
+def _sm_shape(op):
+    def rule(attrs, t):
+        norm_axes(op, attrs["axis"], t.rank)
+        if attrs["temperature"] <= 0:
+            raise ShapeError(f"{op}: temperature must be positive")
+        return t if t.is_float else TensorType("f32", t.shape)
+    return rule
+
+
+def _log_softmax(xp, x, axis, temperature):
+    z = x / temperature if temperature != 1.0 else x
+    m = xp.max(z, axis=axis, keepdims=True)
+    s = z - m
+    return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+
+
+def _softmax(xp, x, axis, temperature):
+    z = x / temperature if temperature != 1.0 else x
+    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _softmax_vjp(g, out, x, axis, temperature):
+    # dp = p ⊙ (g - Σ g p) / T
+    s = g.b.emit("sum", g * out, axis=axis, keepdims=True)
+    return (out * (g - s) * (1.0 / temperature),)
+
+
+def _log_softmax_vjp(g, out, x, axis, temperature):
+    # d log p = (g - p Σ g) / T
+    p = g.b.emit("softmax", x, axis=axis, temperature=temperature)
+    s = g.b.emit("sum", g, axis=axis, keepdims=True)
+    return ((g - p * s) * (1.0 / temperature),)
+
+
+register(OpDef("softmax", _sm_shape("softmax"), _softmax, _softmax_vjp, attrs=SM, arity=1))
+register(OpDef("log_softmax", _sm_shape("log_softmax"), _log_softmax, _log_softmax_vjp,
+               attrs=SM, arity=1))
+
+CE = {"smoothing": 0.0, "smoothing_mode": "m-1", "temperature": 1.0}
+
+
+def _ce_shape(attrs, z, y):
+    if z.rank < 1:
+        raise ShapeError(f"softmax_cross_entropy: logits must have a class axis, got {z}")
+    if y.is_float:
+        raise ShapeError(f"softmax_cross_entropy: labels must be integers, got {y}")
+    if tuple(y.shape) != tuple(z.shape[:-1]):
+        raise ShapeError(f"softmax_cross_entropy: labels {y} do not match logits {z}")
+    if attrs["smoothing_mode"] not in ("m-1", "m"):
+        raise ShapeError("softmax_cross_entropy: smoothing_mode must be 'm-1' or 'm'")
+    return TensorType(z.dtype if z.is_float else "f32", z.shape[:-1])
+
+
+def _smooth_weights(eps, mode, m):
+    """(weight on the true class, weight on every other class) of the smoothed target."""
+    if mode == "m-1":  # B 6.13: 1-ε on y, ε/(m-1) elsewhere
+        return 1.0 - eps, eps / (m - 1)
+    return 1.0 - eps + eps / m, eps / m  # PyTorch: (1-ε) one-hot + ε/m uniform
+
+
+def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
+    lp = _log_softmax(xp, z, -1, temperature)
+    picked = xp.take_along_axis(lp, y[..., None].astype("int64"), axis=-1)[..., 0]
+    if smoothing == 0.0:
+        return -picked
+    on, off = _smooth_weights(smoothing, smoothing_mode, z.shape[-1])
+    total = xp.sum(lp, axis=-1)
+    return -(on * picked + off * (total - picked))
+
+
+def _ce_vjp(g, out, z, y, smoothing, smoothing_mode, temperature):
+    # d/dz = (softmax(z/T) - target) / T, target the (smoothed) one-hot
+    em = g.b.emit
+    m = z.shape[-1]
+    p = em("softmax", z, axis=-1, temperature=temperature)
+    t = em("one_hot", y, depth=m, dtype=z.type.dtype)
+    if smoothing:
+        on, off = _smooth_weights(smoothing, smoothing_mode, m)
+        t = t * (on - off) + off
+    gz = em("reshape", g, shape=g.shape + (1,))
+    return ((p - t) * gz * (1.0 / temperature), None)
+
+
+register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, arity=2,
+               doc="per-example -log softmax(z/T)[y] with optional label smoothing"))
+
+
+def _sbce_fwd(xp, z, y):
+    # softplus(z) - y z, written as max(z,0) - y z + log1p(e^-|z|)
+    return xp.maximum(z, 0) - y * z + xp.log1p(xp.exp(-xp.abs(z)))
+
+
+register(OpDef("sigmoid_bce", lambda attrs, z, y: float_elementwise("sigmoid_bce", z, y),
+               _sbce_fwd,
+               lambda g, out, z, y: (g * (z.b.emit("sigmoid", z) - y), -g * z),
+               arity=2, elementwise=True, doc="elementwise BCE of sigmoid(z) against y"))
+

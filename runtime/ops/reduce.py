@@ -1,0 +1,139 @@
+"""Reductions over axes: sum, mean, max, min, logsumexp, prod-free norms, argmax."""
+
+from __future__ import annotations
+
+from runtime.ir import TensorType
+from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.shapes import norm_axes, reduced_shape
+
+RED = {"axis": None, "keepdims": False}
+
+
+def _red_shape(op, dtype=None):
+    def rule(attrs, t):
+        shape = reduced_shape(op, t.shape, attrs["axis"], attrs["keepdims"])
+        dt = dtype or (t.dtype if op != "mean" or t.is_float else "f32")
+        return TensorType(dt, shape)
+    return rule
+
+
+def keep(g, x, axis, keepdims):
+    """Reshape a reduction's cotangent `g` so that it broadcasts against `x`."""
+    if keepdims:
+        return g
+    axes = norm_axes("reduce", axis, x.type.rank)
+    shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    return g.b.emit("reshape", g, shape=shape)
+
+
+def expand(g, x, axis, keepdims):
+    """The cotangent broadcast back to x's full shape."""
+    return g.b.emit("broadcast_to", keep(g, x, axis, keepdims), shape=x.shape)
+
+
+def _count(x, axis):
+    axes = norm_axes("mean", axis, x.type.rank)
+    n = 1
+    for a in axes:
+        d = x.shape[a]
+        if not isinstance(d, int):
+            return None
+        n *= d
+    return n
+
+
+def _mean_vjp(g, out, x, axis, keepdims):
+    n = _count(x, axis)
+    full = expand(g, x, axis, keepdims)
+    if n is None:  # symbolic extent: divide by the runtime size
+        n = x.b.emit("size", x, axis=axis)
+        return (full / n,)
+    return (full * (1.0 / n),)
+
+
+def _minmax_vjp(g, out, x, axis, keepdims):
+    # gradient split equally among the positions that attain the extreme value
+    o = keep(out, x, axis, keepdims)
+    mask = x.b.emit("cast", x.b.emit("equal", x, o), dtype=x.type.dtype)
+    count = x.b.emit("sum", mask, axis=axis, keepdims=True)
+    return (keep(g, x, axis, keepdims) * mask / count,)
+
+
+register(OpDef("sum", _red_shape("sum"),
+               lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+               lambda g, out, x, axis, keepdims: (expand(g, x, axis, keepdims),),
+               attrs=RED, arity=1))
+register(OpDef("mean", _red_shape("mean"),
+               lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
+               _mean_vjp, attrs=RED, arity=1))
+register(OpDef("max", _red_shape("max"),
+               lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
+               _minmax_vjp, attrs=RED, arity=1))
+register(OpDef("min", _red_shape("min"),
+               lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims),
+               _minmax_vjp, attrs=RED, arity=1))
+
+
+def _lse(xp, x, axis, keepdims):
+    # log Σ e^x = m + log Σ e^(x - m), m = max x (finite for any input with a finite max)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else xp.squeeze(s, axis=axis) if axis is not None else s.reshape(())
+
+
+register(OpDef("logsumexp", _red_shape("logsumexp"), _lse,
+               lambda g, out, x, axis, keepdims: (  # d lse = softmax(x)
+                   keep(g, x, axis, keepdims) * x.b.emit("exp", x - keep(out, x, axis, keepdims)),),
+               attrs=RED, arity=1))
+
+
+def _argmax_shape(attrs, t):
+    if attrs["axis"] is None:
+        return TensorType("i64", ())
+    return TensorType("i64", reduced_shape("argmax", t.shape, attrs["axis"], False))
+
+
+register(OpDef("argmax", _argmax_shape, lambda xp, x, axis: xp.argmax(x, axis=axis),
+               None, attrs={"axis": -1}, arity=1, nondiff=True))
+
+
+def _size_shape(attrs, t):
+    norm_axes("size", attrs["axis"], t.rank)
+    return TensorType("f32" if not t.is_float else t.dtype, ())
+
+
+def _size_fwd(xp, x, axis):
+    axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float32")
+
+
+register(OpDef("size", _size_shape, _size_fwd, lambda g, out, x, axis: (None,),
+               attrs={"axis": None}, arity=1, nondiff=True,
+               doc="number of elements over `axis` (a runtime scalar; symbolic dims)"))
+
+
+def _norm_shape(attrs, t):
+    if attrs["ord"] not in (1, 2):
+        raise ShapeError(f"norm: ord must be 1 or 2, got {attrs['ord']}")
+    return _red_shape("norm")(attrs, t)
+
+
+def _norm_fwd(xp, x, axis, keepdims, ord):
+    if ord == 1:
+        return xp.sum(xp.abs(x), axis=axis, keepdims=keepdims)
+    return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
+
+
+def _norm_vjp(g, out, x, axis, keepdims, ord):
+    gk = keep(g, x, axis, keepdims)
+    if ord == 1:  # d Σ|x| = sign(x)
+        return (gk * x.b.emit("sign", x),)
+    return (gk * x / keep(out, x, axis, keepdims),)  # d ‖x‖ = x / ‖x‖
+
+
+register(OpDef("norm", _norm_shape, _norm_fwd, _norm_vjp,
+               attrs={**RED, "ord": 2}, arity=1, doc="vector p-norm (p = 1 or 2) over axes"))

@@ -1,0 +1,55 @@
+"""The op registry: one `OpDef` per primitive (shape rule, forward over `xp`, VJP).
+
+Forward kernels take the array module first: `forward(xp, *arrays, **attrs)`; random ops
+take `(xp, rng, *arrays, **attrs)`. A VJP receives the output cotangent `g`, the output `out`
+and the inputs as `Val`s (graph-building handles, see `runtime.ops.builder`) plus the
+attributes, and returns one `Val | None` per input (None: no gradient flows there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.ir import TensorType, set_attr_defaults
+
+
+class ShapeError(Exception):
+    """An op's operands do not fit; the message names the op and both shapes."""
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    shape: Callable[..., TensorType]  # shape(attrs, *input_types) -> TensorType
+    forward: Callable[..., Any]
+    vjp: Callable[..., tuple] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    arity: int | None = None  # None: variadic
+    random: bool = False
+    elementwise: bool = False
+    nondiff: bool = False  # the output carries no gradient (comparisons, argmax, ...)
+    doc: str = ""
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in REGISTRY:
+        raise ValueError(f"op {op.name!r} registered twice")
+    REGISTRY[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef:
+    return REGISTRY[name]
+
+
+def defaults(name: str) -> dict[str, Any]:
+    op = REGISTRY.get(name)
+    return dict(op.attrs) if op else {}
+
+
+set_attr_defaults(defaults)

@@ -1,0 +1,243 @@
+"""Shape and indexing primitives: reshape, transpose, broadcast, sum_to, concat, slicing,
+gather (`take`), one_hot, and constant fills.
+
+Static indices are attributes: `getitem` takes `index`, a tuple whose items are
+`("i", k)` (an integer), `("s", start, stop, step)` (a slice), or `("n",)` (a new axis).
+"""
+
+from __future__ import annotations
+
+from runtime.ir import Dim, TensorType
+from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape
+
+
+def _resolve(shape, dims):
+    return tuple(d if isinstance(d, int) else dims[d] for d in shape)
+
+
+# ---- reshape / transpose
+register(OpDef(
+    "reshape", lambda attrs, t: TensorType(t.dtype, reshape_shape("reshape", t.shape,
+                                                                  tuple(attrs["shape"]))),
+    lambda xp, x, shape: xp.reshape(x, shape),
+    lambda g, out, x, shape: (g.b.emit("reshape", g, shape=x.shape),),
+    attrs={"shape": ()}, arity=1, doc="shape may hold symbols and one -1"))
+
+
+def _transpose_shape(attrs, t):
+    axes = attrs["axes"]
+    if axes is None:
+        return TensorType(t.dtype, t.shape[::-1])
+    if sorted(a % t.rank for a in axes) != list(range(t.rank)):
+        raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of rank {t.rank}")
+    return TensorType(t.dtype, tuple(t.shape[a] for a in axes))
+
+
+def _inverse_perm(axes, rank):
+    if axes is None:
+        return None
+    inv = [0] * rank
+    for i, a in enumerate(axes):
+        inv[a % rank] = i
+    return tuple(inv)
+
+
+register(OpDef(
+    "transpose", _transpose_shape, lambda xp, x, axes: xp.transpose(x, axes),
+    lambda g, out, x, axes: (g.b.emit("transpose", g, axes=_inverse_perm(axes, x.type.rank)),),
+    attrs={"axes": None}, arity=1))
+
+
+def _swap_last(x):
+    r = x.type.rank
+    return x.b.emit("transpose", x, axes=tuple(range(r - 2)) + (r - 1, r - 2))
+
+
+# ---- broadcasting and its adjoint
+def _bcast_shape(attrs, t):
+    target = tuple(attrs["shape"])
+    if broadcast_shapes("broadcast_to", t.shape, target) != target:
+        raise ShapeError(f"broadcast_to: cannot broadcast {t} to [{','.join(map(str, target))}]")
+    return TensorType(t.dtype, target)
+
+
+def _sum_to_shape(attrs, t):
+    target = tuple(attrs["shape"])
+    if broadcast_shapes("sum_to", t.shape, target) != tuple(t.shape):
+        raise ShapeError(f"sum_to: cannot reduce {t} to [{','.join(map(str, target))}]")
+    return TensorType(t.dtype, target)
+
+
+def sum_to_fwd(xp, x, shape):
+    """Sum `x` over the axes along which `shape` was broadcast to x.shape."""
+    shape = tuple(shape)
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    y = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    return y.reshape(shape) if lead or y.shape != shape else y
+
+
+register(OpDef("broadcast_to", _bcast_shape,
+               lambda xp, x, shape: xp.broadcast_to(x, tuple(shape)),
+               lambda g, out, x, shape: (g.b.emit("sum_to", g, shape=x.shape),),
+               attrs={"shape": ()}, arity=1))
+register(OpDef("sum_to", _sum_to_shape, sum_to_fwd,
+               lambda g, out, x, shape: (g.b.emit("broadcast_to", g, shape=x.shape),),
+               attrs={"shape": ()}, arity=1, doc="adjoint of broadcasting"))
+
+
+# ---- concat
+def _concat_shape(attrs, *ts):
+    if not ts:
+        raise ShapeError("concat: needs at least one input")
+    r = ts[0].rank
+    axis = norm_axes("concat", attrs["axis"], r)[0]
+    total: Dim = 0
+    for t in ts:
+        if t.rank != r or any(a != b for i, (a, b) in enumerate(zip(t.shape, ts[0].shape))
+                              if i != axis):
+            raise ShapeError("concat: shapes " + ", ".join(str(t) for t in ts)
+                             + f" differ outside axis {axis}")
+        d = t.shape[axis]
+        if isinstance(total, int) and isinstance(d, int):
+            total += d
+        else:
+            raise ShapeError(f"concat: axis {axis} has a symbolic extent")
+    dt = ts[0].dtype
+    return TensorType(dt, ts[0].shape[:axis] + (total,) + ts[0].shape[axis + 1:])
+
+
+def _concat_vjp(g, out, *xs, axis):
+    r = g.type.rank
+    ax = axis % r
+    res, start = [], 0
+    for x in xs:
+        d = x.shape[ax]
+        idx = tuple(("s", None, None, None) for _ in range(ax)) + (("s", start, start + d, None),)
+        res.append(g.b.emit("getitem", g, index=idx))
+        start += d
+    return tuple(res)
+
+
+register(OpDef("concat", _concat_shape, lambda xp, *xs, axis: xp.concatenate(xs, axis=axis),
+               _concat_vjp, attrs={"axis": 0}))
+
+
+# ---- static indexing
+def _slice_len(d: Dim, start, stop, step, op="getitem") -> Dim:
+    if not isinstance(d, int):
+        if start is None and stop is None and step in (None, 1):
+            return d
+        raise ShapeError(f"{op}: cannot slice a symbolic dimension {d} with bounds")
+    return len(range(*slice(start, stop, step).indices(d)))
+
+
+def index_shape(shape: tuple[Dim, ...], index) -> tuple[Dim, ...]:
+    out, k = [], 0
+    n_real = sum(1 for it in index if it[0] != "n")
+    if n_real > len(shape):
+        raise ShapeError(f"getitem: too many indices ({n_real}) for rank {len(shape)}")
+    for it in index:
+        if it[0] == "n":
+            out.append(1)
+        elif it[0] == "i":
+            d = shape[k]
+            if isinstance(d, int) and not -d <= it[1] < d:
+                raise ShapeError(f"getitem: index {it[1]} out of range for dimension {d}")
+            k += 1
+        else:
+            out.append(_slice_len(shape[k], it[1], it[2], it[3]))
+            k += 1
+    return tuple(out) + tuple(shape[k:])
+
+
+def _np_index(index):
+    return tuple(None if it[0] == "n" else it[1] if it[0] == "i" else slice(*it[1:])
+                 for it in index)
+
+
+def _getitem_fwd(xp, x, index):
+    return x[_np_index(index)]
+
+
+def _index_put_fwd(xp, g, index, shape):
+    z = xp.zeros(tuple(shape), dtype=g.dtype)
+    z[_np_index(tuple(it for it in index if it[0] != "n"))] = g.reshape(
+        index_shape(tuple(shape), tuple(it for it in index if it[0] != "n")))
+    return z
+
+
+register(OpDef("getitem", lambda attrs, t: TensorType(t.dtype, index_shape(t.shape,
+                                                                           attrs["index"])),
+               _getitem_fwd,
+               lambda g, out, x, index: (g.b.emit("index_put", g, index=index, shape=x.shape),),
+               attrs={"index": ()}, arity=1))
+register(OpDef("index_put", lambda attrs, t: TensorType(t.dtype, tuple(attrs["shape"])),
+               _index_put_fwd,
+               lambda g, out, x, index, shape: (g.b.emit("getitem", g, index=index),),
+               attrs={"index": (), "shape": ()}, arity=1,
+               doc="zeros of `shape` with x written at `index` (adjoint of getitem)"))
+
+
+# ---- gather by tensor indices
+def _take_shape(attrs, x, idx):
+    if idx.is_float:
+        raise ShapeError(f"take: indices must be integers, got {idx}")
+    axis = norm_axes("take", attrs["axis"], x.rank)[0]
+    return TensorType(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+
+
+def _take_grad_fwd(xp, g, idx, axis, size):
+    x_shape = list(g.shape[:axis]) + [size] + list(g.shape[axis + idx.ndim:])
+    out = xp.zeros(x_shape, dtype=g.dtype)
+    moved = xp.moveaxis(out, axis, 0)
+    gm = g.reshape(g.shape[:axis] + (-1,) + g.shape[axis + idx.ndim:])
+    gm = xp.moveaxis(gm, axis, 0)
+    xp.add.at(moved, idx.reshape(-1), gm)
+    return out
+
+
+register(OpDef("take", _take_shape, lambda xp, x, idx, axis: xp.take(x, idx, axis=axis),
+               lambda g, out, x, idx, axis: (
+                   g.b.emit("take_grad", g, idx, axis=axis % x.type.rank,
+                            size=x.shape[axis % x.type.rank]), None),
+               attrs={"axis": 0}, arity=2, doc="gather along an axis (embeddings, x[t])"))
+
+
+def _take_grad_shape(attrs, g, idx):
+    axis = attrs["axis"]
+    return TensorType(g.dtype, g.shape[:axis] + (attrs["size"],) + g.shape[axis + idx.rank:])
+
+
+register(OpDef("take_grad", _take_grad_shape, _take_grad_fwd,
+               lambda gg, out, g, idx, axis, size: (gg.b.emit("take", gg, idx, axis=axis), None),
+               attrs={"axis": 0, "size": 1}, arity=2, doc="scatter-add (adjoint of take)"))
+
+
+def _one_hot_fwd(xp, idx, depth, dtype):
+    out = xp.zeros(idx.shape + (depth,), dtype=TensorType(dtype, ()).np_dtype())
+    xp.put_along_axis(out, idx[..., None].astype("int64"), 1, axis=-1)
+    return out
+
+
+def _one_hot_shape(attrs, t):
+    if t.is_float:
+        raise ShapeError(f"one_hot: labels must be integers, got {t}")
+    return TensorType(attrs["dtype"], t.shape + (attrs["depth"],))
+
+
+register(OpDef("one_hot", _one_hot_shape, _one_hot_fwd, None,
+               attrs={"depth": 2, "dtype": "f32"}, arity=1, nondiff=True))
+
+
+# ---- fills
+register(OpDef("full", lambda attrs: TensorType(attrs["dtype"], tuple(attrs["shape"])),
+               lambda xp, shape, value, dtype: xp.full(tuple(shape), value,
+                                                       dtype=TensorType(dtype, ()).np_dtype()),
+               None, attrs={"shape": (), "value": 0.0, "dtype": "f32"}, arity=0, nondiff=True,
+               doc="a constant-filled tensor; shape may be symbolic"))
+register(OpDef("full_like", lambda attrs, t: TensorType(t.dtype, t.shape),
+               lambda xp, x, value: xp.full_like(x, value), lambda g, out, x, value: (None,),
+               attrs={"value": 0.0}, arity=1, nondiff=True))

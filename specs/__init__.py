@@ -1,0 +1,1 @@
+"""Shipped spec files (package data)."""
