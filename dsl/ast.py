@@ -157,9 +157,16 @@ class ListExpr:
     span: Span = _span()
 
 
+@dataclass(frozen=True)
+class EllipsisLit:
+    """`...` as a type dimension: `i32[...]` (any shape)."""
+
+    span: Span = _span()
+
+
 Expr = (
     Num | Str | Bool | NoneLit | Name | Attribute | BinOp | UnaryOp | Compare | Call | Index
-    | TupleExpr | ListExpr
+    | TupleExpr | ListExpr | EllipsisLit
 )
 
 

@@ -237,18 +237,16 @@ def const_attr(arr: np.ndarray) -> Any:
     """The printed form of a constant: the value itself when small, else a content hash."""
     arr = np.asarray(arr)
     if arr.size <= INLINE_CONST_MAX:
-        v = arr.tolist()
-        return _clean_float(v)
+        if arr.dtype.kind == "f":  # shortest text that reads back to the same value
+            conv = (lambda x: float(str(np.float32(x)))) if arr.dtype != np.float64 else float
+            return _nested(arr.tolist(), conv)
+        return arr.tolist()
     digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
     return f"sha256:{digest}"
 
 
-def _clean_float(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_clean_float(x) for x in v]
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return float(v)
-    return v
+def _nested(v: Any, conv: Callable[[float], float]) -> Any:
+    return [_nested(x, conv) for x in v] if isinstance(v, list) else conv(v)
 
 
 # ----------------------------------------------------------------- canonical text

@@ -34,11 +34,8 @@ def result_dtype(op: str, *types: TensorType) -> str:
     """NumPy-like promotion restricted to our dtypes; scalars of int meet floats as floats."""
     dts = [t.dtype for t in types]
     floats = [d for d in dts if d.startswith("f")]
-    if floats:
-        # a 0-d operand does not upcast a tensor (like NumPy's value-based casting)
-        tensor_floats = [t.dtype for t in types if t.dtype.startswith("f") and t.rank > 0]
-        pool = tensor_floats or floats
-        return max(pool, key=FLOAT_RANK.__getitem__)
+    if floats:  # NumPy promotion of arrays: the widest float wins
+        return max(floats, key=FLOAT_RANK.__getitem__)
     ints = [d for d in dts if d.startswith("i")]
     if ints:
         return "i64" if "i64" in ints else ints[0]

@@ -1,0 +1,110 @@
+"""The Python API: `dsl.compile(text)` and `dsl.load(path_or_name)` return a `Model`.
+
+A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evaluate()`,
+`model(**inputs)` (forward outputs), `.graph(stage)` (a networkx graph), `.graph_text(stage)`,
+`.params` (name -> array), `.save(path)` / `.load(path)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from dsl.compiler import Compiled, compile_file, compile_spec
+from dsl.errors import DataErr
+from runtime.train.data import DataError, Dataset, load_dataset
+from runtime.train.loop import FitResult, Trainer
+
+DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+
+
+class Model:
+    """One compiled spec, ready to train, evaluate and run."""
+
+    def __init__(self, compiled: Compiled, backend: str = "numpy",
+                 out_dir: str | Path | None = None, **settings: Any) -> None:
+        self.compiled = compiled
+        self.program = compiled.program
+        self.backend = backend
+        self.out_dir = out_dir
+        self.settings = settings
+        self._trainer: Trainer | None = None
+        self._data = None
+
+    @property
+    def dataset(self) -> Dataset | None:
+        if self._data is None and self.program.data is not None:
+            name, opts = self.program.data
+            dt = np.float64 if self.program.float_dtype == "f64" else np.float32
+            try:
+                self._data = load_dataset(name, opts, dtype=dt)
+            except DataError as e:
+                raise DataErr(str(e), self.program.meta.get("data_span")) from None
+        return self._data
+
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            self._trainer = Trainer(self.program, backend=self.backend, dataset=self.dataset,
+                                    out_dir=self.out_dir, **self.settings)
+        return self._trainer
+
+    def fit(self, steps: int | None = None, epochs: int | None = None,
+            batch: int | None = None, **kw: Any) -> FitResult:
+        """Train; see `runtime.train.loop.Trainer.fit`."""
+        return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
+
+    def evaluate(self, split: str = "test", batch: int | None = None) -> dict[str, float]:
+        """Objectives and metrics averaged over a split ('test' falls back to 'train')."""
+        if split == "test" and (self.dataset is None or self.dataset.test is None):
+            split = "train"
+        return self.trainer.evaluate(split=split, batch=batch)
+
+    def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
+        """Forward outputs (objectives, metrics and outputs) for the given inputs."""
+        return self.trainer.predict(inputs)
+
+    def graph(self, stage: str = "optimized", phase: int = 0) -> nx.DiGraph:
+        return self.compiled.stages[stage][phase][1].to_networkx()
+
+    def graph_text(self, stage: str = "optimized", locs: bool = False) -> str:
+        return self.compiled.text(stage, locs=locs)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        if self._trainer is None:
+            return {k: v.value.copy() for k, v in self.program.variables.items()
+                    if v.role == "param"}
+        values = self._trainer.get_variables()
+        return {k: values[k] for k, v in self.program.variables.items() if v.role == "param"}
+
+    def save(self, path: str | Path) -> Path:
+        return self.trainer.save(path)
+
+    def load(self, path: str | Path, weights_only: bool = False) -> dict[str, Any]:
+        return self.trainer.load(path, weights_only=weights_only)
+
+
+def _options(dtype: str, overrides: dict[str, Any] | None, seed: int | None) -> dict[str, Any]:
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return {"dtype": DTYPE_NAMES[dtype], "overrides": overrides, "seed": seed}
+
+
+def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | None = None,
+            dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
+            **settings: Any) -> Model:
+    """Compile spec text into a Model (raises `dsl.errors.DslError` on mistakes)."""
+    return Model(compile_spec(text, file, **_options(dtype, overrides, seed)), backend,
+                 **settings)
+
+
+def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
+         dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
+         **settings: Any) -> Model:
+    """Compile a spec file, or a shipped spec by name (`dsl.load("mlp_digits")`)."""
+    return Model(compile_file(str(path_or_name), **_options(dtype, overrides, seed)), backend,
+                 **settings)

@@ -1,0 +1,312 @@
+"""From spec text to a `runtime.program.Program`: parse, resolve includes, lower in train and
+eval mode, assemble the training phases, and run the pass pipeline.
+
+Stages, as printed by `dslrun graph --stage`: `forward` (eval-mode graph), `grad` (train-mode
+forward plus the gradients of each objective), `step` (the training step: gradients and
+update rules), `optimized` (the step after the pass pipeline).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsl import ast as A
+from dsl.errors import DataErr, DslError, NameErr, TypeErr, did_you_mean, register_source
+from dsl.lower import Lowerer
+from dsl.parser import parse
+from runtime.ir import Graph, to_text
+from runtime.passes import run_pipeline
+from runtime.program import Phase, Program, TrainSettings
+from runtime.train.data import DataError, load_dataset
+
+STAGES = ("forward", "grad", "step", "optimized")
+
+
+@functools.lru_cache(maxsize=1)
+def prelude() -> tuple[A.Stmt, ...]:
+    text = resources.files("dsl").joinpath("prelude.dl").read_text()
+    return parse(text, "<prelude>").body
+
+
+def shipped_specs() -> dict[str, Path]:
+    """Name -> path of every spec shipped in the `specs` package (bench ones as bench/x)."""
+    root = Path(str(resources.files("specs")))
+    out = {}
+    for p in sorted(root.rglob("*.dl")):
+        rel = p.relative_to(root).with_suffix("")
+        out[rel.as_posix()] = p
+        out.setdefault(p.stem, p)
+    return out
+
+
+def resolve_spec(path_or_name: str) -> Path:
+    """A path to an existing file, or the name of a shipped spec (`mlp_digits`)."""
+    p = Path(path_or_name)
+    if p.exists():
+        if p.is_dir():
+            raise DslError(f"{path_or_name}: is a directory, not a spec file")
+        return p
+    specs = shipped_specs()
+    key = path_or_name[:-3] if path_or_name.endswith(".dl") else path_or_name
+    if key in specs:
+        return specs[key]
+    if "/" in path_or_name or path_or_name.endswith(".dl"):
+        raise DslError(f"{path_or_name}: no such file")
+    raise DslError(f"no spec named '{path_or_name}' (not a file, not a shipped spec)"
+                   + did_you_mean(key, specs))
+
+
+def read_spec(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise DslError(f"{path}: not a text file") from None
+    except OSError as e:
+        raise DslError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def display_path(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = ()) -> tuple[A.Stmt, ...]:
+    prog = parse(text, file)
+    out: list[A.Stmt] = []
+    for s in prog.body:
+        if not isinstance(s, A.Include):
+            out.append(s)
+            continue
+        base = Path(file).parent if file not in ("<string>",) else Path.cwd()
+        target = (base / s.path).resolve()
+        key = str(target)
+        if key in stack or key == str(Path(file).resolve()):
+            chain = " -> ".join([*(Path(x).name for x in stack), Path(file).name, target.name])
+            raise NameErr(f"include cycle: {chain}", s.span)
+        if not target.exists():
+            raise NameErr(f"include: no file '{s.path}' (looked in {base})", s.span)
+        shown = display_path(target)
+        sub = parse_with_includes(read_spec(target), shown,
+                                  (*stack, str(Path(file).resolve())))
+        out.extend(x for x in sub if not isinstance(x, (A.ModelDecl, A.TrainDecl, A.DataDecl)))
+    return tuple(out)
+
+
+@dataclass
+class Compiled:
+    """A Program plus the printable stages of its graphs."""
+
+    program: Program
+    stages: dict[str, list[tuple[str, Graph]]] = field(default_factory=dict)
+    passes: list[str] = field(default_factory=list)
+    dumps: dict[str, str] = field(default_factory=dict)
+    procedures: dict[str, A.ProcedureDef] = field(default_factory=dict)
+
+    def text(self, stage: str, locs: bool = False) -> str:
+        parts = []
+        for name, g in self.stages[stage]:
+            passes = self.passes if stage in ("optimized",) or (
+                stage == "forward" and self.passes) else ()
+            head = f"# phase: {name}\n" if name else ""
+            parts.append(head + to_text(g, stage=stage, passes=passes, locs=locs))
+        return "\n".join(parts)
+
+
+def _initial_seed(stmts: tuple[A.Stmt, ...]) -> int:
+    for s in stmts:
+        if isinstance(s, A.TrainDecl):
+            for st in s.settings:
+                if st.name == "seed" and isinstance(st.value, A.Num):
+                    return int(st.value.value)
+    return 0
+
+
+def _data_loader(file: str, dtype: str):
+    def load(decl: A.DataDecl) -> Any:
+        return load_data(decl, file, dtype)
+    return load
+
+
+def data_options(decl: A.DataDecl, file: str) -> tuple[str, dict[str, Any]]:
+    opts: dict[str, Any] = {}
+    for k in decl.source.kwargs:
+        v = k.value
+        if isinstance(v, A.Num):
+            opts[k.name] = v.value
+        elif isinstance(v, A.Str):
+            opts[k.name] = v.value
+        elif isinstance(v, A.Bool):
+            opts[k.name] = v.value
+        elif isinstance(v, A.UnaryOp) and v.op == "-" and isinstance(v.operand, A.Num):
+            opts[k.name] = -v.operand.value
+        elif isinstance(v, A.ListExpr):
+            opts[k.name] = [_literal(i) for i in v.items]
+        else:
+            raise TypeErr(f"data option '{k.name}' must be a literal", k.span)
+    if decl.source.args:
+        first = decl.source.args[0]
+        if not isinstance(first, A.Str):
+            raise TypeErr("data takes options as name = value", first.span)
+        opts["path"] = first.value
+    base = str(Path(file).parent) if file not in ("<string>",) else os.getcwd()
+    opts["_base_dir"] = base
+    return decl.source.func, opts
+
+
+def _literal(e: A.Expr) -> Any:
+    if isinstance(e, (A.Num, A.Str, A.Bool)):
+        return e.value
+    if isinstance(e, A.UnaryOp) and e.op == "-" and isinstance(e.operand, A.Num):
+        return -e.operand.value
+    if isinstance(e, A.ListExpr):
+        return [_literal(i) for i in e.items]
+    raise TypeErr("expected a literal", e.span)
+
+
+def load_data(decl: A.DataDecl, file: str, dtype: str) -> Any:
+    name, opts = data_options(decl, file)
+    try:
+        return load_dataset(name, opts, dtype=np.float64 if dtype == "f64" else np.float32)
+    except DataError as e:
+        raise DataErr(str(e), decl.source.span) from None
+
+
+def _settings(low: Lowerer) -> TrainSettings:
+    ts = TrainSettings(seed=_initial_seed(low.stmts))
+    spans = {s.name: s.span for s in (low.train_decl.settings if low.train_decl else ())}
+    checks = {"batch": (int, 1), "epochs": (int, 0), "steps": (int, 0), "seed": (int, 0),
+              "eval_every": (int, 0), "checkpoint_every": (int, 0), "log_every": (int, 0)}
+    for k, v in low.train_settings.items():
+        if k == "order":
+            continue
+        if k in checks:
+            typ, lo = checks[k]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise TypeErr(f"train setting '{k}' must be an integer >= {lo}, got {v!r}",
+                              spans.get(k))
+            v = int(v)
+        elif k == "sampling":
+            if v not in ("shuffle", "with_replacement", "sequential"):
+                raise TypeErr(f"sampling must be \"shuffle\", \"with_replacement\" or "
+                              f"\"sequential\", got {v!r}" + did_you_mean(str(v), [
+                                  "shuffle", "with_replacement", "sequential"]), spans.get(k))
+        elif k == "drop_last" and not isinstance(v, bool):
+            raise TypeErr("drop_last must be true or false", spans.get(k))
+        setattr(ts, k, v)
+    return ts
+
+
+def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
+                 dtype: str = "f32", seed: int | None = None, optimize: bool = True,
+                 dump_after: str | None = None) -> Compiled:
+    """Compile spec text. Raises DslError subclasses for every user mistake."""
+    register_source(file, text)
+    stmts = parse_with_includes(text, file)
+    init_seed = seed if seed is not None else _initial_seed(stmts)
+    loader = _data_loader(file, dtype)
+    lows = {}
+    for mode in ("train", "eval"):
+        low = Lowerer(stmts, prelude(), mode, float_dtype=dtype, seed=init_seed,
+                      overrides=overrides, data_loader=loader)
+        low.run()
+        lows[mode] = low
+    tl, el = lows["train"], lows["eval"]
+    if tl.model_name is None:
+        raise NameErr("a spec starts with 'model NAME'", A.Span(file, 1, 1, 1, 2))
+    if not (tl.objectives or tl.outputs or tl.metrics):
+        raise NameErr("missing objective: declare 'objective NAME = ...' (or an 'output')",
+                      A.Span(file, 1, 1, 1, 2))
+    settings = _settings(tl)
+    if seed is not None:
+        settings.seed = seed
+
+    # the training phases
+    order = tl.train_settings.get("order")
+    phases_spec: list[tuple[str, dict[str, int], str]] = []
+    if order:
+        for name in order:
+            uses = [u for u in tl.opt_uses if u.objective == name]
+            if not uses:
+                span = next(s.span for s in tl.train_decl.settings if s.name == "order")
+                raise NameErr(f"order names '{name}', which no optimizer minimizes"
+                              + did_you_mean(name, [u.objective for u in tl.opt_uses]), span)
+            upd: dict[str, int] = {}
+            for u in uses:
+                upd.update(u.updates)
+            phases_spec.append((name, upd, name))
+    elif tl.opt_uses or tl.state_updates:
+        upd = {}
+        for u in tl.opt_uses:
+            upd.update(u.updates)
+        obj = tl.opt_uses[0].objective if tl.opt_uses else (next(iter(tl.objectives), ""))
+        phases_spec.append(("train" if tl.opt_uses else "update", upd, obj))
+
+    stages: dict[str, list[tuple[str, Graph]]] = {s: [] for s in STAGES}
+    fwd = el.graph.copy()
+    stages["forward"].append(("", fwd))
+    result_names = list(tl.objectives) + list(tl.metrics)
+    passes_run: list[str] = []
+    dumps: dict[str, str] = {}
+    fwd_opt, passes_run, d = run_pipeline(fwd, dump_after=dump_after) if optimize else (
+        fwd, [], None)
+    if d is not None:
+        dumps["forward"] = d
+    phases = []
+    for name, upd, obj in phases_spec:
+        g = tl.graph.copy()
+        g.outputs = {n: tl.graph.outputs[n] for n in result_names}
+        g.output_kinds = {n: tl.graph.output_kinds[n] for n in result_names}
+        grad_view = g.copy()
+        for u in tl.opt_uses:
+            if not order or u.objective == name:
+                for var in u.names:
+                    gid = next((i for i, n in tl.graph.nodes.items()
+                                if n.name == f"{var}.grad"), None)
+                    if gid is not None:
+                        grad_view.outputs[f"{var}.grad"] = gid
+                        grad_view.output_kinds[f"{var}.grad"] = "grad"
+        stages["grad"].append((name if len(phases_spec) > 1 else "", grad_view))
+        g.updates = {**tl.state_updates, **upd}
+        stages["step"].append((name if len(phases_spec) > 1 else "", g))
+        opt, passes_run, d = run_pipeline(g, dump_after=dump_after) if optimize else (g, [], None)
+        if d is not None:
+            dumps[name] = d
+        stages["optimized"].append((name if len(phases_spec) > 1 else "", opt))
+        phases.append(Phase(name, opt, obj))
+    if not phases_spec:
+        stages["grad"] = [("", fwd)]
+        stages["step"] = [("", fwd)]
+        stages["optimized"] = [("", fwd_opt)]
+
+    for name, v in el.variables.items():
+        if name not in tl.variables:
+            raise TypeErr(f"variable '{name}' exists only in evaluation mode")
+    program = Program(
+        name=tl.model_name, forward=fwd_opt, phases=phases, variables=tl.variables,
+        inputs=dict(tl.inputs), input_defaults=dict(tl.input_defaults),
+        objectives=list(tl.objectives), metrics=list(tl.metrics), outputs=list(tl.outputs),
+        data=data_options(tl.data_decl, file) if tl.data_decl else None, train=settings,
+        float_dtype=dtype, source=file,
+    )
+    for n in el.inputs:
+        if n not in program.inputs:
+            program.inputs[n] = el.inputs[n]
+    for n, v in el.input_defaults.items():
+        program.input_defaults.setdefault(n, v)
+    program.meta["data_span"] = tl.data_decl.span if tl.data_decl else None
+    return Compiled(program, stages, passes_run, dumps, dict(tl.procedures))
+
+
+def compile_file(path_or_name: str, **kw: Any) -> Compiled:
+    path = resolve_spec(path_or_name)
+    return compile_spec(read_spec(path), display_path(path), **kw)

@@ -1,0 +1,714 @@
+"""Spec text -> `dsl.ast.Program`.
+
+The grammar is `grammar/dsl.lark` (package data), parsed by Lark's LALR(1) parser with the
+basic lexer (keywords are reserved words) and `propagate_positions=True`. Three pieces live here:
+
+* `_PostLexer` drops newline tokens inside `( )` / `[ ]` and directly before `else`, and
+  tracks the open brackets so that errors can say which bracket was never closed;
+* `_Builder`, a Lark `Transformer`, turns the parse tree into the frozen AST dataclasses, with a
+  `Span` on every node;
+* `_syntax_error` turns any Lark exception into a `SyntaxErr` with a readable message.
+
+The Lark parser is built once per process. Building the LALR tables costs ~0.4 s, so the
+built parser is cached (Lark's `cache=` option) in a private per-user directory
+(`$DSLRUN_CACHE_DIR`, else `$XDG_CACHE_HOME/dslrun`, else `~/.cache/dslrun`), published with
+an atomic rename; `DSLRUN_NO_CACHE=1` turns the cache off. A missing, unusable or corrupt
+cache only costs the rebuild.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dsl import ast as A
+from dsl.errors import DslError, SyntaxErr, did_you_mean, register_source
+
+if "lark" not in sys.modules and "regex" not in sys.modules:
+    # Lark imports the third-party `regex` package when installed (~15 ms) but only uses it
+    # for Lark(regex=True); hide it while lark loads. Later `import regex` works as usual.
+    sys.modules["regex"] = None  # type: ignore[assignment]
+    try:
+        import lark
+    finally:
+        del sys.modules["regex"]
+
+import lark  # noqa: E402
+from lark import Lark, Token, Transformer, Tree, v_args  # noqa: E402
+from lark.exceptions import (  # noqa: E402
+    LarkError,
+    UnexpectedCharacters,
+    UnexpectedInput,
+    VisitError,
+)
+from lark.lexer import PatternStr  # noqa: E402
+
+__all__ = ["DTYPES", "parse", "get_parser"]
+
+DTYPES = ("f16", "f32", "f64", "i32", "i64", "bool")
+
+_LARK_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "basic",
+    "propagate_positions": True,
+    "maybe_placeholders": True,
+}
+
+_OPENERS = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}
+_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
+_ELSE_AFTER_NL = re.compile(r"else(?![A-Za-z0-9_])")
+
+
+# ---------------------------------------------------------------- postlexer
+
+
+class _ParseState(threading.local):
+    """Per-thread state of the parse in progress (source text, open brackets)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.open: list[Token] = []
+
+
+_STATE = _ParseState()
+
+
+class _PostLexer:
+    """Drop `_NL` inside ( ) and [ ] and before `else`; remember the open brackets."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        state = _STATE
+        opened: list[Token] = []
+        state.open = opened
+        text = state.text
+        for tok in stream:
+            kind = tok.type
+            if kind == "_NL":
+                if opened and opened[-1].type != "LBRACE":
+                    continue
+                if _ELSE_AFTER_NL.match(text, tok.end_pos or 0):
+                    continue
+            elif kind in _OPENERS:
+                opened.append(tok)
+            elif kind in _CLOSERS:
+                if opened and opened[-1].type == _CLOSERS[kind]:
+                    opened.pop()
+            yield tok
+
+
+# ---------------------------------------------------------------- building the parser
+
+
+def _grammar_text() -> str:
+    return resources.files("grammar").joinpath("dsl.lark").read_text(encoding="utf-8")
+
+
+def _cache_dir() -> Path | None:
+    """A private per-user cache directory, or None when caching is off or unsafe."""
+    if os.environ.get("DSLRUN_NO_CACHE"):
+        return None
+    base = os.environ.get("DSLRUN_CACHE_DIR")
+    if base:
+        path = Path(base)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        path = Path(xdg) / "dslrun" if xdg else Path.home() / ".cache" / "dslrun"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+        if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+            return None  # somebody else could write there: do not unpickle from it
+    except OSError:
+        return None
+    return path
+
+
+def _is_own_file(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if not path.is_file() or path.is_symlink():
+        return False
+    return not hasattr(os, "getuid") or st.st_uid == os.getuid()
+
+
+def _build_parser() -> Lark:
+    text = _grammar_text()
+    directory = _cache_dir()
+    if directory is None:
+        return Lark(text, postlex=_PostLexer(), **_LARK_OPTIONS)
+    key = "\0".join(
+        [text, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version]
+    )
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+    cache = directory / f"grammar-{digest}.lark"
+    if _is_own_file(cache):
+        # Lark checks the grammar hash stored in the file and rebuilds if it is unusable.
+        return Lark(text, postlex=_PostLexer(), cache=str(cache), **_LARK_OPTIONS)
+    # Build into a private temporary file, then publish it atomically.
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=".grammar-", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # Lark writes the file itself
+    try:
+        parser = Lark(text, postlex=_PostLexer(), cache=tmp, **_LARK_OPTIONS)
+        if os.path.exists(tmp):
+            os.replace(tmp, cache)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return parser
+
+
+_PARSER: Lark | None = None
+_PARSER_LOCK = threading.Lock()
+
+
+def get_parser() -> Lark:
+    """The process-wide Lark parser (built, or loaded from the cache, on first use)."""
+    global _PARSER
+    if _PARSER is None:
+        with _PARSER_LOCK:
+            if _PARSER is None:
+                _PARSER = _build_parser()
+    return _PARSER
+
+
+# ---------------------------------------------------------------- tree -> AST
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+_STMT_DESC = {
+    A.Call: "a call", A.Attribute: "an attribute", A.Num: "a number", A.Str: "a string",
+    A.BinOp: "an expression", A.UnaryOp: "an expression", A.Compare: "a comparison",
+    A.TupleExpr: "a tuple", A.ListExpr: "a list", A.Bool: "a literal", A.NoneLit: "None",
+}
+
+
+def _decode_string(tok: Token, span: A.Span) -> str:
+    def repl(m: re.Match[str]) -> str:
+        esc = m.group(1)
+        if esc.startswith("u") and len(esc) == 5:
+            return chr(int(esc[1:], 16))
+        if esc in _ESCAPES:
+            return _ESCAPES[esc]
+        raise SyntaxErr(f"unknown escape sequence '\\{esc}' in string", span)
+
+    return _ESCAPE_RE.sub(repl, str(tok)[1:-1])
+
+
+@v_args(inline=True, meta=True)
+class _Builder(Transformer):
+    """Parse tree -> AST. Every method receives the rule's `meta` and its named children."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta: Any) -> A.Span:
+        if getattr(meta, "empty", True):
+            return A.Span(self.file, 1, 1, 1, 1)
+        return A.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok_span(self, tok: Token) -> A.Span:
+        return A.Span(self.file, tok.line or 1, tok.column or 1,
+                      tok.end_line or tok.line or 1, tok.end_column or tok.column or 1)
+
+    # ---- program and blocks
+
+    def start(self, meta: Any, *body: A.Stmt) -> A.Program:
+        return A.Program(tuple(body), file=self.file, span=self._span(meta))
+
+    def block(self, meta: Any, *body: A.Stmt) -> tuple[A.Stmt, ...]:
+        return tuple(body)
+
+    # ---- declarations
+
+    def model_stmt(self, meta: Any, name: Token) -> A.ModelDecl:
+        return A.ModelDecl(str(name), span=self._span(meta))
+
+    def include_stmt(self, meta: Any, path: Token) -> A.Include:
+        span = self._span(meta)
+        return A.Include(_decode_string(path, span), span=span)
+
+    def data_stmt(self, meta: Any, source: A.Call) -> A.DataDecl:
+        return A.DataDecl(source, span=self._span(meta))
+
+    def input_stmt(self, meta: Any, name: Token, type_: A.TypeExpr,
+                   default: A.Expr | None) -> A.InputDecl:
+        return A.InputDecl(str(name), type_, default, span=self._span(meta))
+
+    def const_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.ConstDecl:
+        return A.ConstDecl(str(name), value, span=self._span(meta))
+
+    def param_stmt(self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr,
+                   kind: Token | None) -> A.ParamDecl:
+        return A.ParamDecl(str(name), type_, init, False, None if kind is None else str(kind),
+                           span=self._span(meta))
+
+    def frozen_stmt(self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr,
+                    kind: Token | None) -> A.ParamDecl:
+        return A.ParamDecl(str(name), type_, init, True, None if kind is None else str(kind),
+                           span=self._span(meta))
+
+    def state_stmt(self, meta: Any, name: Token, type_: A.TypeExpr | None,
+                   init: A.Expr) -> A.StateDecl:
+        return A.StateDecl(str(name), type_, init, span=self._span(meta))
+
+    def objective_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.ObjectiveDecl:
+        return A.ObjectiveDecl(str(name), value, span=self._span(meta))
+
+    def metric_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.MetricDecl:
+        return A.MetricDecl(str(name), value, span=self._span(meta))
+
+    def output_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.OutputDecl:
+        return A.OutputDecl(str(name), value, span=self._span(meta))
+
+    # ---- simple statements
+
+    def assign(self, meta: Any, targets: tuple[A.Target, ...], value: A.Expr) -> A.Assign:
+        return A.Assign(targets, value, span=self._span(meta))
+
+    def targets(self, meta: Any, *exprs: A.Expr) -> tuple[A.Target, ...]:
+        return tuple(self._target(e) for e in exprs)
+
+    def _target(self, e: A.Expr) -> A.Target:
+        if isinstance(e, A.Name):
+            return A.Target(e.id, None, span=e.span)
+        if isinstance(e, A.Index) and isinstance(e.value, A.Name):
+            return A.Target(e.value.id, e.items, span=e.span)
+        what = _STMT_DESC.get(type(e), "this expression")
+        if isinstance(e, A.Index):
+            what = "an index of this expression"
+        raise SyntaxErr(
+            f"cannot assign to {what}: an assignment target is a name or an indexed name",
+            e.span,
+        )
+
+    def expr_stmt(self, meta: Any, value: A.Expr) -> A.ExprStmt:
+        return A.ExprStmt(value, span=self._span(meta))
+
+    def return_stmt(self, meta: Any, value: A.Expr) -> A.Return:
+        return A.Return(value, span=self._span(meta))
+
+    def emit_stmt(self, meta: Any, value: A.Expr) -> A.Emit:
+        return A.Emit(value, span=self._span(meta))
+
+    # ---- compound statements
+
+    def for_stmt(self, meta: Any, var: Token, reverse: Token | None, start: A.Expr,
+                 stop: A.Expr, body: tuple[A.Stmt, ...]) -> A.For:
+        return A.For(str(var), start, stop, reverse is not None, body, span=self._span(meta))
+
+    def repeat_stmt(self, meta: Any, name: Token, var: Token, start: A.Expr, stop: A.Expr,
+                    body: tuple[A.Stmt, ...]) -> A.Repeat:
+        return A.Repeat(str(name), str(var), start, stop, body, span=self._span(meta))
+
+    def loop_stmt(self, meta: Any, var: Token, start: A.Expr, stop: A.Expr,
+                  body: tuple[A.Stmt, ...]) -> A.Loop:
+        return A.Loop(str(var), start, stop, body, span=self._span(meta))
+
+    def if_stmt(self, meta: Any, cond: A.Expr, body: tuple[A.Stmt, ...],
+                orelse: tuple[A.Stmt, ...] | A.If | None) -> A.If:
+        if orelse is None:
+            orelse = ()
+        elif isinstance(orelse, A.If):
+            orelse = (orelse,)
+        return A.If(cond, body, orelse, span=self._span(meta))
+
+    def net_stmt(self, meta: Any, kind: Token, name: Token, params: tuple[A.Param, ...] | None,
+                 body: tuple[A.Stmt, ...]) -> A.NetDef:
+        return A.NetDef(str(kind), str(name), params or (), body, span=self._span(meta))
+
+    def procedure_stmt(self, meta: Any, name: Token, params: tuple[A.Param, ...] | None,
+                       body: tuple[A.Stmt, ...]) -> A.ProcedureDef:
+        return A.ProcedureDef(str(name), params or (), body, span=self._span(meta))
+
+    def update_stmt(self, meta: Any, body: tuple[A.Stmt, ...]) -> A.UpdateBlock:
+        return A.UpdateBlock(body, span=self._span(meta))
+
+    def optimizer_def(self, meta: Any, head: A.Call, body: tuple[A.Stmt, ...]) -> A.OptimizerDef:
+        params: list[A.Param] = []
+        for arg in head.args:
+            if not isinstance(arg, A.Name):
+                raise SyntaxErr(
+                    "optimizer parameters are names with optional defaults: "
+                    "optimizer rms(lr = 1e-2, beta = 0.9) { ... }",
+                    arg.span,
+                )
+            params.append(A.Param(arg.id, span=arg.span))
+        params.extend(A.Param(k.name, k.value, span=k.span) for k in head.kwargs)
+        return A.OptimizerDef(head.func, tuple(params), body, span=self._span(meta))
+
+    def optimizer_use(self, meta: Any, rule: A.Call, objective: Token,
+                      over: A.Expr | None) -> A.OptimizerUse:
+        return A.OptimizerUse(rule, str(objective), over, span=self._span(meta))
+
+    def train_stmt(self, meta: Any, *settings: A.Setting) -> A.TrainDecl:
+        return A.TrainDecl(tuple(settings), span=self._span(meta))
+
+    def setting(self, meta: Any, name: Token, value: A.Expr) -> A.Setting:
+        return A.Setting(str(name), value, span=self._span(meta))
+
+    def params(self, meta: Any, *params: A.Param) -> tuple[A.Param, ...]:
+        return tuple(params)
+
+    def param(self, meta: Any, name: Token, type_: A.TypeExpr | None,
+              default: A.Expr | None) -> A.Param:
+        return A.Param(str(name), default, type_, span=self._span(meta))
+
+    # ---- types
+
+    def type(self, meta: Any, dtype: Token | None, *dims: A.Expr) -> A.TypeExpr:
+        if dtype is not None and str(dtype) not in DTYPES:
+            raise SyntaxErr(
+                f"unknown dtype '{dtype}'{did_you_mean(str(dtype), DTYPES)}; "
+                f"the dtypes are {', '.join(DTYPES)}, or none for the float type: [n, m]",
+                self._tok_span(dtype),
+            )
+        return A.TypeExpr(None if dtype is None else str(dtype), tuple(dims),
+                          span=self._span(meta))
+
+    def ellipsis(self, meta: Any) -> A.EllipsisLit:
+        return A.EllipsisLit(span=self._span(meta))
+
+    # ---- expressions
+
+    def bare_tuple(self, meta: Any, *items: A.Expr) -> A.TupleExpr:
+        return A.TupleExpr(tuple(items), span=self._span(meta))
+
+    def paren_tuple(self, meta: Any, *items: A.Expr) -> A.TupleExpr:
+        return A.TupleExpr(tuple(items), span=self._span(meta))
+
+    def list_(self, meta: Any, *items: A.Expr) -> A.ListExpr:
+        return A.ListExpr(tuple(items), span=self._span(meta))
+
+    def binop(self, meta: Any, left: A.Expr, op: Token, right: A.Expr) -> A.BinOp:
+        return A.BinOp(str(op), left, right, span=self._span(meta))
+
+    def compare(self, meta: Any, left: A.Expr, op: Token, right: A.Expr) -> A.Compare:
+        return A.Compare(str(op), left, right, span=self._span(meta))
+
+    def unary(self, meta: Any, op: Token, operand: A.Expr) -> A.UnaryOp:
+        return A.UnaryOp(str(op), operand, span=self._span(meta))
+
+    def index(self, meta: Any, value: A.Expr, *items: A.Expr | A.Slice) -> A.Index:
+        return A.Index(value, tuple(items), span=self._span(meta))
+
+    def slice(self, meta: Any, start: A.Expr | None, stop: A.Expr | None,
+              step: A.Expr | None) -> A.Slice:
+        return A.Slice(start, stop, step, span=self._span(meta))
+
+    def attribute(self, meta: Any, value: A.Expr, attr: Token) -> A.Attribute:
+        return A.Attribute(value, str(attr), span=self._span(meta))
+
+    def call(self, meta: Any, func: Token, *args: A.Expr | A.Keyword) -> A.Call:
+        positional: list[A.Expr] = []
+        keywords: list[A.Keyword] = []
+        for arg in args:
+            if isinstance(arg, A.Keyword):
+                if any(k.name == arg.name for k in keywords):
+                    raise SyntaxErr(f"keyword argument '{arg.name}' repeated", arg.span)
+                keywords.append(arg)
+            elif keywords:
+                raise SyntaxErr(
+                    "positional argument after keyword arguments "
+                    "(write positional arguments first: f(a, b, k = v))",
+                    arg.span,
+                )
+            else:
+                positional.append(arg)
+        return A.Call(str(func), tuple(positional), tuple(keywords), span=self._span(meta))
+
+    def kwarg(self, meta: Any, name: A.Name, value: A.Expr) -> A.Keyword:
+        return A.Keyword(name.id, value, span=self._span(meta))
+
+    def name(self, meta: Any, tok: Token) -> A.Name:
+        return A.Name(str(tok), span=self._span(meta))
+
+    def int_(self, meta: Any, tok: Token) -> A.Num:
+        return A.Num(int(tok), str(tok), span=self._span(meta))
+
+    def float_(self, meta: Any, tok: Token) -> A.Num:
+        return A.Num(float(tok), str(tok), span=self._span(meta))
+
+    def string(self, meta: Any, tok: Token) -> A.Str:
+        span = self._span(meta)
+        return A.Str(_decode_string(tok, span), span=span)
+
+    def true(self, meta: Any, tok: Token) -> A.Bool:
+        return A.Bool(True, span=self._span(meta))
+
+    def false(self, meta: Any, tok: Token) -> A.Bool:
+        return A.Bool(False, span=self._span(meta))
+
+    def none(self, meta: Any, tok: Token) -> A.NoneLit:
+        return A.NoneLit(span=self._span(meta))
+
+
+# ---------------------------------------------------------------- syntax errors
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "_NL": "end of line",
+    "$END": "end of input",
+}
+_STATEMENT_KEYWORDS = frozenset(
+    "model include data input const param frozen state net def objective metric output "
+    "optimizer train update procedure return emit for repeat loop if".split()
+)
+_EXPR_START = frozenset(
+    ["a name", "a number", "a string", "'('", "'['", "'-'", "'+'", "'not'", "'true'",
+     "'false'", "'None'", "'param'", "'train'"]
+)
+_OPERATORS = frozenset(
+    f"'{op}'" for op in
+    "+ - * / // % @ ** < <= > >= == != and or [ .".split()
+)
+_WORD_ORDER = ["a name", "a number", "a string", "an expression", "an operator", "a statement",
+               "end of line", "end of input"]
+
+# Mistakes recognised by the parser state they fail in (Lark's `match_examples` idea, but
+# comparing only the LALR state, not the stack depth, so they match inside blocks too).
+# label -> (example texts, whether the unexpected token's type must match as well)
+_EXAMPLES: dict[str, tuple[list[str], bool]] = {
+    "param_type": (["param W = 1", "param W [n] = 1"], False),
+    "frozen_type": (["frozen W = 1"], False),
+    "input_type": (["input x = 1", "input x f32[B]"], False),
+    "const_eq": (["const H 1", "const H: 1"], False),
+    "objective_eq": (["objective loss f(x)"], False),
+    "metric_eq": (["metric acc f(x)"], False),
+    "output_eq": (["output y f(x)"], False),
+    "chained_compare": (["x = a < b < c", "x = a < b == c", "x = a == b > c",
+                         "x = a != b <= c", "x = a >= b != c"], True),
+    "setting_colon": (["train { batch: 64 }"], True),
+}
+_EXAMPLE_TABLE: dict[tuple[int, str | None], str] | None = None
+
+
+def _example_table() -> dict[tuple[int, str | None], str]:
+    global _EXAMPLE_TABLE
+    if _EXAMPLE_TABLE is None:
+        table: dict[tuple[int, str | None], str] = {}
+        parser = get_parser()
+        for label, (texts, by_token) in _EXAMPLES.items():
+            for text in texts:
+                _STATE.text = text
+                try:
+                    parser.parse(text)
+                except UnexpectedInput as e:
+                    state = getattr(e, "state", None)
+                    position = getattr(state, "position", None)
+                    token = getattr(e, "token", None)
+                    if position is not None:
+                        key = (position, token.type if by_token and token is not None else None)
+                        table.setdefault(key, label)
+        _EXAMPLE_TABLE = table
+    return _EXAMPLE_TABLE
+
+
+def _accepts(state: Any) -> set[str]:
+    """The terminals that the parser would really accept next: unlike `expected`, this
+    follows the pending reductions, so a shared LALR state does not list the union of the
+    tokens every context allows."""
+    try:
+        conf = copy.copy(state.parse_conf)
+        conf.callbacks = {}
+        choices = conf.parse_table.states[state.position]
+    except (AttributeError, KeyError, TypeError):
+        return set()
+    accepted: set[str] = set()
+    for name in choices:
+        if not name.isupper() and name != "$END":
+            continue
+        trial = state.copy(deepcopy_values=False)
+        trial.parse_conf = conf
+        try:
+            trial.feed_token(Token(name, ""))
+        except Exception:  # noqa: BLE001 - any failure means "not accepted"
+            continue
+        accepted.add(name)
+    return accepted
+
+
+def _describe_expected(expected: set[str]) -> str:
+    parser = get_parser()
+    words: set[str] = set()
+    for name in expected:
+        if name in _TERMINAL_WORDS:
+            words.add(_TERMINAL_WORDS[name])
+            continue
+        try:
+            pattern = parser.get_terminal(name).pattern
+        except KeyError:
+            words.add(name.lower())
+            continue
+        words.add(f"'{pattern.value}'" if isinstance(pattern, PatternStr) else name.lower())
+    if "'model'" in words and "'if'" in words:
+        words -= {f"'{k}'" for k in _STATEMENT_KEYWORDS} | _EXPR_START
+        words.add("a statement")
+    elif "a name" in words and "a number" in words:
+        words -= _EXPR_START
+        words.add("an expression")
+    if "'*'" in words and "'+'" in words:
+        words -= _OPERATORS
+        words.add("an operator")
+    literal = sorted(w for w in words if w.startswith("'"))
+    named = sorted((w for w in words if not w.startswith("'")),
+                   key=lambda w: _WORD_ORDER.index(w) if w in _WORD_ORDER else len(_WORD_ORDER))
+    items = literal + named
+    if len(items) == 1:
+        return items[0]
+    return "one of: " + ", ".join(items)
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of input"
+    if tok.type == "_NL":
+        return "end of line"
+    text = str(tok)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"'{text}'"
+
+
+def _end_span(file: str, text: str) -> A.Span:
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        return A.Span(file, 1, 1, 1, 1)
+    col = len(lines[-1]) + 1
+    return A.Span(file, len(lines), col, len(lines), col + 1)
+
+
+def _token_span(file: str, tok: Token) -> A.Span:
+    line = tok.line or 1
+    col = tok.column or 1
+    if tok.type == "_NL":
+        return A.Span(file, line, col, line, col + 1)
+    end_line = tok.end_line or line
+    end_col = tok.end_column or col + 1
+    return A.Span(file, line, col, end_line, end_col)
+
+
+def _special_message(label: str, tok: Token, stack_values: list[Any]) -> str:
+    names = [v for v in stack_values if isinstance(v, Token) and v.type == "NAME"]
+    name = str(names[-1]) if names else "x"
+    if label == "param_type":
+        return f"param declarations need a type: param {name}: [n, m] = init"
+    if label == "frozen_type":
+        return f"frozen declarations need a type: frozen {name}: [n, m] = init"
+    if label == "input_type":
+        return f"input declarations need a type: input {name}: f32[B, n]"
+    if label == "const_eq":
+        return f"expected '=' after the constant name: const {name} = value"
+    if label in ("objective_eq", "metric_eq", "output_eq"):
+        kw = label.split("_")[0]
+        return f"expected '=' after the {kw} name: {kw} {name} = expression"
+    if label == "chained_compare":
+        return (f"comparisons cannot be chained: unexpected {_describe_token(tok)}; "
+                "combine them with 'and'")
+    if label == "setting_colon":
+        return "train settings are written name = value: train { batch = 64, epochs = 20 }"
+    return f"unexpected {_describe_token(tok)}"
+
+
+def _syntax_error(e: UnexpectedInput, file: str, text: str, opened: list[Token]) -> SyntaxErr:
+    if isinstance(e, UnexpectedCharacters):
+        line, col = e.line, e.column
+        char = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
+        span = A.Span(file, line, col, line, col + 1)
+        if char == '"':
+            return SyntaxErr("unterminated string: missing closing '\"' on this line", span)
+        if char in "'`":
+            return SyntaxErr("strings are written with double quotes: \"text\"", span)
+        return SyntaxErr(f"unexpected character {char!r}", span)
+
+    tok: Token = e.token  # type: ignore[attr-defined]
+    at_end = tok.type == "$END"
+    span = _end_span(file, text) if at_end else _token_span(file, tok)
+
+    # A bracket left open: ( [ swallow the newlines that follow, so the parser stumbles later.
+    if opened:
+        top = opened[-1]
+        closer = _OPENERS[top.type]
+        if top.type != "LBRACE" and (at_end or (tok.line or 0) > (top.line or 0)):
+            return SyntaxErr(
+                f"missing '{closer}': this '{top}' is never closed",
+                _token_span(file, top),
+                notes=(f"the parser reached {_describe_token(tok)} at {span}",),
+            )
+        if at_end:
+            braces = [t for t in opened if t.type == "LBRACE"]
+            if braces:
+                return SyntaxErr("missing '}': this '{' is never closed",
+                                 _token_span(file, braces[-1]))
+
+    if tok.type in _CLOSERS and not any(t.type == _CLOSERS[tok.type] for t in opened):
+        return SyntaxErr(f"unmatched '{tok}'", span)
+
+    state = getattr(e, "state", None)
+    position = getattr(state, "position", None)
+    stack_values = list(getattr(state, "value_stack", []) or [])
+    if position is not None:
+        table = _example_table()
+        label = table.get((position, tok.type)) or table.get((position, None))
+        if label is not None:
+            return SyntaxErr(_special_message(label, tok, stack_values), span)
+
+    # `if x = 2 {`: '=' where a comparison would fit.
+    if tok.type == "EQUAL":
+        for v in reversed(stack_values):
+            if isinstance(v, Token) and v.type in ("_NL", "SEMICOLON", "LBRACE"):
+                break
+            if isinstance(v, Token) and v.type == "IF":
+                return SyntaxErr("unexpected '=' in a condition: use '==' to compare", span)
+
+    expected = _accepts(state) if state is not None else set()
+    if not expected:
+        expected = set(getattr(e, "expected", None) or ())
+    message = f"unexpected {_describe_token(tok)}"
+    if expected:
+        message += f", expected {_describe_expected(expected)}"
+    return SyntaxErr(message, span)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def parse(text: str, file: str = "<string>") -> A.Program:
+    """Parse spec text into a `Program`; any syntax error raises `dsl.errors.SyntaxErr`."""
+    register_source(file, text)
+    parser = get_parser()
+    _STATE.text = text
+    _STATE.open = []
+    try:
+        tree: Tree = parser.parse(text)
+    except UnexpectedInput as e:
+        opened = list(_STATE.open)
+        raise _syntax_error(e, file, text, opened) from None
+    except LarkError as e:  # pragma: no cover - defensive: never leak a Lark exception
+        raise SyntaxErr(f"cannot parse: {e}", A.Span(file, 1, 1, 1, 2)) from None
+    try:
+        return _Builder(file).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, DslError):
+            raise e.orig_exc from None
+        raise

@@ -1,0 +1,1 @@
+"""Training support for dslrun: data sets, batching and the training loop."""
