@@ -42,8 +42,7 @@ def _sets(items: list[str]) -> dict[str, Any]:
 
 
 def _fail(msg: str) -> int:
-    print(msg if msg.startswith(("error", "/", ".")) or ":" in msg.split(" ")[0]
-          else f"error: {msg}", file=sys.stderr)
+    print(msg if msg.startswith("error") else f"error: {msg}", file=sys.stderr)
     return 1
 
 
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.plan import NonFiniteError
     from runtime.train.checkpoint import CheckpointError
     from runtime.train.data import DataError
-    from runtime.train.loop import TrainError, TrainingInterrupted
+    from runtime.train.loop import TrainError, TrainingDiverged, TrainingInterrupted
 
     try:
         return COMMAND_FUNCS[args.command](args)
@@ -125,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    except (TrainError, CheckpointError, BackendError, DataError, NonFiniteError) as e:
+    except TrainingDiverged as e:
+        print(f"error: {e}{_last_checkpoint(e, args)}", file=sys.stderr)
+        return 1
+    except NonFiniteError as e:
+        print(_non_finite(e), file=sys.stderr)
+        return 1
+    except (TrainError, CheckpointError, BackendError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -135,9 +140,53 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _last_checkpoint(e: Any, args: argparse.Namespace) -> str:
+    """Where the last good state of a diverged run is: the checkpoint this run wrote last, or
+    the one left from before (a diverged run never overwrites a checkpoint)."""
+    from runtime.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = getattr(e.result, "checkpoint", None) if getattr(e, "result", None) else None
+    if path is None:
+        out = getattr(args, "_out_dir", None)
+        path = out / "checkpoint.npz" if out is not None and (out / "checkpoint.npz").is_file() \
+            else None
+    if path is None:
+        return "; no checkpoint was written"
+    try:
+        step = load_checkpoint(path)[1].get("step")
+    except CheckpointError:
+        return f"; the last checkpoint is {path}"
+    return f"; the last good checkpoint is {path} (step {step})"
+
+
+def _non_finite(e: Any) -> str:
+    """A `--nan-check` finding, formatted like a compile error at the node's spec position."""
+    from dsl.ast import Span
+    from dsl.errors import RunErr
+
+    loc = getattr(e, "loc", None)
+    if loc is None or loc.line <= 0:
+        return f"error: {e}"
+    msg = str(e).replace(f" at {loc}", "", 1)
+    return RunErr(msg, Span(loc.file, loc.line, loc.col, loc.line, loc.col + 1)).format()
+
+
+def _check_pass_name(args: argparse.Namespace) -> None:
+    from runtime.passes import PIPELINE
+
+    name = getattr(args, "dump_after", None)
+    names = [n for n, _ in PIPELINE]
+    if name is not None and name not in names:
+        from dsl.errors import did_you_mean
+
+        raise SystemExit(_fail(f"--dump-after: unknown pass '{name}'" + did_you_mean(name, names)
+                               + f"; the passes are: {', '.join(names)}"))
+
+
 def _compile(args: argparse.Namespace, dtype: str | None = None) -> Any:
     from dsl.compiler import compile_file
 
+    _check_pass_name(args)
     dt = {"float32": "f32", "float64": "f64"}[dtype or args.dtype]
     return compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
                         dump_after=getattr(args, "dump_after", None))
@@ -167,6 +216,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     n_all = p.param_count()
     extra = f" ({n_all - n_train} frozen)" if n_all != n_train else ""
     print(f"parameters: {n_all}{extra}")
+    if p.data is not None:
+        from dsl.api import Model
+
+        ds = Model(c).dataset  # loading checks the data set's name and options
+        n_test = 0 if ds.test is None else len(next(iter(ds.test.values())))
+        n_train_rows = len(next(iter(ds.train.values()))) if ds.train else 0
+        print(f"data: {p.data[0]} ({n_train_rows} train, {n_test} test)")
     return 0
 
 
@@ -220,13 +276,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dsl.api import Model
     from runtime.train.progress import Progress, format_table
 
+    if args.resume and args.init_from:
+        raise SystemExit(_fail("--resume and --init-from exclude each other"))
     c = _compile(args)
     p = c.program
     out_dir = Path(args.out) if args.out else Path("runs") / p.name
+    args._out_dir = out_dir
     model = Model(c, backend=args.backend, out_dir=out_dir if p.phases else None,
                   batch=args.batch)
-    if args.resume and args.init_from:
-        raise SystemExit(_fail("--resume and --init-from exclude each other"))
     if args.resume:
         model.load(args.resume)
         if not args.quiet:

@@ -288,7 +288,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         stages["step"] = [("", fwd)]
         stages["optimized"] = [("", fwd_opt)]
 
-    for name, v in el.variables.items():
+    for name in el.variables:
         if name not in tl.variables:
             raise TypeErr(f"variable '{name}' exists only in evaluation mode")
     program = Program(

@@ -71,6 +71,16 @@ class _Return(Exception):
         self.value = value
 
 
+def _at_call_site(ex: DslError, def_name: str, call: A.Span) -> DslError:
+    """A mistake found inside a prelude def, moved to the user's call of that def (the
+    prelude's own line goes into a note): users see their line, not the library's."""
+    s = ex.span
+    if s is None or s.file != "<prelude>" or call is None or call.file == "<prelude>":
+        return ex
+    note = f"raised inside the prelude's '{def_name}' at {s.file}:{s.line}:{s.col}"
+    return type(ex)(f"{def_name}: {ex.message}", call, (*ex.notes, note))
+
+
 class Scope:
     """Bindings of one body: locals, the weight prefix, call-site names and state names."""
 
@@ -191,8 +201,8 @@ class Lowerer:
         if unused:
             name = sorted(unused)[0]
             consts = [s.name for s in self.stmts if isinstance(s, (A.ConstDecl, A.InputDecl))]
-            raise self.err(NameErr, f"--set {name}: no const or input named '{name}'"
-                           + did_you_mean(name, consts), None)
+            raise NameErr(f"--set {name}: no const or input named '{name}'"
+                          + did_you_mean(name, consts))
         if self.mode == "train":
             for use in self.opt_uses:
                 self.lower_optimizer(use)
@@ -311,6 +321,9 @@ class Lowerer:
                 found, v = scope.lookup(d.id)
                 if not found:
                     if not allow_symbols:
+                        if any(d.id in t.shape for t in self.inputs.values()):
+                            raise self.err(ShapeErr, "parameters need static shapes; "
+                                           f"dimension '{d.id}' is symbolic", d.span)
                         raise self.err(NameErr, f"unknown name '{d.id}' in a shape"
                                        + did_you_mean(d.id, scope.names()), d.span)
                     dims.append(d.id)
@@ -418,6 +431,11 @@ class Lowerer:
                 return InitSpec(base, opts, e.span)
         if isinstance(e, A.Name) and e.id == "param" and like is not None:
             return np.array(like, dtype=np.float64)
+        if isinstance(e, A.Name) and not scope.lookup(e.id)[0] and e.id not in (
+                "step", "epoch", "training", *self.defs, *REGISTRY, *BUILTINS):
+            known = [*inits.INITIALIZERS, *inits.ALIASES]
+            raise self.err(NameErr, f"unknown initializer '{e.id}'"
+                           + did_you_mean(e.id, [*known, *scope.names()]), e.span)
         v = self.ev(e, scope)
         if isinstance(v, InitSpec):
             return v
@@ -673,7 +691,8 @@ class Lowerer:
             return InitSpec(inits.canonical(e.id), {}, e.span)
         if e.id in self.defs or e.id in REGISTRY or e.id in BUILTINS:
             raise self.err(TypeErr, f"'{e.id}' is a function; call it: {e.id}(...)", e.span)
-        candidates = scope.names() | {"step", "epoch", "params", "weights", "biases"}
+        candidates = scope.names() | {"step", "epoch", "params", "weights", "biases",
+                                      *inits.INITIALIZERS}
         raise self.err(NameErr, f"unknown name '{e.id}'" + did_you_mean(e.id, candidates),
                        e.span)
 
@@ -974,6 +993,8 @@ class Lowerer:
             result = None
         except _Return as r:
             result = r.value
+        except DslError as ex:
+            raise _at_call_site(ex, d.name, e.span) from None
         finally:
             self._depth -= 1
             self._span = saved

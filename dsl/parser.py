@@ -42,7 +42,7 @@ if "lark" not in sys.modules and "regex" not in sys.modules:
         del sys.modules["regex"]
 
 import lark  # noqa: E402
-from lark import Lark, Token, Transformer, Tree, v_args  # noqa: E402
+from lark import Lark, Token, Tree, v_args  # noqa: E402
 from lark.exceptions import (  # noqa: E402
     LarkError,
     UnexpectedCharacters,
@@ -50,6 +50,7 @@ from lark.exceptions import (  # noqa: E402
     VisitError,
 )
 from lark.lexer import PatternStr  # noqa: E402
+from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
 __all__ = ["DTYPES", "parse", "get_parser"]
 
@@ -64,25 +65,29 @@ _LARK_OPTIONS: dict[str, Any] = {
 
 _OPENERS = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
-_ELSE_AFTER_NL = re.compile(r"else(?![A-Za-z0-9_])")
+_OPEN_OF = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
 
 
 # ---------------------------------------------------------------- postlexer
 
 
 class _ParseState(threading.local):
-    """Per-thread state of the parse in progress (source text, open brackets)."""
+    """Per-thread state of the parse in progress: the open brackets, for error messages."""
 
     def __init__(self) -> None:
-        self.text = ""
         self.open: list[Token] = []
+        self.stray: Token | None = None
 
 
 _STATE = _ParseState()
 
 
 class _PostLexer:
-    """Drop `_NL` inside ( ) and [ ] and before `else`; remember the open brackets."""
+    """Drop `_NL` inside ( ) and [ ] and before `else`; remember the open brackets.
+
+    The basic lexer does not depend on the parser state, so holding one newline back to see
+    whether `else` follows it is safe.
+    """
 
     always_accept = ("_NL",)
 
@@ -90,20 +95,28 @@ class _PostLexer:
         state = _STATE
         opened: list[Token] = []
         state.open = opened
-        text = state.text
+        state.stray = None
+        newline: Token | None = None
         for tok in stream:
             kind = tok.type
             if kind == "_NL":
-                if opened and opened[-1].type != "LBRACE":
-                    continue
-                if _ELSE_AFTER_NL.match(text, tok.end_pos or 0):
-                    continue
-            elif kind in _OPENERS:
+                if (not opened or opened[-1].type == "LBRACE") and newline is None:
+                    newline = tok
+                continue
+            if newline is not None:
+                if kind != "ELSE":
+                    yield newline
+                newline = None
+            if kind in _OPENERS:
                 opened.append(tok)
             elif kind in _CLOSERS:
                 if opened and opened[-1].type == _CLOSERS[kind]:
                     opened.pop()
+                else:
+                    state.stray = tok  # does not close the innermost open bracket
             yield tok
+        if newline is not None:
+            yield newline
 
 
 # ---------------------------------------------------------------- building the parser
@@ -117,18 +130,18 @@ def _cache_dir() -> Path | None:
     """A private per-user cache directory, or None when caching is off or unsafe."""
     if os.environ.get("DSLRUN_NO_CACHE"):
         return None
-    base = os.environ.get("DSLRUN_CACHE_DIR")
-    if base:
-        path = Path(base)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        path = Path(xdg) / "dslrun" if xdg else Path.home() / ".cache" / "dslrun"
     try:
+        base = os.environ.get("DSLRUN_CACHE_DIR")
+        if base:
+            path = Path(base)
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            path = Path(xdg) / "dslrun" if xdg else Path.home() / ".cache" / "dslrun"
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.stat()
         if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
             return None  # somebody else could write there: do not unpickle from it
-    except OSError:
+    except (OSError, RuntimeError, KeyError):
         return None
     return path
 
@@ -146,11 +159,16 @@ def _is_own_file(path: Path) -> bool:
 def _build_parser() -> Lark:
     text = _grammar_text()
     directory = _cache_dir()
-    if directory is None:
-        return Lark(text, postlex=_PostLexer(), **_LARK_OPTIONS)
-    key = "\0".join(
-        [text, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version]
-    )
+    if directory is not None:
+        try:
+            return _build_cached(text, directory)
+        except Exception:  # noqa: BLE001 - a broken cache must never break parsing
+            pass
+    return Lark(text, postlex=_PostLexer(), **_LARK_OPTIONS)
+
+
+def _build_cached(text: str, directory: Path) -> Lark:
+    key = "\0".join([text, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version])
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     cache = directory / f"grammar-{digest}.lark"
     if _is_own_file(cache):
@@ -158,6 +176,7 @@ def _build_parser() -> Lark:
         return Lark(text, postlex=_PostLexer(), cache=str(cache), **_LARK_OPTIONS)
     # Build into a private temporary file, then publish it atomically.
     import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".grammar-", suffix=".tmp", dir=directory)
     os.close(fd)
     os.unlink(tmp)  # Lark writes the file itself
@@ -165,6 +184,9 @@ def _build_parser() -> Lark:
         parser = Lark(text, postlex=_PostLexer(), cache=tmp, **_LARK_OPTIONS)
         if os.path.exists(tmp):
             os.replace(tmp, cache)
+            for stale in directory.glob("grammar-*.lark"):  # older grammar versions
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -191,9 +213,17 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0"
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 
 _STMT_DESC = {
-    A.Call: "a call", A.Attribute: "an attribute", A.Num: "a number", A.Str: "a string",
-    A.BinOp: "an expression", A.UnaryOp: "an expression", A.Compare: "a comparison",
-    A.TupleExpr: "a tuple", A.ListExpr: "a list", A.Bool: "a literal", A.NoneLit: "None",
+    A.Call: "a call",
+    A.Attribute: "an attribute",
+    A.Num: "a number",
+    A.Str: "a string",
+    A.BinOp: "an expression",
+    A.UnaryOp: "an expression",
+    A.Compare: "a comparison",
+    A.TupleExpr: "a tuple",
+    A.ListExpr: "a list",
+    A.Bool: "a literal",
+    A.NoneLit: "None",
 }
 
 
@@ -210,8 +240,11 @@ def _decode_string(tok: Token, span: A.Span) -> str:
 
 
 @v_args(inline=True, meta=True)
-class _Builder(Transformer):
-    """Parse tree -> AST. Every method receives the rule's `meta` and its named children."""
+class _Builder(Transformer_NonRecursive):
+    """Parse tree -> AST. Every method receives the rule's `meta` and its named children.
+
+    Non-recursive, so that a long chain like `a + b + ... + z` cannot hit the recursion limit.
+    """
 
     def __init__(self, file: str) -> None:
         super().__init__()
@@ -223,8 +256,13 @@ class _Builder(Transformer):
         return A.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tok_span(self, tok: Token) -> A.Span:
-        return A.Span(self.file, tok.line or 1, tok.column or 1,
-                      tok.end_line or tok.line or 1, tok.end_column or tok.column or 1)
+        return A.Span(
+            self.file,
+            tok.line or 1,
+            tok.column or 1,
+            tok.end_line or tok.line or 1,
+            tok.end_column or tok.column or 1,
+        )
 
     # ---- program and blocks
 
@@ -246,25 +284,36 @@ class _Builder(Transformer):
     def data_stmt(self, meta: Any, source: A.Call) -> A.DataDecl:
         return A.DataDecl(source, span=self._span(meta))
 
-    def input_stmt(self, meta: Any, name: Token, type_: A.TypeExpr,
-                   default: A.Expr | None) -> A.InputDecl:
+    def input_stmt(
+        self, meta: Any, name: Token, type_: A.TypeExpr, default: A.Expr | None
+    ) -> A.InputDecl:
         return A.InputDecl(str(name), type_, default, span=self._span(meta))
 
     def const_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.ConstDecl:
         return A.ConstDecl(str(name), value, span=self._span(meta))
 
-    def param_stmt(self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr,
-                   kind: Token | None) -> A.ParamDecl:
-        return A.ParamDecl(str(name), type_, init, False, None if kind is None else str(kind),
-                           span=self._span(meta))
+    def param_stmt(
+        self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr, kind: Token | None
+    ) -> A.ParamDecl:
+        return A.ParamDecl(
+            str(name),
+            type_,
+            init,
+            False,
+            None if kind is None else str(kind),
+            span=self._span(meta),
+        )
 
-    def frozen_stmt(self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr,
-                    kind: Token | None) -> A.ParamDecl:
-        return A.ParamDecl(str(name), type_, init, True, None if kind is None else str(kind),
-                           span=self._span(meta))
+    def frozen_stmt(
+        self, meta: Any, name: Token, type_: A.TypeExpr, init: A.Expr, kind: Token | None
+    ) -> A.ParamDecl:
+        return A.ParamDecl(
+            str(name), type_, init, True, None if kind is None else str(kind), span=self._span(meta)
+        )
 
-    def state_stmt(self, meta: Any, name: Token, type_: A.TypeExpr | None,
-                   init: A.Expr) -> A.StateDecl:
+    def state_stmt(
+        self, meta: Any, name: Token, type_: A.TypeExpr | None, init: A.Expr
+    ) -> A.StateDecl:
         return A.StateDecl(str(name), type_, init, span=self._span(meta))
 
     def objective_stmt(self, meta: Any, name: Token, value: A.Expr) -> A.ObjectiveDecl:
@@ -308,32 +357,59 @@ class _Builder(Transformer):
 
     # ---- compound statements
 
-    def for_stmt(self, meta: Any, var: Token, reverse: Token | None, start: A.Expr,
-                 stop: A.Expr, body: tuple[A.Stmt, ...]) -> A.For:
+    def for_stmt(
+        self,
+        meta: Any,
+        var: Token,
+        reverse: Token | None,
+        start: A.Expr,
+        stop: A.Expr,
+        body: tuple[A.Stmt, ...],
+    ) -> A.For:
         return A.For(str(var), start, stop, reverse is not None, body, span=self._span(meta))
 
-    def repeat_stmt(self, meta: Any, name: Token, var: Token, start: A.Expr, stop: A.Expr,
-                    body: tuple[A.Stmt, ...]) -> A.Repeat:
+    def repeat_stmt(
+        self,
+        meta: Any,
+        name: Token,
+        var: Token,
+        start: A.Expr,
+        stop: A.Expr,
+        body: tuple[A.Stmt, ...],
+    ) -> A.Repeat:
         return A.Repeat(str(name), str(var), start, stop, body, span=self._span(meta))
 
-    def loop_stmt(self, meta: Any, var: Token, start: A.Expr, stop: A.Expr,
-                  body: tuple[A.Stmt, ...]) -> A.Loop:
+    def loop_stmt(
+        self, meta: Any, var: Token, start: A.Expr, stop: A.Expr, body: tuple[A.Stmt, ...]
+    ) -> A.Loop:
         return A.Loop(str(var), start, stop, body, span=self._span(meta))
 
-    def if_stmt(self, meta: Any, cond: A.Expr, body: tuple[A.Stmt, ...],
-                orelse: tuple[A.Stmt, ...] | A.If | None) -> A.If:
+    def if_stmt(
+        self,
+        meta: Any,
+        cond: A.Expr,
+        body: tuple[A.Stmt, ...],
+        orelse: tuple[A.Stmt, ...] | A.If | None,
+    ) -> A.If:
         if orelse is None:
             orelse = ()
         elif isinstance(orelse, A.If):
             orelse = (orelse,)
         return A.If(cond, body, orelse, span=self._span(meta))
 
-    def net_stmt(self, meta: Any, kind: Token, name: Token, params: tuple[A.Param, ...] | None,
-                 body: tuple[A.Stmt, ...]) -> A.NetDef:
+    def net_stmt(
+        self,
+        meta: Any,
+        kind: Token,
+        name: Token,
+        params: tuple[A.Param, ...] | None,
+        body: tuple[A.Stmt, ...],
+    ) -> A.NetDef:
         return A.NetDef(str(kind), str(name), params or (), body, span=self._span(meta))
 
-    def procedure_stmt(self, meta: Any, name: Token, params: tuple[A.Param, ...] | None,
-                       body: tuple[A.Stmt, ...]) -> A.ProcedureDef:
+    def procedure_stmt(
+        self, meta: Any, name: Token, params: tuple[A.Param, ...] | None, body: tuple[A.Stmt, ...]
+    ) -> A.ProcedureDef:
         return A.ProcedureDef(str(name), params or (), body, span=self._span(meta))
 
     def update_stmt(self, meta: Any, body: tuple[A.Stmt, ...]) -> A.UpdateBlock:
@@ -352,8 +428,9 @@ class _Builder(Transformer):
         params.extend(A.Param(k.name, k.value, span=k.span) for k in head.kwargs)
         return A.OptimizerDef(head.func, tuple(params), body, span=self._span(meta))
 
-    def optimizer_use(self, meta: Any, rule: A.Call, objective: Token,
-                      over: A.Expr | None) -> A.OptimizerUse:
+    def optimizer_use(
+        self, meta: Any, rule: A.Call, objective: Token, over: A.Expr | None
+    ) -> A.OptimizerUse:
         return A.OptimizerUse(rule, str(objective), over, span=self._span(meta))
 
     def train_stmt(self, meta: Any, *settings: A.Setting) -> A.TrainDecl:
@@ -365,8 +442,9 @@ class _Builder(Transformer):
     def params(self, meta: Any, *params: A.Param) -> tuple[A.Param, ...]:
         return tuple(params)
 
-    def param(self, meta: Any, name: Token, type_: A.TypeExpr | None,
-              default: A.Expr | None) -> A.Param:
+    def param(
+        self, meta: Any, name: Token, type_: A.TypeExpr | None, default: A.Expr | None
+    ) -> A.Param:
         return A.Param(str(name), default, type_, span=self._span(meta))
 
     # ---- types
@@ -378,8 +456,7 @@ class _Builder(Transformer):
                 f"the dtypes are {', '.join(DTYPES)}, or none for the float type: [n, m]",
                 self._tok_span(dtype),
             )
-        return A.TypeExpr(None if dtype is None else str(dtype), tuple(dims),
-                          span=self._span(meta))
+        return A.TypeExpr(None if dtype is None else str(dtype), tuple(dims), span=self._span(meta))
 
     def ellipsis(self, meta: Any) -> A.EllipsisLit:
         return A.EllipsisLit(span=self._span(meta))
@@ -407,8 +484,9 @@ class _Builder(Transformer):
     def index(self, meta: Any, value: A.Expr, *items: A.Expr | A.Slice) -> A.Index:
         return A.Index(value, tuple(items), span=self._span(meta))
 
-    def slice(self, meta: Any, start: A.Expr | None, stop: A.Expr | None,
-              step: A.Expr | None) -> A.Slice:
+    def slice(
+        self, meta: Any, start: A.Expr | None, stop: A.Expr | None, step: A.Expr | None
+    ) -> A.Slice:
         return A.Slice(start, stop, step, span=self._span(meta))
 
     def attribute(self, meta: Any, value: A.Expr, attr: Token) -> A.Attribute:
@@ -473,15 +551,33 @@ _STATEMENT_KEYWORDS = frozenset(
     "optimizer train update procedure return emit for repeat loop if".split()
 )
 _EXPR_START = frozenset(
-    ["a name", "a number", "a string", "'('", "'['", "'-'", "'+'", "'not'", "'true'",
-     "'false'", "'None'", "'param'", "'train'"]
+    [
+        "a name",
+        "a number",
+        "a string",
+        "'('",
+        "'['",
+        "'-'",
+        "'+'",
+        "'not'",
+        "'true'",
+        "'false'",
+        "'None'",
+        "'param'",
+        "'train'",
+    ]
 )
-_OPERATORS = frozenset(
-    f"'{op}'" for op in
-    "+ - * / // % @ ** < <= > >= == != and or [ .".split()
-)
-_WORD_ORDER = ["a name", "a number", "a string", "an expression", "an operator", "a statement",
-               "end of line", "end of input"]
+_OPERATORS = frozenset(f"'{op}'" for op in "+ - * / // % @ ** < <= > >= == != and or [ .".split())
+_WORD_ORDER = [
+    "a name",
+    "a number",
+    "a string",
+    "an expression",
+    "an operator",
+    "a statement",
+    "end of line",
+    "end of input",
+]
 
 # Mistakes recognised by the parser state they fail in (Lark's `match_examples` idea, but
 # comparing only the LALR state, not the stack depth, so they match inside blocks too).
@@ -494,8 +590,10 @@ _EXAMPLES: dict[str, tuple[list[str], bool]] = {
     "objective_eq": (["objective loss f(x)"], False),
     "metric_eq": (["metric acc f(x)"], False),
     "output_eq": (["output y f(x)"], False),
-    "chained_compare": (["x = a < b < c", "x = a < b == c", "x = a == b > c",
-                         "x = a != b <= c", "x = a >= b != c"], True),
+    "chained_compare": (
+        ["x = a < b < c", "x = a < b == c", "x = a == b > c", "x = a != b <= c", "x = a >= b != c"],
+        True,
+    ),
     "setting_colon": (["train { batch: 64 }"], True),
 }
 _EXAMPLE_TABLE: dict[tuple[int, str | None], str] | None = None
@@ -508,7 +606,6 @@ def _example_table() -> dict[tuple[int, str | None], str]:
         parser = get_parser()
         for label, (texts, by_token) in _EXAMPLES.items():
             for text in texts:
-                _STATE.text = text
                 try:
                     parser.parse(text)
                 except UnexpectedInput as e:
@@ -569,8 +666,10 @@ def _describe_expected(expected: set[str]) -> str:
         words -= _OPERATORS
         words.add("an operator")
     literal = sorted(w for w in words if w.startswith("'"))
-    named = sorted((w for w in words if not w.startswith("'")),
-                   key=lambda w: _WORD_ORDER.index(w) if w in _WORD_ORDER else len(_WORD_ORDER))
+    named = sorted(
+        (w for w in words if not w.startswith("'")),
+        key=lambda w: _WORD_ORDER.index(w) if w in _WORD_ORDER else len(_WORD_ORDER),
+    )
     items = literal + named
     if len(items) == 1:
         return items[0]
@@ -623,14 +722,35 @@ def _special_message(label: str, tok: Token, stack_values: list[Any]) -> str:
         kw = label.split("_")[0]
         return f"expected '=' after the {kw} name: {kw} {name} = expression"
     if label == "chained_compare":
-        return (f"comparisons cannot be chained: unexpected {_describe_token(tok)}; "
-                "combine them with 'and'")
+        return (
+            f"comparisons cannot be chained: unexpected {_describe_token(tok)}; "
+            "combine them with 'and'"
+        )
     if label == "setting_colon":
         return "train settings are written name = value: train { batch = 64, epochs = 20 }"
     return f"unexpected {_describe_token(tok)}"
 
 
-def _syntax_error(e: UnexpectedInput, file: str, text: str, opened: list[Token]) -> SyntaxErr:
+_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[()\[\]{}]')
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _is_closed(text: str, pos: int) -> bool:
+    """Whether the bracket at `pos` has a matching closer later in the text."""
+    stack: list[tuple[str, int]] = []
+    for m in _BRACKETS.finditer(text):
+        ch = m.group()
+        if ch in "([{":
+            stack.append((ch, m.start()))
+        elif ch in _PAIRS and stack and stack[-1][0] == _PAIRS[ch]:
+            if stack.pop()[1] == pos:
+                return True
+    return False
+
+
+def _syntax_error(
+    e: UnexpectedInput, file: str, text: str, opened: list[Token], stray: Token | None
+) -> SyntaxErr:
     if isinstance(e, UnexpectedCharacters):
         line, col = e.line, e.column
         char = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
@@ -638,7 +758,7 @@ def _syntax_error(e: UnexpectedInput, file: str, text: str, opened: list[Token])
         if char == '"':
             return SyntaxErr("unterminated string: missing closing '\"' on this line", span)
         if char in "'`":
-            return SyntaxErr("strings are written with double quotes: \"text\"", span)
+            return SyntaxErr('strings are written with double quotes: "text"', span)
         return SyntaxErr(f"unexpected character {char!r}", span)
 
     tok: Token = e.token  # type: ignore[attr-defined]
@@ -649,7 +769,11 @@ def _syntax_error(e: UnexpectedInput, file: str, text: str, opened: list[Token])
     if opened:
         top = opened[-1]
         closer = _OPENERS[top.type]
-        if top.type != "LBRACE" and (at_end or (tok.line or 0) > (top.line or 0)):
+        if (
+            top.type != "LBRACE"
+            and (at_end or (tok.line or 0) > (top.line or 0))
+            and not _is_closed(text, top.start_pos or 0)
+        ):
             return SyntaxErr(
                 f"missing '{closer}': this '{top}' is never closed",
                 _token_span(file, top),
@@ -658,11 +782,19 @@ def _syntax_error(e: UnexpectedInput, file: str, text: str, opened: list[Token])
         if at_end:
             braces = [t for t in opened if t.type == "LBRACE"]
             if braces:
-                return SyntaxErr("missing '}': this '{' is never closed",
-                                 _token_span(file, braces[-1]))
+                return SyntaxErr(
+                    "missing '}': this '{' is never closed", _token_span(file, braces[-1])
+                )
 
-    if tok.type in _CLOSERS and not any(t.type == _CLOSERS[tok.type] for t in opened):
-        return SyntaxErr(f"unmatched '{tok}'", span)
+    if stray is not None and tok.type in _CLOSERS and tok.start_pos == stray.start_pos:
+        if not any(t.type == _CLOSERS[tok.type] for t in opened):
+            return SyntaxErr(f"unmatched '{tok}': there is no open '{_OPEN_OF[tok.type]}'", span)
+        top = opened[-1]
+        return SyntaxErr(
+            f"'{tok}' does not close the '{top}' opened at line {top.line} col {top.column}; "
+            f"expected '{_OPENERS[top.type]}'",
+            span,
+        )
 
     state = getattr(e, "state", None)
     position = getattr(state, "position", None)
@@ -697,13 +829,13 @@ def parse(text: str, file: str = "<string>") -> A.Program:
     """Parse spec text into a `Program`; any syntax error raises `dsl.errors.SyntaxErr`."""
     register_source(file, text)
     parser = get_parser()
-    _STATE.text = text
     _STATE.open = []
+    _STATE.stray = None
     try:
         tree: Tree = parser.parse(text)
     except UnexpectedInput as e:
-        opened = list(_STATE.open)
-        raise _syntax_error(e, file, text, opened) from None
+        opened, stray = list(_STATE.open), _STATE.stray
+        raise _syntax_error(e, file, text, opened, stray) from None
     except LarkError as e:  # pragma: no cover - defensive: never leak a Lark exception
         raise SyntaxErr(f"cannot parse: {e}", A.Span(file, 1, 1, 1, 2)) from None
     try:

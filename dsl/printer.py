@@ -20,14 +20,28 @@ INDENT = "    "
 # Binding strength, loosest first (mirrors grammar/dsl.lark).
 _OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _POW, _POSTFIX, _ATOM = range(1, 11)
 _BINOP_PREC = {
-    "or": _OR, "and": _AND,
-    "+": _ADD, "-": _ADD,
-    "*": _MUL, "/": _MUL, "//": _MUL, "%": _MUL, "@": _MUL,
+    "or": _OR,
+    "and": _AND,
+    "+": _ADD,
+    "-": _ADD,
+    "*": _MUL,
+    "/": _MUL,
+    "//": _MUL,
+    "%": _MUL,
+    "@": _MUL,
     "**": _POW,
 }
 # Statements printed over several lines; at top level they get a blank line around them.
-_BLOCK_STMTS = (A.NetDef, A.OptimizerDef, A.ProcedureDef, A.UpdateBlock, A.For, A.Repeat,
-                A.Loop, A.If)
+_BLOCK_STMTS = (
+    A.NetDef,
+    A.OptimizerDef,
+    A.ProcedureDef,
+    A.UpdateBlock,
+    A.For,
+    A.Repeat,
+    A.Loop,
+    A.If,
+)
 
 
 def _prec(e: A.Expr) -> int:
@@ -111,7 +125,14 @@ def format_expr(e: A.Expr) -> str:
         p = _BINOP_PREC.get(e.op, _MUL)
         if e.op == "**":  # right-associative; the base is a postfix expression
             return f"{_wrap(e.left, _POSTFIX)} ** {_wrap(e.right, _UNARY)}"
-        return f"{_wrap(e.left, p)} {e.op} {_wrap(e.right, p + 1)}"
+        # Walk the left spine iteratively: long chains (`a + b + ... + z`) stay flat and
+        # cannot hit the recursion limit.
+        tail: list[str] = []
+        node: A.Expr = e
+        while isinstance(node, A.BinOp) and node.op != "**" and _prec(node) == p:
+            tail.append(f" {node.op} {_wrap(node.right, p + 1)}")
+            node = node.left
+        return _wrap(node, p) + "".join(reversed(tail))
     if isinstance(e, A.UnaryOp):
         if e.op == "not":
             return f"not {_wrap(e.operand, _NOT)}"
@@ -179,7 +200,7 @@ def _if_lines(s: A.If, indent: str) -> list[str]:
         else:
             more = _block("else", orelse, indent)
             orelse = ()
-        lines[-1] += " " + more[0][len(indent):]  # `} else ... {` on one line
+        lines[-1] += " " + more[0][len(indent) :]  # `} else ... {` on one line
         lines.extend(more[1:])
     return lines
 

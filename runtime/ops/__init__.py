@@ -5,3 +5,4 @@ from runtime.ops.builder import Builder, Val
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, get, register
 
 __all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "get", "register"]
+from runtime.ops import conv, norm  # noqa: E402, F401

@@ -7,7 +7,7 @@ sums them back to each input's shape.
 from __future__ import annotations
 
 from runtime.ir import TensorType
-from runtime.ops.registry import OpDef, register
+from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import elementwise, float_elementwise
 
 ew = lambda op: (lambda attrs, *ts: elementwise(op, *ts))
@@ -16,29 +16,97 @@ ew_bool = lambda op: (lambda attrs, *ts: elementwise(op, *ts, dtype="bool"))
 same = lambda attrs, t: t
 
 
+def numeric(op, rule):
+    """`rule`, refusing operands that are all bool (NumPy has no bool negation, subtraction,
+    sign or square)."""
+    def check(attrs, *ts):
+        if all(t.dtype == "bool" for t in ts):
+            raise ShapeError(f"{op}: not defined for bool operands, got "
+                             + " and ".join(str(t) for t in ts))
+        return rule(attrs, *ts)
+    return check
+
+
+def promote(xp, *xs):
+    """Operands as the shape rule types them (`result_dtype`): when floats meet integers or
+    bools, the non-floats become the widest float operand's dtype (NumPy would pick f64 for
+    f32 with i64); operands of one kind are returned unchanged."""
+    floats = [a.dtype for a in xs if a.dtype.kind == "f"]
+    if not floats or len(floats) == len(xs):
+        return xs
+    dt = max(floats, key=lambda d: d.itemsize)
+    return tuple(a if a.dtype.kind == "f" else a.astype(dt) for a in xs)
+
+
+def to_float(xp, *xs):
+    """Operands of a float-valued op: non-floats become the widest float operand's dtype, or
+    f32 when none is a float (the shape rule's `float_elementwise` type)."""
+    floats = [a.dtype for a in xs if a.dtype.kind == "f"]
+    if len(floats) == len(xs):
+        return xs
+    dt = max(floats, key=lambda d: d.itemsize) if floats else "float32"
+    return tuple(a if a.dtype.kind == "f" else a.astype(dt) for a in xs)
+
+
+def floating(fwd):
+    """A kernel computing in floats whatever its operands' dtypes (see `to_float`)."""
+    def kernel(xp, *xs, **attrs):
+        if any(a.dtype.kind != "f" for a in xs):
+            xs = to_float(xp, *xs)
+        return fwd(xp, *xs, **attrs)
+    return kernel
+
+
+def promoting(fwd):
+    """A kernel whose mixed float/integer operands are promoted first (see `promote`)."""
+    def kernel(xp, *xs, **attrs):
+        if len({a.dtype.kind == "f" for a in xs}) > 1:
+            xs = promote(xp, *xs)
+        return fwd(xp, *xs, **attrs)
+    return kernel
+
+
 def unary(name, fwd, vjp, shape=None, doc="", **kw):
-    register(OpDef(name, shape or ew_float(name), fwd, vjp, arity=1, elementwise=True, doc=doc,
-                   **kw))
+    if shape is None:  # float-valued: integer and bool inputs are computed in f32
+        shape, f = ew_float(name), fwd
+        fwd = lambda xp, x, **attrs: f(xp, x if x.dtype.kind == "f" else x.astype("float32"),
+                                       **attrs)
+    register(OpDef(name, shape, fwd, vjp, arity=1, elementwise=True, doc=doc, **kw))
 
 
-def binary(name, fwd, vjp, shape=None, doc="", **kw):
-    register(OpDef(name, shape or ew(name), fwd, vjp, arity=2, elementwise=True, doc=doc, **kw))
+def binary(name, fwd, vjp, shape=None, doc="", float_valued=False, **kw):
+    """Operands are promoted as the shape rule types them; `float_valued`: computed in floats.
+    (Two-operand fast paths: these kernels run on every step.)"""
+    shape = shape or (ew_float if float_valued else ew)(name)
+    if float_valued:
+        def kernel(xp, a, b):
+            if a.dtype.kind != "f" or b.dtype.kind != "f":
+                a, b = to_float(xp, a, b)
+            return fwd(xp, a, b)
+    else:
+        def kernel(xp, a, b):
+            if (a.dtype.kind == "f") != (b.dtype.kind == "f"):
+                a, b = promote(xp, a, b)
+            return fwd(xp, a, b)
+    register(OpDef(name, shape, kernel, vjp, arity=2, elementwise=True, doc=doc, **kw))
 
 
 # ---- arithmetic
 binary("add", lambda xp, a, b: xp.add(a, b), lambda g, out, a, b: (g, g))  # d(a+b) = da + db
-binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, out, a, b: (g, -g))
+binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, out, a, b: (g, -g),
+       shape=numeric("sub", ew("sub")))
 binary("mul", lambda xp, a, b: xp.multiply(a, b), lambda g, out, a, b: (g * b, g * a))
 binary("div", lambda xp, a, b: xp.true_divide(a, b),  # d(a/b) = da/b - a db/b²
-       lambda g, out, a, b: (g / b, -g * out / b), shape=ew_float("div"))
+       lambda g, out, a, b: (g / b, -g * out / b), float_valued=True)
 binary("pow", lambda xp, a, b: xp.power(a, b),  # d a^b = b a^(b-1) da + a^b log(a) db
        lambda g, out, a, b: (g * b * a ** (b - 1), g * out * a.b.emit("log", a)),
-       shape=ew_float("pow"))
+       float_valued=True)
 binary("maximum", lambda xp, a, b: xp.maximum(a, b),  # ties send the gradient to a
        lambda g, out, a, b: (where(a >= b, g, 0.0), where(a >= b, 0.0, g)))
 binary("minimum", lambda xp, a, b: xp.minimum(a, b),
        lambda g, out, a, b: (where(a <= b, g, 0.0), where(a <= b, 0.0, g)))
-unary("neg", lambda xp, x: xp.negative(x), lambda g, out, x: (-g,), shape=same)
+unary("neg", lambda xp, x: xp.negative(x), lambda g, out, x: (-g,),
+      shape=numeric("neg", same))
 
 
 def where(c, a, b):
@@ -51,7 +119,7 @@ def where(c, a, b):
 register(OpDef(
     "where", lambda attrs, c, a, b: elementwise("where", c, a, b, dtype=elementwise(
         "where", a, b).dtype),
-    lambda xp, c, a, b: xp.where(c, a, b),
+    lambda xp, c, a, b: xp.where(c, *promote(xp, a, b)),
     lambda g, out, c, a, b: (None, where(c, g, 0.0), where(c, 0.0, g)),
     arity=3, elementwise=True, doc="select a where c else b"))
 
@@ -71,11 +139,13 @@ unary("log1p", lambda xp, x: xp.log1p(x), lambda g, out, x: (g / (1.0 + x),))
 unary("expm1", lambda xp, x: xp.expm1(x), lambda g, out, x: (g * (out + 1.0),))
 unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out, x: (g / (2.0 * out),))
 unary("abs", lambda xp, x: xp.abs(x), lambda g, out, x: (g * x.b.emit("sign", x),), shape=same)
-unary("sign", lambda xp, x: xp.sign(x), lambda g, out, x: (None,), shape=same)
+unary("sign", lambda xp, x: xp.sign(x), lambda g, out, x: (None,),
+      shape=numeric("sign", same))
 unary("sin", lambda xp, x: xp.sin(x), lambda g, out, x: (g * x.b.emit("cos", x),))
 unary("cos", lambda xp, x: xp.cos(x), lambda g, out, x: (-g * x.b.emit("sin", x),))
 unary("tanh", lambda xp, x: xp.tanh(x), lambda g, out, x: (g * (1.0 - out * out),))
-unary("square", lambda xp, x: xp.square(x), lambda g, out, x: (g * 2.0 * x,), shape=same)
+unary("square", lambda xp, x: xp.square(x), lambda g, out, x: (g * 2.0 * x,),
+      shape=numeric("square", same))
 
 # ---- activations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from runtime.ir import TensorType
+from runtime.ops.elementwise import promoting, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import broadcast_shapes, result_dtype
 
@@ -45,7 +46,8 @@ def _matmul_vjp(g, out, a, b):
     return da, db
 
 
-register(OpDef("matmul", _matmul_shape, lambda xp, a, b: xp.matmul(a, b), _matmul_vjp, arity=2))
+register(OpDef("matmul", _matmul_shape, promoting(lambda xp, a, b: xp.matmul(a, b)),
+               _matmul_vjp, arity=2))
 
 
 def _square(op, t):
@@ -55,31 +57,35 @@ def _square(op, t):
 
 def _solve_shape(attrs, a, b):
     _square("solve", a)
-    if b.shape[0 if b.rank == 1 else -2] != a.shape[-1]:
+    if b.rank == 0 or b.shape[0 if b.rank == 1 else -2] != a.shape[-1]:
         raise ShapeError(f"solve: {a} and right-hand side {b} do not fit")
-    return TensorType(result_dtype("solve", a, b), b.shape)
+    dt = result_dtype("solve", a, b)
+    if b.rank == 1:  # one vector, solved against every matrix of the batch
+        shape = a.shape[:-1]
+    else:
+        shape = broadcast_shapes("solve", a.shape[:-2], b.shape[:-2]) + b.shape[-2:]
+    return TensorType(dt if dt.startswith("f") else "f32", shape)
 
 
 def _solve_vjp(g, out, a, b):
-    # x = A⁻¹b: db = A⁻ᵀ g, dA = -db xᵀ
+    # x = A⁻¹b: db = A⁻ᵀ g, dA = -db xᵀ (a vector b is one column; the driver sums batches)
     em = g.b.emit
-    db = em("solve", _swap(a), g)
-    if b.type.rank == 1:
-        da = -(em("reshape", db, shape=db.shape + (1,)) @ em("reshape", out, shape=(1,) + out.shape))
-    else:
-        da = -(db @ _swap(out))
-    return da, db
+    col = lambda v: em("reshape", v, shape=v.shape + (1,))
+    g2, x2 = (col(g), col(out)) if b.type.rank == 1 else (g, out)
+    db = em("solve", _swap(a), g2)
+    da = -(db @ _swap(x2))
+    return da, em("reshape", db, shape=g.shape) if b.type.rank == 1 else db
 
 
-register(OpDef("solve", _solve_shape, lambda xp, a, b: xp.linalg.solve(a, b), _solve_vjp,
-               arity=2, doc="x with A x = b"))
+register(OpDef("solve", _solve_shape, lambda xp, a, b: xp.linalg.solve(*to_float(xp, a, b)),
+               _solve_vjp, arity=2, doc="x with A x = b"))
 
 
 def _inv_shape(attrs, a):
     _square("inv", a)
-    return a
+    return a if a.is_float else TensorType("f32", a.shape)
 
 
-register(OpDef("inv", _inv_shape, lambda xp, a: xp.linalg.inv(a),
+register(OpDef("inv", _inv_shape, lambda xp, a: xp.linalg.inv(*to_float(xp, a)),
                lambda g, out, a: (-(_swap(out) @ g @ _swap(out)),),  # d A⁻¹ = -A⁻ᵀ G A⁻ᵀ
                arity=1))

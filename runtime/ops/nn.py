@@ -5,6 +5,7 @@ sigmoid binary cross-entropy on logits."""
 from __future__ import annotations
 
 from runtime.ir import TensorType
+from runtime.ops.elementwise import floating, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import float_elementwise, norm_axes
 
@@ -46,8 +47,9 @@ def _log_softmax_vjp(g, out, x, axis, temperature):
     return ((g - p * s) * (1.0 / temperature),)
 
 
-register(OpDef("softmax", _sm_shape("softmax"), _softmax, _softmax_vjp, attrs=SM, arity=1))
-register(OpDef("log_softmax", _sm_shape("log_softmax"), _log_softmax, _log_softmax_vjp,
+register(OpDef("softmax", _sm_shape("softmax"), floating(_softmax), _softmax_vjp, attrs=SM,
+               arity=1))
+register(OpDef("log_softmax", _sm_shape("log_softmax"), floating(_log_softmax), _log_softmax_vjp,
                attrs=SM, arity=1))
 
 CE = {"smoothing": 0.0, "smoothing_mode": "m-1", "temperature": 1.0}
@@ -73,6 +75,7 @@ def _smooth_weights(eps, mode, m):
 
 
 def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
+    (z,) = to_float(xp, z)
     lp = _log_softmax(xp, z, -1, temperature)
     picked = xp.take_along_axis(lp, y[..., None].astype("int64"), axis=-1)[..., 0]
     if smoothing == 0.0:
@@ -101,6 +104,7 @@ register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, a
 
 def _sbce_fwd(xp, z, y):
     # softplus(z) - y z, written as max(z,0) - y z + log1p(e^-|z|)
+    z, y = to_float(xp, z, y)
     return xp.maximum(z, 0) - y * z + xp.log1p(xp.exp(-xp.abs(z)))
 
 

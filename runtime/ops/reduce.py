@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from runtime.ir import TensorType
+from runtime.ops.elementwise import to_float
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import norm_axes, reduced_shape
 
 RED = {"axis": None, "keepdims": False}
 
 
+FLOAT_VALUED = ("mean", "logsumexp", "norm")  # integer/bool inputs give f32
+
+
 def _red_shape(op, dtype=None):
     def rule(attrs, t):
         shape = reduced_shape(op, t.shape, attrs["axis"], attrs["keepdims"])
-        dt = dtype or (t.dtype if op != "mean" or t.is_float else "f32")
+        dt = dtype or t.dtype
+        if op in FLOAT_VALUED and not t.is_float:
+            dt = "f32"
+        elif op == "sum" and dt == "bool":
+            dt = "i64"  # a count, as in NumPy
         return TensorType(dt, shape)
     return rule
 
@@ -59,13 +67,21 @@ def _minmax_vjp(g, out, x, axis, keepdims):
     return (keep(g, x, axis, keepdims) * mask / count,)
 
 
-register(OpDef("sum", _red_shape("sum"),
-               lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+def _sum_fwd(xp, x, axis, keepdims):
+    # integers keep their width (NumPy would widen i32 to i64), bools count in i64
+    dt = None if x.dtype.kind == "f" else "int64" if x.dtype.kind == "b" else x.dtype
+    return xp.sum(x, axis=axis, keepdims=keepdims, dtype=dt)
+
+
+def _mean_fwd(xp, x, axis, keepdims):
+    m = xp.mean(x, axis=axis, keepdims=keepdims)  # integers: f64 accumulation, f32 result
+    return m if x.dtype.kind == "f" else m.astype("float32")
+
+
+register(OpDef("sum", _red_shape("sum"), _sum_fwd,  # d Σx = broadcast g
                lambda g, out, x, axis, keepdims: (expand(g, x, axis, keepdims),),
                attrs=RED, arity=1))
-register(OpDef("mean", _red_shape("mean"),
-               lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
-               _mean_vjp, attrs=RED, arity=1))
+register(OpDef("mean", _red_shape("mean"), _mean_fwd, _mean_vjp, attrs=RED, arity=1))
 register(OpDef("max", _red_shape("max"),
                lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
                _minmax_vjp, attrs=RED, arity=1))
@@ -76,6 +92,7 @@ register(OpDef("min", _red_shape("min"),
 
 def _lse(xp, x, axis, keepdims):
     # log Σ e^x = m + log Σ e^(x - m), m = max x (finite for any input with a finite max)
+    (x,) = to_float(xp, x)
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
     s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
@@ -123,6 +140,7 @@ def _norm_shape(attrs, t):
 
 
 def _norm_fwd(xp, x, axis, keepdims, ord):
+    (x,) = to_float(xp, x)
     if ord == 1:
         return xp.sum(xp.abs(x), axis=axis, keepdims=keepdims)
     return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))

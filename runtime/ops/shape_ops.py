@@ -8,8 +8,9 @@ Static indices are attributes: `getitem` takes `index`, a tuple whose items are
 from __future__ import annotations
 
 from runtime.ir import Dim, TensorType
+from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape
+from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape, result_dtype
 
 
 def _resolve(shape, dims):
@@ -66,7 +67,7 @@ def _sum_to_shape(attrs, t):
     target = tuple(attrs["shape"])
     if broadcast_shapes("sum_to", t.shape, target) != tuple(t.shape):
         raise ShapeError(f"sum_to: cannot reduce {t} to [{','.join(map(str, target))}]")
-    return TensorType(t.dtype, target)
+    return TensorType("i64" if t.dtype == "bool" else t.dtype, target)
 
 
 def sum_to_fwd(xp, x, shape):
@@ -75,7 +76,10 @@ def sum_to_fwd(xp, x, shape):
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
-    y = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    # integers keep their width and bools count in i64, as in `sum`
+    dt = None if x.dtype.kind == "f" else "int64" if x.dtype.kind == "b" else x.dtype
+    y = xp.sum(x, axis=axes, keepdims=True, dtype=dt) if axes else x.astype(dt or x.dtype,
+                                                                             copy=False)
     return y.reshape(shape) if lead or y.shape != shape else y
 
 
@@ -105,7 +109,7 @@ def _concat_shape(attrs, *ts):
             total += d
         else:
             raise ShapeError(f"concat: axis {axis} has a symbolic extent")
-    dt = ts[0].dtype
+    dt = result_dtype("concat", *ts)
     return TensorType(dt, ts[0].shape[:axis] + (total,) + ts[0].shape[axis + 1:])
 
 
@@ -121,7 +125,8 @@ def _concat_vjp(g, out, *xs, axis):
     return tuple(res)
 
 
-register(OpDef("concat", _concat_shape, lambda xp, *xs, axis: xp.concatenate(xs, axis=axis),
+register(OpDef("concat", _concat_shape,
+               promoting(lambda xp, *xs, axis: xp.concatenate(xs, axis=axis)),
                _concat_vjp, attrs={"axis": 0}))
 
 
@@ -174,8 +179,18 @@ register(OpDef("getitem", lambda attrs, t: TensorType(t.dtype, index_shape(t.sha
                _getitem_fwd,
                lambda g, out, x, index: (g.b.emit("index_put", g, index=index, shape=x.shape),),
                attrs={"index": ()}, arity=1))
-register(OpDef("index_put", lambda attrs, t: TensorType(t.dtype, tuple(attrs["shape"])),
-               _index_put_fwd,
+
+
+def _index_put_shape(attrs, t):
+    shape = tuple(attrs["shape"])
+    fits = index_shape(shape, attrs["index"])
+    if tuple(fits) != tuple(t.shape):
+        raise ShapeError(f"index_put: value {t} does not fit the index into "
+                         f"[{','.join(map(str, shape))}] (it selects [{','.join(map(str, fits))}])")
+    return TensorType(t.dtype, shape)
+
+
+register(OpDef("index_put", _index_put_shape, _index_put_fwd,
                lambda g, out, x, index, shape: (g.b.emit("getitem", g, index=index),),
                attrs={"index": (), "shape": ()}, arity=1,
                doc="zeros of `shape` with x written at `index` (adjoint of getitem)"))

@@ -1,0 +1,283 @@
+"""dslrun against PyTorch eager (and JAX jit when installed) on the bench specs.
+
+    python bench/run.py [--steps N] [--warmup N] [--repeat R] [--specs mlp_small mlp_large ...]
+                        [--spec-dir DIR] [--no-check] [--json out.json]
+
+For each spec (a name looked up in `--spec-dir`, default `specs/bench/`, or a path to a .dl
+file) it runs, in one invocation, `dslrun bench <spec>` and the same model in PyTorch
+(`bench/torch_models.py`) in subprocesses, `--repeat` times interleaved, and reports the
+median of the per-run median step times. JAX runs only when `import jax` works. It then times
+`dslrun check` on every spec under `specs/` (subprocess wall time, median of `--repeat`).
+
+Every subprocess gets this process's environment less `OPENBLAS_CORETYPE` and
+`OPENBLAS_L2_SIZE` (set on some machines for old OpenBLAS builds; they slow current NumPy
+several-fold). PyTorch gets as many threads as NumPy's BLAS uses (threadpoolctl, else
+os.cpu_count()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+DROP_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+DEFAULT_SPECS = ("mlp_small", "mlp_large", "lenet")
+
+sys.path.insert(0, str(BENCH))
+from torch_models import MODELS  # noqa: E402  (standard library only)
+
+
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+FORCED_THREADS: int | None = None  # --threads: the BLAS / OpenMP thread count of every run
+
+
+def bench_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if FORCED_THREADS:
+        env.update({k: str(FORCED_THREADS) for k in THREAD_ENV})
+    return env
+
+
+def blas_threads() -> int:
+    """The thread count of NumPy's BLAS, asked in a subprocess with the bench environment."""
+    code = ("import numpy, threadpoolctl\n"
+            "print(max([i['num_threads'] for i in threadpoolctl.threadpool_info() "
+            "if i['user_api'] == 'blas'] or [0]))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=bench_env(), capture_output=True,
+                             text=True, timeout=60)
+        n = int(out.stdout.strip()) if out.returncode == 0 else 0
+    except (subprocess.SubprocessError, ValueError):
+        n = 0
+    return n or os.cpu_count() or 1
+
+
+def dslrun_cmd() -> list[str]:
+    exe = shutil.which("dslrun")
+    return [exe] if exe else [sys.executable, "-m", "dsl.cli"]
+
+
+BASELINE_CODE = ("import sys; from runtime.plan import Plan; Plan.reuse_buffers = False; "
+                 "from dsl.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run_json(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """Run `cmd` with `--json <tmp>` appended; the JSON it wrote, or None and the error text."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "out.json"
+        try:
+            p = subprocess.run([*cmd, "--json", str(out)], env=bench_env(), capture_output=True,
+                               text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout:.0f} s"
+        if p.returncode != 0 or not out.exists():
+            err = (p.stderr.strip() or p.stdout.strip()).splitlines()
+            return None, (err[-1] if err else f"exit status {p.returncode}")
+        return json.loads(out.read_text()), ""
+
+
+def jax_available() -> bool:
+    try:
+        p = subprocess.run([sys.executable, "-c", "import jax"], env=bench_env(),
+                           capture_output=True, timeout=120)
+    except subprocess.SubprocessError:
+        return False
+    return p.returncode == 0
+
+
+def resolve_spec(name: str, spec_dir: Path) -> Path | None:
+    p = Path(name)
+    if p.suffix == ".dl":
+        return p if p.exists() else None
+    for cand in (spec_dir / f"{name}.dl", ROOT / "specs" / "bench" / f"{name}.dl"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def spec_samples(path: Path) -> int | None:
+    """n of the spec's `data random(n = ...)`, for the reference models' data."""
+    m = re.search(r"^\s*data\s+random\s*\(([^)]*)\)", path.read_text(), re.M)
+    n = re.search(r"\bn\s*=\s*(\d+)", m.group(1)) if m else None
+    return int(n.group(1)) if n else None
+
+
+def med(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 4) if xs else None
+
+
+def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
+               with_jax: bool) -> dict[str, Any]:
+    model = Path(name).stem
+    runs: dict[str, list[float]] = {"dslrun": [], "plain": [], "torch": [], "jax": [],
+                                    "compile": []}
+    errors: dict[str, str] = {}
+    timeout = max(300.0, args.steps * 5.0)
+    for _ in range(args.repeat):  # interleaved, so a burst of load hits both alike
+        d, err = run_json([*dslrun_cmd(), "bench", str(path), "--steps", str(args.steps),
+                           "--warmup", str(args.warmup)], timeout)
+        if d:
+            runs["dslrun"].append(d["step_ms_median"])
+            runs["compile"].append(d["compile_ms"])
+        else:
+            errors["dslrun"] = err
+        if args.baseline:  # the same with the plan's plain loop (no buffer reuse)
+            d, err = run_json([sys.executable, "-c", BASELINE_CODE, "bench", str(path),
+                               "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                              timeout)
+            if d:
+                runs["plain"].append(d["step_ms_median"])
+            else:
+                errors["plain loop"] = err
+        if model in MODELS:
+            n = spec_samples(path)
+            common = [sys.executable, str(BENCH / "torch_models.py"), model,
+                      "--steps", str(args.steps), "--warmup", str(args.warmup),
+                      *(["--n", str(n)] if n else [])]
+            d, err = run_json([*common, "--threads", str(threads)], timeout)
+            if d:
+                runs["torch"].append(d["step_ms_median"])
+            else:
+                errors["torch"] = err
+            if with_jax:
+                d, err = run_json([*common, "--framework", "jax"], timeout)
+                if d:
+                    runs["jax"].append(d["step_ms_median"])
+                else:
+                    errors["jax"] = err
+    res: dict[str, Any] = {"spec": model, "path": str(path),
+                           "dslrun_ms": med(runs["dslrun"]), "plain_ms": med(runs["plain"]),
+                           "torch_ms": med(runs["torch"]),
+                           "jax_ms": med(runs["jax"]) if with_jax else None,
+                           "compile_ms": med(runs["compile"]), "runs": runs}
+    if res["dslrun_ms"] and res["torch_ms"]:
+        res["ratio"] = round(res["dslrun_ms"] / res["torch_ms"], 3)
+    else:
+        res["ratio"] = None
+    if errors:
+        res["errors"] = errors
+    return res
+
+
+def time_checks(repeat: int) -> list[dict[str, Any]]:
+    out = []
+    for spec in sorted((ROOT / "specs").rglob("*.dl")):
+        times, ok, err = [], True, ""
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            p = subprocess.run([*dslrun_cmd(), "check", str(spec)], env=bench_env(),
+                               capture_output=True, text=True, cwd=ROOT)
+            times.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                ok = False
+                lines = p.stderr.strip().splitlines()
+                err = lines[0] if lines else f"exit status {p.returncode}"
+        out.append({"spec": str(spec.relative_to(ROOT)), "seconds": round(statistics.median(times),
+                                                                          3),
+                    "ok": ok, **({"error": err} if err else {})})
+    return out
+
+
+def fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="dslrun vs PyTorch (and JAX) step times")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per framework and spec (interleaved); the median is reported")
+    ap.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
+    ap.add_argument("--spec-dir", type=Path, default=ROOT / "specs" / "bench")
+    ap.add_argument("--no-check", action="store_true", help="skip timing `dslrun check`")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time dslrun with the plan's plain loop (Plan.reuse_buffers = "
+                         "False), the executor before buffer reuse")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="force this BLAS/OpenMP thread count on both sides (default: what "
+                         "NumPy's BLAS uses; on a loaded 2-core machine 1 is far steadier)")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args(argv)
+
+    global FORCED_THREADS
+    FORCED_THREADS = args.threads
+    threads = blas_threads()
+    with_jax = jax_available()
+    print(f"numpy BLAS threads: {threads}{' (forced)' if args.threads else ''} "
+          f"(torch.set_num_threads({threads})); "
+          f"jax: {'yes' if with_jax else 'not installed'}; dropped from the environment: "
+          f"{', '.join(k for k in DROP_ENV if k in os.environ) or 'nothing set'}", flush=True)
+    results = []
+    for name in args.specs:
+        path = resolve_spec(name, args.spec_dir)
+        if path is None:
+            print(f"  {name}: no spec file, skipped", flush=True)
+            continue
+        r = bench_spec(name, path, args, threads, with_jax)
+        results.append(r)
+        for fw, e in r.get("errors", {}).items():
+            print(f"  {r['spec']}: {fw} failed: {e}", flush=True)
+
+    cols = ["spec", "dslrun ms", "torch ms", "dslrun/torch"]
+    if args.baseline:
+        cols += ["plain-loop ms", "plain/torch"]
+    if with_jax:
+        cols.append("jax ms")
+    cols.append("compile ms")
+    rows = []
+    for r in results:
+        row = [r["spec"], fmt(r["dslrun_ms"], ".3f"), fmt(r["torch_ms"], ".3f"),
+               fmt(r["ratio"], ".2f")]
+        if args.baseline:
+            row += [fmt(r["plain_ms"], ".3f"),
+                    fmt(r["plain_ms"] / r["torch_ms"] if r["plain_ms"] and r["torch_ms"]
+                        else None, ".2f")]
+        if with_jax:
+            row.append(fmt(r["jax_ms"], ".3f"))
+        row.append(fmt(r["compile_ms"], ".0f"))
+        rows.append(row)
+    widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
+    print()
+    print(f"step time, median of {args.repeat} run(s) x {args.steps} steps "
+          f"after {args.warmup} warm-up steps")
+    print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                    for k, (c, w) in enumerate(zip(cols, widths))))
+    for row in rows:
+        print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                        for k, (c, w) in enumerate(zip(row, widths))))
+
+    checks: list[dict[str, Any]] = []
+    if not args.no_check:
+        checks = time_checks(args.repeat)
+        print(f"\n`dslrun check` wall time (median of {args.repeat}; target < 0.5 s)")
+        w = max((len(c["spec"]) for c in checks), default=4)
+        for c in checks:
+            flag = "" if c["seconds"] < 0.5 else "  > 0.5 s"
+            status = "ok" if c["ok"] else f"FAILED: {c.get('error', '')}"
+            print(f"  {c['spec'].ljust(w)}  {c['seconds']:.3f} s  {status}{flag}")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"steps": args.steps, "warmup": args.warmup, "repeat": args.repeat,
+             "forced_threads": args.threads,
+             "threads": threads, "jax": with_jax, "results": results, "check": checks},
+            indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Reference implementations of the bench specs in PyTorch (eager) and JAX (jit).
+
+Each model matches its spec in `specs/bench/`: the same layer sizes, batch, float32,
+mean cross-entropy, and SGD with momentum 0.9 and lr 0.01 (PyTorch's rule, which is also the
+prelude's `sgd`). The data is random like the spec's `random(n = 4096, ...)` data set, and
+each epoch visits a fresh permutation of it, one gathered batch per step, like dslrun's
+Batcher. A step is: gather the batch, forward, loss, backward, update, and read the loss as
+a Python float (dslrun's loop does that too, for its divergence check).
+
+Run as a script it prints one JSON object, like `dslrun bench`:
+
+    python bench/torch_models.py mlp_small --steps 50 --warmup 10 --threads 2
+    python bench/torch_models.py mlp_small --framework jax
+
+Only the standard library is imported at module level, so `bench/run.py` can read `MODELS`
+without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+N_SAMPLES = 4096  # the default; `--n` (bench/run.py passes the spec's `random(n = ...)`)
+LR, MOMENTUM = 0.01, 0.9
+
+# name -> (batch, sample shape, classes, layer list). Layers:
+#   ("dense", units, relu)  ("conv", out_channels, kernel, padding)  ("relu",)
+#   ("maxpool", k)  ("flatten",)
+MODELS: dict[str, dict[str, Any]] = {
+    "mlp_small": {"batch": 128, "shape": (64,), "classes": 10,
+                  "layers": [("dense", 256, True), ("dense", 256, True), ("dense", 10, False)]},
+    "mlp_large": {"batch": 256, "shape": (784,), "classes": 10,
+                  "layers": [("dense", 1024, True), ("dense", 1024, True),
+                             ("dense", 10, False)]},
+    "lenet": {"batch": 64, "shape": (1, 28, 28), "classes": 10,
+              "layers": [("conv", 6, 5, 2), ("relu",), ("maxpool", 2),
+                         ("conv", 16, 5, 0), ("relu",), ("maxpool", 2), ("flatten",),
+                         ("dense", 120, True), ("dense", 84, True), ("dense", 10, False)]},
+}
+
+
+def _data(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.Generator(np.random.PCG64(0))  # as dslrun's `random` data set, seed 0
+    x = rng.standard_normal((N_SAMPLES, *cfg["shape"])).astype(np.float32)
+    y = rng.integers(0, cfg["classes"], N_SAMPLES).astype(np.int64)
+    return x, y
+
+
+def _time_steps(step: Any, order: Any, batch: int, warmup: int, steps: int) -> list[float]:
+    """Run warmup + steps steps over per-epoch permutations; the step times (ms) after warm-up."""
+    per_epoch = N_SAMPLES // batch
+    times: list[float] = []
+    k = 0
+    prev = time.perf_counter()
+    while k < warmup + steps:
+        perm = order()
+        for i in range(per_epoch):
+            step(perm[i * batch:(i + 1) * batch])
+            now = time.perf_counter()
+            if k >= warmup:
+                times.append((now - prev) * 1000)
+            prev = now
+            k += 1
+            if k >= warmup + steps:
+                break
+    return times
+
+
+# ---------------------------------------------------------------- PyTorch eager
+def torch_model(name: str) -> Any:
+    import torch
+    from torch import nn
+
+    cfg = MODELS[name]
+    mods: list[Any] = []
+    shape = cfg["shape"]
+    feat = shape[0]
+    for layer in cfg["layers"]:
+        kind = layer[0]
+        if kind == "dense":
+            mods.append(nn.Linear(feat, layer[1]))
+            feat = layer[1]
+            if layer[2]:
+                mods.append(nn.ReLU())
+        elif kind == "conv":
+            mods.append(nn.Conv2d(feat, layer[1], layer[2], padding=layer[3]))
+            feat = layer[1]
+        elif kind == "relu":
+            mods.append(nn.ReLU())
+        elif kind == "maxpool":
+            mods.append(nn.MaxPool2d(layer[1]))
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+            with torch.no_grad():  # the flattened width, from a dummy forward
+                feat = nn.Sequential(*mods)(torch.zeros(1, *shape)).shape[1]
+    return nn.Sequential(*mods)
+
+
+def bench_torch(name: str, steps: int, warmup: int, threads: int | None) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = MODELS[name]
+    x_np, y_np = _data(cfg)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    model = torch_model(name)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    rng = np.random.Generator(np.random.PCG64(1))
+
+    def order() -> Any:
+        return torch.from_numpy(rng.permutation(N_SAMPLES))
+
+    def step(idx: Any) -> float:
+        xb, yb = x[idx], y[idx]
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    times = _time_steps(step, order, cfg["batch"], warmup, steps)
+    return {"framework": "torch", "model": name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "step_ms_median": round(statistics.median(times), 4), "steps": len(times)}
+
+
+# ---------------------------------------------------------------- JAX jit
+def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    cfg = MODELS[name]
+    x_np, y_np = _data(cfg)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    key = jax.random.PRNGKey(0)
+    params: list[Any] = []
+    ops: list[tuple] = []
+    shape = cfg["shape"]
+    feat = shape[0]
+    hw = shape[1:]
+    for layer in cfg["layers"]:
+        kind = layer[0]
+        key, k1 = jax.random.split(key)
+        if kind == "dense":
+            if hw:
+                feat, hw = feat * int(np.prod(hw)), ()
+            bound = 1 / np.sqrt(feat)
+            params.append((jax.random.uniform(k1, (feat, layer[1]), minval=-bound, maxval=bound),
+                           jnp.zeros(layer[1])))
+            ops.append(("dense", len(params) - 1, layer[2]))
+            feat = layer[1]
+        elif kind == "conv":
+            k, pad = layer[2], layer[3]
+            bound = 1 / np.sqrt(feat * k * k)
+            params.append((jax.random.uniform(k1, (layer[1], feat, k, k), minval=-bound,
+                                              maxval=bound), jnp.zeros(layer[1])))
+            ops.append(("conv", len(params) - 1, pad))
+            feat = layer[1]
+            hw = tuple(d + 2 * pad - k + 1 for d in hw)
+        elif kind == "maxpool":
+            ops.append(("maxpool", layer[1]))
+            hw = tuple(d // layer[1] for d in hw)
+        else:
+            ops.append((kind,))
+
+    def forward(ps: list[Any], xb: Any) -> Any:
+        h = xb
+        for op in ops:
+            if op[0] == "dense":
+                w, b = ps[op[1]]
+                h = h @ w + b
+                if op[2]:
+                    h = jax.nn.relu(h)
+            elif op[0] == "conv":
+                w, b = ps[op[1]]
+                h = jax.lax.conv_general_dilated(h, w, (1, 1), [(op[2], op[2])] * 2)
+                h = h + b[None, :, None, None]
+            elif op[0] == "relu":
+                h = jax.nn.relu(h)
+            elif op[0] == "maxpool":
+                k = op[1]
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, k, k),
+                                          (1, 1, k, k), "VALID")
+            elif op[0] == "flatten":
+                h = h.reshape(h.shape[0], -1)
+        return h
+
+    def loss_fn(ps: list[Any], xb: Any, yb: Any) -> Any:
+        logp = jax.nn.log_softmax(forward(ps, xb))
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    @jax.jit
+    def train_step(ps: list[Any], bufs: list[Any], idx: Any) -> tuple:
+        loss, grads = jax.value_and_grad(loss_fn)(ps, x[idx], y[idx])
+        bufs = jax.tree_util.tree_map(lambda b, g: MOMENTUM * b + g, bufs, grads)
+        ps = jax.tree_util.tree_map(lambda p, b: p - LR * b, ps, bufs)
+        return ps, bufs, loss
+
+    bufs = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = {"p": params, "b": bufs}
+    rng = np.random.Generator(np.random.PCG64(1))
+
+    def order() -> Any:
+        return rng.permutation(N_SAMPLES)
+
+    def step(idx: Any) -> float:
+        state["p"], state["b"], loss = train_step(state["p"], state["b"], jnp.asarray(idx))
+        return float(loss)
+
+    times = _time_steps(step, order, cfg["batch"], max(warmup, 1), steps)
+    return {"framework": "jax", "model": name, "jax": jax.__version__,
+            "step_ms_median": round(statistics.median(times), 4), "steps": len(times)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    global N_SAMPLES
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", choices=sorted(MODELS))
+    ap.add_argument("--framework", choices=("torch", "jax"), default="torch")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--n", type=int, default=N_SAMPLES, help="number of random samples")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args(argv)
+    N_SAMPLES = args.n
+    if args.framework == "torch":
+        data = bench_torch(args.model, args.steps, args.warmup, args.threads)
+    else:
+        data = bench_jax(args.model, args.steps, args.warmup)
+    print(json.dumps(data))
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Graph-to-graph optimization passes and the pipeline that runs them.
+
+Every pass is a function `Graph -> Graph` that works on a copy and never mutates its argument:
+
+- `stabilize`: numerically stabilizing rewrites only (`log(1+exp(x)) -> softplus(x)`, ...);
+  the language runs it before differentiation so gradients are built from the stable forms.
+- `fold_constants`: evaluate nodes whose inputs are all constants.
+- `merge_common_subexpressions`: compute equal subexpressions once.
+- `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...), one rule
+  engine (`runtime.passes.rewrite`) over data tables (`runtime.passes.rules`).
+- `eliminate_dead_code`: drop what no output or update needs.
+- `fuse_elementwise`: group elementwise ops into `fused_elementwise` nodes (a lowering: the
+  result has no VJP, so it runs last, after differentiation).
+
+`run_pipeline` runs `PIPELINE` (or a chosen list), optionally verifying the invariants
+(`verify_graph`) after every pass and dumping the canonical text after one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from runtime.ir import Graph, IRError, to_text
+from runtime.passes.cse import merge_common_subexpressions
+from runtime.passes.dce import eliminate_dead_code
+from runtime.passes.fold import fold_constants
+from runtime.passes.fuse import FUSED, fuse_elementwise
+from runtime.passes.rewrite import (
+    Attr,
+    Const,
+    RewriteStats,
+    Rule,
+    Var,
+    rewrite,
+)
+from runtime.passes.rules import ALGEBRAIC_RULES, SIMPLIFY_RULES, STABILIZING_RULES
+from runtime.passes.verify import VerifyError, verify_graph
+
+Pass = Callable[[Graph], Graph]
+
+
+def stabilize(graph: Graph) -> Graph:
+    """A copy of `graph` with the numerically dangerous patterns (`STABILIZING_RULES`)
+    replaced by stable primitives; nothing else changes."""
+    return rewrite(graph, STABILIZING_RULES)[0]
+
+
+def simplify(graph: Graph) -> Graph:
+    """A copy of `graph` rewritten with `SIMPLIFY_RULES` (stabilizing + algebraic) to a fixed
+    point (bounded by the engine's iteration and growth limits)."""
+    return rewrite(graph, SIMPLIFY_RULES)[0]
+
+
+PIPELINE: list[tuple[str, Pass]] = [
+    ("stabilize", stabilize),
+    ("fold_constants", fold_constants),
+    ("merge_common_subexpressions", merge_common_subexpressions),
+    ("simplify", simplify),
+    ("eliminate_dead_code", eliminate_dead_code),
+    ("fuse_elementwise", fuse_elementwise),
+]
+
+PASSES: dict[str, Pass] = dict(PIPELINE)
+
+
+def run_pipeline(graph: Graph, passes: Sequence[str | tuple[str, Pass]] | None = None,
+                 dump_after: str | None = None,
+                 verify: bool = False) -> tuple[Graph, list[str], str | None]:
+    """Run `passes` (names from `PASSES` or `(name, function)` pairs; default `PIPELINE`) on
+    `graph`, which is not modified.
+
+    Returns the optimized graph (a new object), the names of the passes that ran, and the
+    canonical text (`runtime.ir.to_text`, with a `# passes:` header) after the last run of
+    `dump_after` when it is given. An unknown pass name, or a `dump_after` that is not among
+    the passes to run, raises ValueError listing the valid names. With `verify`,
+    `verify_graph` runs on the input and after every pass; a violation raises `VerifyError`
+    naming the pass.
+    """
+    chosen: list[tuple[str, Pass]] = []
+    for p in PIPELINE if passes is None else passes:
+        if isinstance(p, str):
+            if p not in PASSES:
+                raise ValueError(f"unknown pass {p!r}; known passes: {', '.join(PASSES)}")
+            chosen.append((p, PASSES[p]))
+        else:
+            chosen.append((p[0], p[1]))
+    names = [n for n, _ in chosen]
+    if dump_after is not None and dump_after not in names:
+        raise ValueError(f"cannot dump after {dump_after!r}: passes that run: "
+                         f"{', '.join(names) or '(none)'}")
+    if verify:
+        _verify(graph, "the input graph (before any pass)")
+    g, ran, dump = graph.copy(), [], None
+    for name, fn in chosen:
+        g = fn(g)
+        ran.append(name)
+        if verify:
+            _verify(g, f"after pass {name!r}")
+        if name == dump_after:
+            dump = to_text(g, passes=ran)
+    return g, ran, dump
+
+
+def _verify(g: Graph, where: str) -> None:
+    try:
+        verify_graph(g)
+    except IRError as e:
+        raise VerifyError(f"{where}: {e}") from e
+
+
+__all__ = [
+    "ALGEBRAIC_RULES", "FUSED", "PASSES", "PIPELINE", "SIMPLIFY_RULES", "STABILIZING_RULES",
+    "Attr", "Const", "Pass", "RewriteStats", "Rule", "Var", "VerifyError",
+    "eliminate_dead_code", "fold_constants", "fuse_elementwise", "merge_common_subexpressions",
+    "rewrite", "run_pipeline", "simplify", "stabilize", "verify_graph",
+]

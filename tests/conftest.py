@@ -1,0 +1,62 @@
+"""Shared pytest setup: make the repository importable when running plain `pytest`.
+
+Numeric helpers (finite differences, graph running) live in `tests/helpers_numeric.py`.
+Here: the `--update-golden` option (fixture `update_golden`) used by `tests/test_golden.py`,
+and `run_cli` / the `dslrun` fixture that run the command line in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current compiler output")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True when pytest runs with --update-golden (golden tests then write their files)."""
+    return bool(request.config.getoption("--update-golden"))
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for `python -m dsl.cli` subprocesses: the repository importable, no
+    colour or progress tricks, and no inherited PYTHON* settings that could change imports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONHASHSEED"] = "0"
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "100"
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `dslrun ARGS` as a subprocess in `cwd` (text mode, no stdin)."""
+    return subprocess.run([sys.executable, "-m", "dsl.cli", *map(str, args)], cwd=cwd,
+                          env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def dslrun(tmp_path: Path):
+    """`dslrun(*args)` runs the CLI in `tmp_path` (so `runs/` lands there)."""
+    def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return run_cli([str(a) for a in args], cwd or tmp_path)
+    return run
+
+
+@pytest.fixture(scope="session")
+def cli_runner():
+    """`run_cli` itself, for module-scoped fixtures that run many commands at once."""
+    return run_cli

@@ -1,0 +1,283 @@
+"""User mistakes through the real command line: every bad input ends with one compiler-style
+message and exit status 1, never a traceback.
+
+A located error prints `file:line:col: error: message`, then the source line and a caret
+under the column. Errors without a source position (command-line flags, files, devices)
+print one `error: ...` line. All cases run as `python -m dsl.cli` subprocesses, in parallel
+(one module-scoped fixture), each in its own directory.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HEAD = """model m
+input x: f32[B, 2]
+input y: f32[B]
+"""
+
+LINREG = HEAD + """param w: [2] = zeros
+objective loss = mean((x @ w - y) ** 2)
+"""
+
+QUADRATIC = """model q
+param w: [2] = zeros
+objective loss = sum((w - 1) ** 2)
+optimizer sgd(lr = 0.1) minimize loss
+"""
+
+
+@dataclass
+class Case:
+    """One bad input: files to write, the dslrun arguments, where the error must point
+    (file, line, col; None for errors without a position) and texts the message must hold."""
+
+    id: str
+    files: dict[str, str]
+    args: list[str]
+    where: tuple[str, int, int] | None
+    says: tuple[str, ...]
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+
+def spec(id: str, text: str, line: int, col: int, *says: str, cmd: str = "check",
+         args: tuple[str, ...] = ()) -> Case:
+    return Case(id, {"s.dl": text}, [cmd, "s.dl", *args], ("s.dl", line, col), says)
+
+
+CASES: list[Case] = [
+    # ------------------------------------------------------------------ syntax
+    spec("syntax_missing_paren", HEAD + "objective loss = mean((x @ ones([2]) - y)\n", 4, 22,
+         "missing ')'", "never closed"),
+    spec("syntax_bad_token", HEAD + "objective loss = mean(x) $ 2\n", 4, 26,
+         "unexpected character '$'"),
+    spec("syntax_unclosed_brace", HEAD + "net f(x) {\n  return x\nobjective loss = mean(f(x))\n",
+         4, 10, "missing '}'", "never closed"),
+    spec("syntax_unmatched_brace", HEAD + "}\nobjective loss = mean(x)\n", 4, 1,
+         "unmatched '}'"),
+    spec("syntax_bad_number", HEAD + "objective loss = mean(x) * 1.2.3\n", 4, 31,
+         "unexpected '.3'"),
+    # ------------------------------------------------------------------ names
+    spec("unknown_name", HEAD + "objective loss = mean(xx)\n", 4, 23,
+         "unknown name 'xx'", "(did you mean 'x'?)"),
+    spec("unknown_function", HEAD + "objective loss = maen(x)\n", 4, 18,
+         "unknown function 'maen'", "(did you mean 'mae'?)"),
+    spec("unknown_layer_option", HEAD + "objective loss = mean(dense(x, 3, bais = false))\n",
+         4, 35, "'dense' has no argument 'bais'", "(did you mean 'bias'?)"),
+    spec("unknown_op_option", HEAD + "objective loss = mean(softmax(x, axs = 1))\n", 4, 34,
+         "softmax: unknown option 'axs'", "(did you mean 'axis'?)"),
+    spec("unknown_initializer", HEAD + "param w: [2] = xavier_nromal\n"
+         "objective loss = mean(x @ w)\n", 4, 16,
+         "unknown initializer 'xavier_nromal'", "(did you mean 'xavier_normal'?)"),
+    spec("unknown_train_setting", LINREG + "optimizer sgd(lr = 0.1) minimize loss\n"
+         "train { bacth = 4 }\n", 7, 9, "unknown train setting 'bacth'",
+         "(did you mean 'batch'?)"),
+    spec("unknown_optimizer", LINREG + "optimizer adma(lr = 0.1) minimize loss\n", 6, 11,
+         "unknown optimizer 'adma'", "(did you mean 'adam'?)"),
+    spec("unknown_optimizer_option", LINREG + "optimizer adam(lr = 0.1, beta = 0.9) minimize "
+         "loss\n", 6, 26, "optimizer 'adam' has no option 'beta'", "did you mean 'beta"),
+    spec("unknown_objective", LINREG + "optimizer sgd(lr = 0.1) minimize los\n", 6, 1,
+         "unknown objective 'los'", "(did you mean 'loss'?)"),
+    spec("unknown_dtype", "model m\ninput x: f33[B, 2]\nobjective loss = mean(x)\n", 2, 10,
+         "unknown dtype 'f33'", "(did you mean 'f32'?)"),
+    spec("duplicate_definition", HEAD + "const K = 2\nconst K = 3\nobjective loss = mean(x)\n",
+         5, 1, "duplicate definition of 'K'", "first defined at s.dl:4:1"),
+    spec("two_model_lines", HEAD + "model n\nobjective loss = mean(x)\n", 4, 1,
+         "a spec has one 'model' line"),
+    spec("reserved_name", HEAD + "step = 3\nobjective loss = mean(x)\n", 4, 1,
+         "'step' is reserved"),
+    # ------------------------------------------------------------------ shapes and types
+    spec("matmul_shapes", HEAD + "param w: [3, 4] = zeros\nobjective loss = mean(x @ w)\n",
+         5, 23, "matmul: inner dimensions differ", "f32[B,2]", "f32[3,4]"),
+    spec("broadcast_shapes", HEAD + "param w: [3] = zeros\nobjective loss = mean(x + w)\n",
+         5, 23, "do not broadcast", "[B,2]", "[3]"),
+    spec("float_labels", HEAD + "objective loss = cross_entropy(dense(x, 3), y)\n", 4, 18,
+         "cross_entropy", "labels must be integers", "f32[B]"),
+    spec("prelude_shape_error", HEAD + "objective loss = mse(dense(x, 3), y)\n", 4, 18,
+         "mse", "do not broadcast", "[B,3]", "[B]"),
+    spec("too_many_args", HEAD + "def f(a, b) { return a + b }\nobjective loss = mean(f(x, x, "
+         "x))\n", 5, 23, "def 'f' takes 2 arguments, got 3"),
+    spec("missing_arg", HEAD + "def f(a, b) { return a + b }\nobjective loss = mean(f(x))\n",
+         5, 23, "def 'f' is missing argument 'b'"),
+    spec("arg_given_twice", HEAD + "def f(a, b) { return a + b }\nobjective loss = mean(f(x, a "
+         "= x))\n", 5, 28, "argument 'a' given twice"),
+    spec("missing_objective", HEAD + "const K = 2\n", 1, 1, "missing objective"),
+    spec("objective_not_scalar", HEAD + "objective loss = x * 2\n", 4, 18,
+         "objective 'loss' must be a float scalar, got f32[B,2]"),
+    spec("metric_not_float", HEAD + "objective loss = mean(x)\nmetric n = argmax(x, axis = "
+         "-1)\n", 5, 12, "metric 'n' must be a float scalar, got i64[B]"),
+    spec("const_depends_on_input", HEAD + "const K = x * 2\nobjective loss = mean(x)\n", 4, 1,
+         "const 'K' must be a compile-time value", "depends on inputs"),
+    spec("if_on_tensor", HEAD + "if x > 0 { z = 1 }\nobjective loss = mean(x)\n", 4, 4,
+         "'if' condition must be a compile-time constant", "where("),
+    spec("non_integer_dimension", HEAD + "param w: [2.5] = zeros\nobjective loss = mean(x)\n",
+         4, 11, "a dimension must be an integer, got 2.5"),
+    spec("symbolic_param_dimension", HEAD + "param w: [B] = zeros\nobjective loss = mean(x)\n",
+         4, 11, "parameters need static shapes", "'B' is symbolic"),
+    spec("unpack_count", HEAD + "a, b, c = split(x, 2, axis = -1)\nobjective loss = mean(a)\n",
+         4, 1, "cannot unpack 2 values into 3 names"),
+    spec("reshape_size", HEAD + "output o = reshape(x, [3, 3])\n", 4, 12,
+         "reshape: cannot reshape [B,2]", "[3,3]"),
+    spec("index_out_of_range", HEAD + "output o = x[:, 5]\n", 4, 12, "index 5 out of range"),
+    spec("optimizer_without_params", HEAD + "objective loss = mean(x)\n"
+         "optimizer adam(lr = 0.1) minimize loss\n", 5, 1, "has no parameters to train"),
+    spec("bad_sampling", LINREG + "optimizer sgd(lr = 0.1) minimize loss\ntrain { sampling = "
+         '"shufle" }\n', 7, 9, "sampling must be", "(did you mean 'shuffle'?)"),
+    spec("bad_batch", LINREG + "optimizer sgd(lr = 0.1) minimize loss\ntrain { batch = 0 }\n",
+         7, 9, "train setting 'batch' must be an integer >= 1, got 0"),
+    # ------------------------------------------------------------------ data
+    spec("bad_dataset_name", "model m\ndata digitz(seed = 0)\ninput x: f32[B, 64]\n"
+         "objective loss = mean(x)\n", 2, 1, "unknown data set 'digitz'",
+         "(did you mean 'digits'?)"),
+    spec("unknown_data_option", "model m\ndata digits(test_fracton = 0.2)\n"
+         "input x: f32[B, 64]\nobjective loss = mean(x)\n", 2, 1,
+         "unknown option 'test_fracton'", "(did you mean 'test_fraction'?)"),
+    # ------------------------------------------------------------------ include
+    spec("include_missing_file", 'include "nothere.dl"\n' + HEAD + "objective loss = mean(x)\n",
+         1, 1, "include: no file 'nothere.dl'"),
+    Case("include_cycle",
+         {"a.dl": 'include "b.dl"\n' + HEAD + "objective loss = mean(x)\n",
+          "b.dl": 'include "a.dl"\n'},
+         ["check", "a.dl"], ("b.dl", 1, 1), ("include cycle: a.dl -> b.dl -> a.dl",)),
+    # ------------------------------------------------------------------ run time, located
+    spec("nan_check", "model nanm\nparam w: [] = zeros\nobjective loss = log(w - 10)\n"
+         "optimizer gd(lr = 0.1) minimize loss\n", 3, 18,
+         "non-finite value produced by node", "(log)", cmd="train",
+         args=("--nan-check", "--steps", "3")),
+    # ------------------------------------------------------------------ without a position
+    Case("set_unknown_name", {"s.dl": HEAD + "const H = 3\nobjective loss = mean(x) * H\n"},
+         ["check", "s.dl", "--set", "HH=4"], None,
+         ("--set HH: no const or input named 'HH'", "(did you mean 'H'?)")),
+    Case("set_without_value", {"s.dl": LINREG}, ["check", "s.dl", "--set", "H"], None,
+         ("--set needs NAME=VALUE",)),
+    Case("missing_spec_file", {}, ["check", "nothere.dl"], None, ("nothere.dl: no such file",)),
+    Case("unknown_spec_name", {}, ["check", "no_such_spec_anywhere"], None,
+         ("no spec named 'no_such_spec_anywhere'",)),
+    Case("spec_is_a_directory", {"d/x.txt": ""}, ["check", "d"], None,
+         ("is a directory, not a spec file",)),
+    Case("cupy_without_gpu", {"s.dl": QUADRATIC},
+         ["train", "s.dl", "--backend", "cupy", "--steps", "1"], None,
+         ("the cupy backend needs",)),
+    Case("resume_not_an_npz", {"s.dl": QUADRATIC},
+         ["train", "s.dl", "--resume", "bad.npz", "--steps", "1"], None,
+         ("bad.npz is not a checkpoint (.npz) file",), extra={"bad.npz": b"hello\n"}),
+    Case("resume_missing_file", {"s.dl": QUADRATIC},
+         ["train", "s.dl", "--resume", "gone.npz", "--steps", "1"], None,
+         ("checkpoint file gone.npz does not exist",)),
+    Case("resume_and_init_from", {"s.dl": LINREG}, ["train", "s.dl", "--resume", "a.npz",
+                                                    "--init-from", "b.npz"], None,
+         ("--resume and --init-from exclude each other",)),
+    Case("dump_after_unknown_pass", {"s.dl": LINREG}, ["graph", "s.dl", "--dump-after",
+                                                       "simplfy"], None,
+         ("unknown pass 'simplfy'", "(did you mean 'simplify'?)")),
+    Case("nan_loss", {"s.dl": "model nanm\nparam w: [] = zeros\nobjective loss = log(w - 10)\n"
+                      "optimizer gd(lr = 0.1) minimize loss\ntrain { steps = 5 }\n"},
+         ["train", "s.dl"], None,
+         ("training diverged at step 1", "'loss'", "is nan", "no checkpoint was written")),
+]
+
+
+def _gpu_usable() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, cli_runner) -> dict[str, tuple]:
+    """Every case run once, several at a time: id -> (CompletedProcess, case directory)."""
+    root = tmp_path_factory.mktemp("errors")  # one mktemp: it is not thread-safe
+    dirs = []
+    for case in CASES:
+        d = root / case.id
+        for name, text in case.files.items():
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_text(text)
+        for name, data in case.extra.items():
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_bytes(data)
+        d.mkdir(exist_ok=True)
+        dirs.append(d)
+
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 1) as pool:
+        procs = pool.map(lambda c_d: cli_runner(c_d[0].args, c_d[1]), zip(CASES, dirs))
+        return {c.id: (proc, d) for c, proc, d in zip(CASES, procs, dirs)}
+
+
+def test_enough_distinct_cases() -> None:
+    assert len({c.id for c in CASES}) == len(CASES) >= 40
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, results: dict[str, tuple]) -> None:
+    if case.id == "cupy_without_gpu" and _gpu_usable():
+        pytest.skip("a GPU is usable here")
+    proc, d = results[case.id]
+    err = proc.stderr
+    shown = f"\n--- stderr ---\n{err}--- stdout ---\n{proc.stdout}"
+    assert "Traceback" not in err, shown
+    assert proc.returncode == 1, f"exit status {proc.returncode}" + shown
+    lines = err.rstrip("\n").splitlines()
+    assert lines, "no message" + shown
+    if case.where is None:
+        assert lines[0].startswith("error: "), shown
+        assert len(lines) == 1, "expected one line" + shown
+        head = lines[0]
+    else:
+        file, line, col = case.where
+        prefix = f"{file}:{line}:{col}: error: "
+        assert lines[0].startswith(prefix), f"expected {prefix!r}" + shown
+        head = lines[0]
+        source = (d / file).read_text().splitlines()[line - 1].expandtabs(1)
+        assert len(lines) >= 3 and lines[1] == "  " + source, "no source line" + shown
+        caret = lines[2]
+        assert caret.strip().startswith("^") and caret.index("^") == col + 1, \
+            "the caret is not under the column" + shown
+    for text in case.says:
+        assert text in head or text in err, f"missing {text!r}" + shown
+
+
+# ---------------------------------------------------------------- divergence keeps the checkpoint
+
+DIVERGES = """model diverge
+param w: [] = zeros
+objective loss = log(10 - w)
+optimizer gd(lr = 3) minimize loss
+train { steps = 50, checkpoint_every = 1 }
+"""
+
+
+def test_nan_loss_keeps_last_good_checkpoint(dslrun, tmp_path: Path) -> None:
+    """`log(10 - w)` minimized by big steps crosses w = 10 after a few steps: exit 1, the
+    message names the step and the checkpoint of the last good step, which stays finite."""
+    (tmp_path / "d.dl").write_text(DIVERGES)
+    proc = dslrun("d.dl", "--quiet")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    msg = proc.stderr.strip()
+    assert msg.startswith("error: training diverged at step "), msg
+    bad_step = int(msg.split("at step ")[1].split(":")[0])
+    assert bad_step > 1
+    ckpt = tmp_path / "runs" / "diverge" / "checkpoint.npz"
+    assert f"the last good checkpoint is runs/diverge/checkpoint.npz (step {bad_step - 1})" \
+        in msg, msg
+    from runtime.train.checkpoint import load_checkpoint
+
+    variables, meta = load_checkpoint(ckpt)
+    assert meta["step"] == bad_step - 1
+    assert all(np.isfinite(v).all() for v in variables.values())
+    before = ckpt.read_bytes()
+    # a run that diverges at once leaves the earlier checkpoint alone and says where it is
+    (tmp_path / "d.dl").write_text(DIVERGES.replace("log(10 - w)", "log(w - 10)"))
+    proc = dslrun("d.dl", "--quiet")
+    assert proc.returncode == 1 and "training diverged at step 1" in proc.stderr, proc.stderr
+    assert "the last good checkpoint is runs/diverge/checkpoint.npz" in proc.stderr
+    assert ckpt.read_bytes() == before
