@@ -4,9 +4,22 @@
     model = dsl.load("mlp_digits")      # or dsl.compile(spec_text)
     model.fit(epochs=5)
     print(model.evaluate())
+
+The API is imported on first use, so `dsl.parser` and the CLI start without the runtime.
 """
 
-from dsl.api import Model, compile, load
-from dsl.errors import DslError
+from typing import Any
 
 __all__ = ["DslError", "Model", "compile", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Model", "compile", "load"):
+        from dsl import api
+
+        return getattr(api, name)
+    if name == "DslError":
+        from dsl.errors import DslError
+
+        return DslError
+    raise AttributeError(f"module 'dsl' has no attribute {name!r}")

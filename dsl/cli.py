@@ -217,12 +217,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     extra = f" ({n_all - n_train} frozen)" if n_all != n_train else ""
     print(f"parameters: {n_all}{extra}")
     if p.data is not None:
-        from dsl.api import Model
-
-        ds = Model(c).dataset  # loading checks the data set's name and options
-        n_test = 0 if ds.test is None else len(next(iter(ds.test.values())))
-        n_train_rows = len(next(iter(ds.train.values()))) if ds.train else 0
-        print(f"data: {p.data[0]} ({n_train_rows} train, {n_test} test)")
+        print(f"data: {p.data[0]}")
     return 0
 
 
@@ -354,7 +349,7 @@ def cmd_check_grad(args: argparse.Namespace) -> int:
     feeds, dims = _one_batch(model)
     worst_all = 0.0
     rows = []
-    objectives = list(dict.fromkeys(ph.objective for ph in p.phases)) or p.objectives
+    objectives = p.meta.get("minimized") or p.objectives
     graph = c.stages["forward" if not p.phases else "step"][0][1]
     if p.phases:
         graph = graph.copy()

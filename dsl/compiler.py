@@ -24,7 +24,7 @@ from dsl.parser import parse
 from runtime.ir import Graph, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
-from runtime.train.data import DataError, load_dataset
+from runtime.train.data import DataError, check_dataset, load_dataset
 
 STAGES = ("forward", "grad", "step", "optimized")
 
@@ -115,8 +115,7 @@ class Compiled:
     def text(self, stage: str, locs: bool = False) -> str:
         parts = []
         for name, g in self.stages[stage]:
-            passes = self.passes if stage in ("optimized",) or (
-                stage == "forward" and self.passes) else ()
+            passes = self.passes if stage == "optimized" else ()
             head = f"# phase: {name}\n" if name else ""
             parts.append(head + to_text(g, stage=stage, passes=passes, locs=locs))
         return "\n".join(parts)
@@ -226,6 +225,11 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     if not (tl.objectives or tl.outputs or tl.metrics):
         raise NameErr("missing objective: declare 'objective NAME = ...' (or an 'output')",
                       A.Span(file, 1, 1, 1, 2))
+    if tl.data_decl is not None:
+        try:
+            check_dataset(*data_options(tl.data_decl, file))
+        except DataError as e:
+            raise DataErr(str(e), tl.data_decl.span) from None
     settings = _settings(tl)
     if seed is not None:
         settings.seed = seed
@@ -304,6 +308,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     for n, v in el.input_defaults.items():
         program.input_defaults.setdefault(n, v)
     program.meta["data_span"] = tl.data_decl.span if tl.data_decl else None
+    program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures))
 
 

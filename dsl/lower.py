@@ -154,6 +154,7 @@ class Lowerer:
         self._data = None
         self._sites_cache: dict[int, dict[int, str]] = {}
         self._depth = 0
+        self._def_stack: list[str] = []
         self._span: A.Span | None = None
         self.globals = Scope(None, "", {})
         for stmt in prelude:
@@ -195,6 +196,7 @@ class Lowerer:
 
     # ------------------------------------------------------------------ top level
     def run(self) -> None:
+        self.globals.sites = self.sites(self.stmts)
         for stmt in self.stmts:
             self.top(stmt)
         unused = set(self.overrides) - self.used_overrides
@@ -883,7 +885,8 @@ class Lowerer:
     # ------------------------------------------------------------------ calls
     def call(self, e: A.Call, scope: Scope) -> Any:
         d = self.defs.get(e.func)
-        if d is not None:
+        if d is not None and not (self._def_stack and self._def_stack[-1] == e.func):
+            # inside the body of `def conv2d`, `conv2d(...)` is the primitive it wraps
             return self.call_def(d, e, scope)
         fn = BUILTINS.get(e.func)
         if fn is not None:
@@ -988,6 +991,7 @@ class Lowerer:
             raise self.err(TypeErr, f"'{d.name}' calls itself too deeply (recursion is not "
                            "supported)", e.span)
         saved = self._span
+        self._def_stack.append(d.name)
         try:
             self.exec_body(d.body, inner)
             result = None
@@ -996,6 +1000,7 @@ class Lowerer:
         except DslError as ex:
             raise _at_call_site(ex, d.name, e.span) from None
         finally:
+            self._def_stack.pop()
             self._depth -= 1
             self._span = saved
         return result
@@ -1493,7 +1498,41 @@ def b_num_params(low: Lowerer, e: A.Call, scope: Scope) -> int:
     return int(sum(low.variables[n].value.size for n in sel.names))
 
 
+def b_pair(low: Lowerer, e: A.Call, scope: Scope) -> tuple:
+    """pair(3) = (3, 3); pair([3, 5]) = (3, 5): kernel sizes, strides, dilations."""
+    a = _args(low, e, scope, ["v"], {})
+    v = a["v"]
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v), int(v))
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return (int(v[0]), int(v[1]))
+    raise low.err(TypeErr, f"expected an integer or a pair of integers, got {v!r}", e.span)
+
+
+def b_conv_padding(low: Lowerer, e: A.Call, scope: Scope) -> Any:
+    """Resolve a padding option: "valid" = 0, "same" = the padding that keeps the size at
+    stride 1 (split low/high like PyTorch), or integers as given."""
+    a = _args(low, e, scope, ["padding", "kernel", "dilation"], {"dilation": 1})
+    pad, k, dil = a["padding"], a["kernel"], a["dilation"]
+    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
+    ds = (dil,) * len(ks) if isinstance(dil, (int, np.integer)) else tuple(dil)
+    if pad == "valid":
+        return 0 if len(ks) == 1 else (0, 0)
+    if pad == "same":
+        out: list[int] = []
+        for kk, dd in zip(ks, ds):
+            total = dd * (kk - 1)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    if isinstance(pad, str):
+        raise low.err(TypeErr, f"padding must be \"same\", \"valid\" or integers, got {pad!r}"
+                      + did_you_mean(pad, ["same", "valid"]), e.span)
+    return tuple(pad) if isinstance(pad, list) else pad
+
+
 BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
+    "pair": b_pair,
+    "conv_padding": b_conv_padding,
     "shape": b_shape,
     "grad": b_grad,
     "hessian": b_hessian,

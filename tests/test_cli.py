@@ -114,7 +114,7 @@ def test_check(out) -> None:
     assert lines[1] == "inputs:  x: f32[B,2], y: i64[B]"
     assert lines[2] == "outputs: objective loss, metric acc"
     assert lines[3] == f"parameters: {TINY_PARAMS}"
-    assert lines[4] == "data: blobs (48 train, 16 test)"
+    assert lines[4] == "data: blobs"
 
 
 def test_set_overrides_a_const(out) -> None:

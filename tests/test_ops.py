@@ -32,6 +32,7 @@ from helpers_numeric import (
     numeric_grad,
     rng_for,
 )
+from test_conv_norm import CONV_NORM_ROWS
 
 from runtime.autodiff import GradError, gradients
 from runtime.ir import NP_TO_DTYPE, TensorType, parse_type
@@ -414,6 +415,7 @@ ROWS: list[Row] = [
     Row("random_randint", (), {"shape": (20000,), "low": 2, "high": 7},
         stats=(4.0, 2.0 ** 0.5), nondiff="random"),
 ]
+ROWS += CONV_NORM_ROWS  # convolution, pooling and normalization rows live beside their tests
 
 DIFF_ROWS = [r for r in ROWS if r.nondiff is None and r.novjp is None]
 NONDIFF_ROWS = [r for r in ROWS if r.nondiff is not None and r.stats is None]

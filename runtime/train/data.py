@@ -66,6 +66,7 @@ __all__ = [
     "Dataset",
     "SAMPLINGS",
     "bilinear_resize",
+    "check_dataset",
     "known_datasets",
     "load_dataset",
 ]
@@ -244,6 +245,23 @@ def load_dataset(
         raise DataError(f"a data set name must be a non-empty string, not {name!r}")
 
     display = name
+    name, options, loader = _resolve(name, options)
+    ds = loader.func(_Opts(name, options, loader.defaults), dt)
+    ds.info.setdefault("name", display)
+    ds.info["n_train"] = _n_samples(ds.train)
+    ds.info["n_test"] = 0 if ds.test is None else _n_samples(ds.test)
+    return ds
+
+
+def check_dataset(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Check a data set's name and option names without loading anything (fast: no
+    scikit-learn import). Values are checked when the data set is loaded."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"a data set name must be a non-empty string, not {name!r}")
+    _resolve(name, dict(options or {}))
+
+
+def _resolve(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any], _Loader]:
     lower = name.lower()
     if lower.endswith((".csv", ".npz")):
         if "path" in options:
@@ -268,11 +286,7 @@ def load_dataset(
                 f"unknown option '{key}' for data set '{name}'{hint}; valid options: "
                 f"{', '.join(sorted(loader.defaults))}"
             )
-    ds = loader.func(_Opts(name, options, loader.defaults), dt)
-    ds.info.setdefault("name", display)
-    ds.info["n_train"] = _n_samples(ds.train)
-    ds.info["n_test"] = 0 if ds.test is None else _n_samples(ds.test)
-    return ds
+    return name, options, loader
 
 
 def _did_you_mean(name: str, candidates: Any) -> str:

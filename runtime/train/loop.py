@@ -259,7 +259,7 @@ class Trainer:
         t = self._input_types.get(name)
         if t is None:
             return arr
-        dt = self.float_dtype if t.is_float and arr.dtype.kind == "f" else t.np_dtype()
+        dt = t.np_dtype()  # declared f32 already follows the program dtype
         return arr.astype(dt, copy=False)
 
     def _resolve_dataset(self, dataset: Any) -> Dataset | None:
