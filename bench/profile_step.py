@@ -17,8 +17,8 @@ Run it with the bench environment (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset), 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import collections
+import cProfile
 import io
 import pstats
 import statistics

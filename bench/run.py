@@ -38,7 +38,6 @@ DEFAULT_SPECS = ("mlp_small", "mlp_large", "lenet")
 sys.path.insert(0, str(BENCH))
 from torch_models import MODELS  # noqa: E402  (standard library only)
 
-
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 FORCED_THREADS: int | None = None  # --threads: the BLAS / OpenMP thread count of every run
 
