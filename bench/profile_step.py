@@ -76,7 +76,6 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool) -> dict[str,
     kernels = fast or plan._steps
     per: list[list[float]] = [[] for _ in plan.instrs]
     nbytes = [0] * len(plan.instrs)
-    seen: set[int] = set()
     for _ in range(steps):
         plan._load(feeds)
         for k, (fn, ins, out) in enumerate(kernels):
@@ -85,11 +84,11 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool) -> dict[str,
             v = fn(*args)
             per[k].append(time.perf_counter() - t0)
             vals[out] = v
-            new = isinstance(v, np.ndarray) and id(v) not in seen and not any(
+            # a new array: not a view of an input, and (buffer reuse on) made by a plain kernel
+            new = isinstance(v, np.ndarray) and not any(
                 isinstance(a, np.ndarray) and np.may_share_memory(v, a) for a in args)
-            nbytes[k] = v.nbytes if new and fast is None else 0
-            if fast is not None and isinstance(v, np.ndarray):
-                seen.add(id(v))
+            plain = fast is None or fn is plan._steps[k][0]
+            nbytes[k] = v.nbytes if new and plain else 0
         t0 = time.perf_counter()
         plan.commit()
         per_commit = time.perf_counter() - t0

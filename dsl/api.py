@@ -67,6 +67,14 @@ class Model:
         """Forward outputs (objectives, metrics and outputs) for the given inputs."""
         return self.trainer.predict(inputs)
 
+    def predict_mc(self, samples: int = 20, **inputs: Any) -> dict[str, tuple[np.ndarray,
+                                                                              np.ndarray]]:
+        """MC dropout (B 7, l. 2710): run the forward graph `samples` times with fresh masks
+        (layers built with `dropout(..., mc = true)`); returns name -> (mean, variance)."""
+        runs = [self.trainer.predict(inputs, seed=k) for k in range(samples)]
+        return {n: (np.mean([r[n] for r in runs], axis=0), np.var([r[n] for r in runs], axis=0))
+                for n in runs[0]}
+
     def graph(self, stage: str = "optimized", phase: int = 0) -> nx.DiGraph:
         return self.compiled.stages[stage][phase][1].to_networkx()
 

@@ -99,3 +99,17 @@ def test_dropout_eval_mode_is_identity():
     x = np.random.default_rng(0).standard_normal((7, 2000))
     np.testing.assert_array_equal(m(x=x)["out"], x)
     assert not any(n.op.startswith("random") for n in m.program.forward.nodes.values())
+
+
+def test_mc_dropout_reports_mean_and_variance():
+    m = dsl.compile("""
+model mc
+input x: f64[N, 4]
+output y = dropout(x, p = 0.5, mc = true)
+""", dtype="float64")
+    x = np.ones((3, 4))
+    mean, var = m.predict_mc(samples=400, x=x)["y"]
+    np.testing.assert_allclose(mean, 1.0, atol=0.25)  # E[y] = x
+    np.testing.assert_allclose(var, 1.0, atol=0.3)  # Var[y] = x² p / (1 - p)
+    plain = dsl.compile("model d\ninput x: f64[N, 4]\noutput y = dropout(x, p = 0.5)\n")
+    np.testing.assert_array_equal(plain(x=x)["y"], x)

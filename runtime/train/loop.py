@@ -602,10 +602,11 @@ class Trainer:
             out["test"] = self.evaluate("test", batch)
         return out
 
-    def predict(self, inputs: Mapping[str, Any],
-                outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def predict(self, inputs: Mapping[str, Any], outputs: list[str] | None = None,
+                seed: int | None = None) -> dict[str, np.ndarray]:
         """Forward-graph (eval mode) outputs for `inputs` (missing inputs from the program's
-        defaults). Without `outputs`, every output whose inputs are available is computed."""
+        defaults). Without `outputs`, every output whose inputs are available is computed.
+        `seed` picks the random draws of eval-mode random ops (MC dropout)."""
         g = self.program.forward
         feeds = self._base_feeds()
         feeds.update({k: self._cast(k, v) for k, v in inputs.items()})
@@ -624,7 +625,8 @@ class Trainer:
                 if n not in g.outputs:
                     raise TrainError(f"the forward graph has no output named '{n}'")
         runner = self._fwd_runner(tuple(names))
-        rng = self.backend.make_rng(_eval_seed(int(self.settings.seed)))
+        rng = self.backend.make_rng(_eval_seed(int(self.settings.seed)) if seed is None
+                                    else int(seed))
         outs = self._run_eval(runner.checked_plan(feeds), feeds, rng)
         return {n: np.array(self.backend.to_numpy(v)) for n, v in zip(names, outs)}
 
