@@ -186,7 +186,7 @@ def _settings(low: Lowerer) -> TrainSettings:
     checks = {"batch": (int, 1), "epochs": (int, 0), "steps": (int, 0), "seed": (int, 0),
               "eval_every": (int, 0), "checkpoint_every": (int, 0), "log_every": (int, 0)}
     for k, v in low.train_settings.items():
-        if k == "order":
+        if k in ("order",):
             continue
         if k in checks:
             typ, lo = checks[k]

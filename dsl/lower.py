@@ -250,6 +250,9 @@ class Lowerer:
                 if st.name not in TRAIN_SETTINGS:
                     raise self.err(NameErr, f"unknown train setting '{st.name}'"
                                    + did_you_mean(st.name, TRAIN_SETTINGS), st.span)
+                if st.name == "augment":
+                    self.train_settings["augment"] = self.augmentations(st)
+                    continue
                 if st.name == "order":
                     if not isinstance(st.value, A.ListExpr) or not all(
                             isinstance(i, A.Name) for i in st.value.items):
@@ -266,6 +269,27 @@ class Lowerer:
             self.update_blocks.append(s)
         else:
             self.exec(s, self.globals)
+
+    def augmentations(self, st: A.Setting) -> list[tuple[str, dict[str, Any]]]:
+        """`augment = [hflip(p = 0.5), crop(pad = 1), noise(std = 0.05)]` (B 6.1)."""
+        from runtime.train import augment
+
+        items = st.value.items if isinstance(st.value, A.ListExpr) else None
+        if items is None:
+            raise self.err(TypeErr, "augment is a list such as [hflip(), crop(pad = 1)]",
+                           st.value.span)
+        out = []
+        for it in items:
+            call = it if isinstance(it, A.Call) else (
+                A.Call(it.id, (), (), it.span) if isinstance(it, A.Name) else None)
+            if call is None or call.args:
+                raise self.err(TypeErr, "each augmentation is name(option = value)", it.span)
+            opts = {k.name: self.ev(k.value, self.globals) for k in call.kwargs}
+            problem = augment.check(call.func, opts)
+            if problem:
+                raise self.err(NameErr, problem, call.span)
+            out.append((call.func, opts))
+        return out
 
     def check_new_global(self, name: str, span: A.Span) -> None:
         if name in self.globals.vars or name in self.decl_spans:

@@ -40,6 +40,7 @@ class TrainSettings:
     eval_every: int = 0  # steps; 0 = at the end only
     checkpoint_every: int = 0  # steps; 0 = at the end only
     log_every: int = 0
+    augment: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # B 6.1
 
 
 @dataclass

@@ -38,6 +38,7 @@ from runtime.backends import Backend, get_backend
 from runtime.ir import DTYPES, Graph, TensorType
 from runtime.plan import Plan
 from runtime.program import Program, TrainSettings
+from runtime.train.augment import apply as apply_augment
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtime.train.data import Batcher, DataError, Dataset, load_dataset
 from runtime.train.progress import Progress
@@ -443,6 +444,7 @@ class Trainer:
         multi = len(phases) > 1
         xp = self.backend.xp
         variables = self.variables
+        augment, seed = self.settings.augment, int(self.settings.seed)
         while self.step < total:
             if batcher is not None:
                 epoch = float(batcher.epochs_done)
@@ -455,6 +457,8 @@ class Trainer:
                 t = self.step + 1
                 feeds = base.copy()
                 if batch is not None:
+                    if augment:
+                        batch = apply_augment(batch, augment, seed, t)
                     feeds.update(batch)
                 feeds["step"] = float(t)
                 feeds["epoch"] = epoch
