@@ -350,4 +350,4 @@ def test_bench_specs_check(name: str, capsys) -> None:
     sizes = {"bench/mlp_small": (64, 256, 4096), "bench/mlp_large": (784, 1024, 8192)}[name]
     d, h, n = sizes
     assert f"parameters: {d * h + h + h * h + h + h * 10 + 10}" in out
-    assert f"data: random ({n} train, 0 test)" in out
+    assert "data: random" in out  # names are checked at compile time; sizes at load time
