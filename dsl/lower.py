@@ -482,6 +482,9 @@ class Lowerer:
         if isinstance(s, A.Assign):
             self.assign(s, scope)
         elif isinstance(s, A.ExprStmt):
+            if not isinstance(s.value, A.Call):
+                raise self.err(TypeErr, "this expression has no effect (if a line break split "
+                               "an expression, wrap it in parentheses)", s.span)
             self.ev(s.value, scope)
         elif isinstance(s, A.Return):
             raise _Return(self.ev(s.value, scope))
