@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
         Plan.reuse_buffers = False
     r = profile(args.spec, args.steps, args.warmup, args.cprofile)
-    print(f"{r['spec']} (buffer reuse {'on' if r['reuse'] else 'off'}): fit step {r['fit_step_ms']:.3f} ms, plan compute+commit "
+    reuse = "on" if r["reuse"] else "off"
+    print(f"{r['spec']} (buffer reuse {reuse}): fit step {r['fit_step_ms']:.3f} ms, "
+          f"plan compute+commit "
           f"{r['plan_step_ms']:.3f} ms, kernels alone {r['kernels_ms']:.3f} ms "
           f"({r['instructions']} instructions), commit {r['commit_ms']:.3f} ms, "
           f"fresh allocations {r['alloc_bytes'] / 1e6:.2f} MB/step")

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             same_e = repr(e0) == repr(e1)
             ok = same_l and same_v and same_e
             bad += not ok
-            print(f"{'ok  ' if ok else 'DIFF'} {Path(spec).name:32s} {dt}  out= kernels: {fast[0]:3d}, in-place updates: {fast[1]:3d}"
+            tag = "ok  " if ok else "DIFF"
+            print(f"{tag} {Path(spec).name:32s} {dt}  out= kernels: {fast[0]:3d}, "
+                  f"in-place updates: {fast[1]:3d}"
                   + ("" if ok else f"  losses {same_l} vars {same_v} eval {same_e}"))
     print(f"{bad} mismatches")
     return 1 if bad else 0
