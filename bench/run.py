@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
     ap.add_argument("--spec-dir", type=Path, default=ROOT / "specs" / "bench")
     ap.add_argument("--no-check", action="store_true", help="skip timing `dslrun check`")
+    ap.add_argument("--check-only", action="store_true", help="only time `dslrun check`")
     ap.add_argument("--baseline", action="store_true",
                     help="also time dslrun with the plan's plain loop (Plan.reuse_buffers = "
                          "False), the executor before buffer reuse")
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
           f"jax: {'yes' if with_jax else 'not installed'}; dropped from the environment: "
           f"{', '.join(k for k in DROP_ENV if k in os.environ) or 'nothing set'}", flush=True)
     results = []
-    for name in args.specs:
+    for name in [] if args.check_only else args.specs:
         path = resolve_spec(name, args.spec_dir)
         if path is None:
             print(f"  {name}: no spec file, skipped", flush=True)
@@ -249,15 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             row.append(fmt(r["jax_ms"], ".3f"))
         row.append(fmt(r["compile_ms"], ".0f"))
         rows.append(row)
-    widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
-    print()
-    print(f"step time, median of {args.repeat} run(s) x {args.steps} steps "
-          f"after {args.warmup} warm-up steps")
-    print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
-                    for k, (c, w) in enumerate(zip(cols, widths))))
-    for row in rows:
-        print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
-                        for k, (c, w) in enumerate(zip(row, widths))))
+    if rows:
+        widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
+        print()
+        print(f"step time, median of {args.repeat} run(s) x {args.steps} steps "
+              f"after {args.warmup} warm-up steps")
+        for row in [cols, *rows]:
+            print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                            for k, (c, w) in enumerate(zip(row, widths))))
 
     checks: list[dict[str, Any]] = []
     if not args.no_check:
