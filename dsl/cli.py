@@ -183,13 +183,14 @@ def _check_pass_name(args: argparse.Namespace) -> None:
                                + f"; the passes are: {', '.join(names)}"))
 
 
-def _compile(args: argparse.Namespace, dtype: str | None = None) -> Any:
+def _compile(args: argparse.Namespace, dtype: str | None = None,
+             optimize: bool = True) -> Any:
     from dsl.compiler import compile_file
 
     _check_pass_name(args)
     dt = {"float32": "f32", "float64": "f64"}[dtype or args.dtype]
     return compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
-                        dump_after=getattr(args, "dump_after", None))
+                        dump_after=getattr(args, "dump_after", None), optimize=optimize)
 
 
 def _fmt(v: Any) -> str:
@@ -204,7 +205,7 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    c = _compile(args)
+    c = _compile(args, optimize=False)  # checking needs no optimization passes
     p = c.program
     print(f"{p.name}: ok")
     print("inputs:  " + ", ".join(f"{n}: {t}" for n, t in p.inputs.items()
