@@ -1572,6 +1572,7 @@ BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
     "params": _selection_builtin("params"),
     "weights": _selection_builtin("weights"),
     "biases": _selection_builtin("biases"),
+    "scales": _selection_builtin("scales"),
     "normal": _random_builtin("random_normal", ["shape", "std", "mean", "dtype"],
                               {"std": 1.0, "mean": 0.0, "dtype": None}),
     "uniform": _random_builtin("random_uniform", ["shape", "low", "high", "dtype"],
