@@ -13,9 +13,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from dsl.compiler import Compiled, compile_file, compile_spec
-from dsl.errors import DataErr
-from runtime.train.data import DataError, Dataset, load_dataset
+from dsl.compiler import Compiled, compile_file, compile_spec, load_program_data
+from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
 
 DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
@@ -38,11 +37,8 @@ class Model:
     def dataset(self) -> Dataset | None:
         if self._data is None and self.program.data is not None:
             name, opts = self.program.data
-            dt = np.float64 if self.program.float_dtype == "f64" else np.float32
-            try:
-                self._data = load_dataset(name, opts, dtype=dt)
-            except DataError as e:
-                raise DataErr(str(e), self.program.meta.get("data_span")) from None
+            self._data = load_program_data(name, opts, self.program.meta.get("data_span"),
+                                           self.program.float_dtype)
         return self._data
 
     @property

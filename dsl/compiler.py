@@ -139,19 +139,10 @@ def _data_loader(file: str, dtype: str):
 def data_options(decl: A.DataDecl, file: str) -> tuple[str, dict[str, Any]]:
     opts: dict[str, Any] = {}
     for k in decl.source.kwargs:
-        v = k.value
-        if isinstance(v, A.Num):
-            opts[k.name] = v.value
-        elif isinstance(v, A.Str):
-            opts[k.name] = v.value
-        elif isinstance(v, A.Bool):
-            opts[k.name] = v.value
-        elif isinstance(v, A.UnaryOp) and v.op == "-" and isinstance(v.operand, A.Num):
-            opts[k.name] = -v.operand.value
-        elif isinstance(v, A.ListExpr):
-            opts[k.name] = [_literal(i) for i in v.items]
-        else:
-            raise TypeErr(f"data option '{k.name}' must be a literal", k.span)
+        try:
+            opts[k.name] = _literal(k.value)
+        except TypeErr:
+            raise TypeErr(f"data option '{k.name}' must be a literal", k.span) from None
     if decl.source.args:
         first = decl.source.args[0]
         if not isinstance(first, A.Str):
@@ -174,10 +165,15 @@ def _literal(e: A.Expr) -> Any:
 
 def load_data(decl: A.DataDecl, file: str, dtype: str) -> Any:
     name, opts = data_options(decl, file)
+    return load_program_data(name, opts, decl.span, dtype)
+
+
+def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str) -> Any:
+    """Load a data set; its errors become spec errors at the `data` line."""
     try:
         return load_dataset(name, opts, dtype=np.float64 if dtype == "f64" else np.float32)
     except DataError as e:
-        raise DataErr(str(e), decl.source.span) from None
+        raise DataErr(str(e), span) from None
 
 
 def _settings(low: Lowerer) -> TrainSettings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1156,12 +1156,7 @@ class Lowerer:
                 for var, nid in self.state_updates.items():
                     if before.get(var) != nid:
                         use.updates[var] = nid
-                for var in [v for v in self.state_updates if v not in before]:
-                    del self.state_updates[var]
-                for var, nid in before.items():
-                    self.state_updates[var] = nid
-                for k in [k for k in scope.vars if k == "__param_value__"]:
-                    del scope.vars[k]
+                self.state_updates = before  # a rule's updates belong to its optimizer only
 
 
 _FLOAT_OPS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "softplus", "log1p",
@@ -1607,16 +1602,3 @@ BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
     "float": b_numpy(lambda x: float(x), ["x"], {}),
     "pi": b_numpy(lambda: math.pi, [], {}),
 }
-
-
-def iter_calls(stmts: tuple[A.Stmt, ...]) -> Iterator[A.Call]:
-    """Every Call node in statements (for tools and tests)."""
-    stack: list[Any] = list(stmts)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, A.Call):
-            yield node
-        if isinstance(node, tuple):
-            stack.extend(node)
-        elif hasattr(node, "__dataclass_fields__") and not isinstance(node, A.Span):
-            stack.extend(getattr(node, f) for f in node.__dataclass_fields__ if f != "span")

@@ -50,11 +50,6 @@ register(OpDef(
     attrs={"axes": None}, arity=1))
 
 
-def _swap_last(x):
-    r = x.type.rank
-    return x.b.emit("transpose", x, axes=tuple(range(r - 2)) + (r - 1, r - 2))
-
-
 # ---- broadcasting and its adjoint
 def _bcast_shape(attrs, t):
     target = tuple(attrs["shape"])
