@@ -5,12 +5,14 @@
 - `numeric_grad(f, feeds, wrt)`: central differences of a scalar function of named arrays.
 - `assert_grad_close(analytic, numeric, ...)`: relative comparison scaled by the gradient size.
 - `rng_for(*keys)`: a generator seeded from a stable hash of `keys` (test-order independent).
+- `Row`, `Sampler`, `Joint`, `normal`: one row of an op table (shared by the op and conv tables).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,3 +90,46 @@ def assert_grad_close(analytic: Any, numeric: Any, rtol: float = 1e-5, label: st
     err = float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
     assert err <= rtol, (f"{label}: relative gradient error {err:.3g} > {rtol:g}\n"
                          f"analytic:\n{analytic}\nnumeric:\n{numeric}")
+
+
+# --------------------------------------------------------------------------- op-table rows
+
+Sampler = Callable[[np.random.Generator, tuple], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Joint:
+    """Draws all inputs together (e.g. operands that must differ elementwise)."""
+
+    fn: Callable[[np.random.Generator, list[tuple]], list[np.ndarray]]
+
+
+def normal(scale: float = 1.0) -> Sampler:
+    return lambda rng, shape: rng.standard_normal(shape) * scale
+
+
+NORMAL = normal()
+
+
+@dataclass(frozen=True)
+class Row:
+    op: str
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: Sampler | tuple[Sampler, ...] | Joint = NORMAL
+    reference: Callable[..., Any] | None = None  # reference(*inputs, **attrs) -> array
+    dtypes: tuple[str, ...] | None = None  # per input; default f64
+    variant: str = ""  # distinguishes several rows of one op
+    nondiff: str | None = None  # why this row has no gradient (op nondiff / VJP gives None)
+    novjp: str | None = None  # why the op has no VJP at all (differentiating it must raise)
+    second: str | None = None  # why the second-order check is skipped (must be explicit)
+    stats: tuple[float, float] | None = None  # random ops: expected mean and std
+    eps: float = 1e-6
+    rtol: float = 1e-5
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}[{self.variant}]" if self.variant else self.op
+
+    def input_dtypes(self) -> tuple[str, ...]:
+        return self.dtypes or ("f64",) * len(self.input_shapes)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
 from helpers_numeric import (
+    NORMAL,
+    Row,
     Runner,
+    Sampler,
     add_input,
     assert_grad_close,
     new_graph,
@@ -39,13 +39,6 @@ from runtime.plan import Plan
 
 # --------------------------------------------------------------------------- the table
 
-Sampler = Callable[[np.random.Generator, tuple], np.ndarray]
-
-
-def normal(scale: float = 1.0) -> Sampler:
-    return lambda rng, shape: rng.standard_normal(shape) * scale
-
-
 def spaced(gap: float = 0.05) -> Sampler:
     """Distinct values at least `gap` apart in random order: no near-ties inside a pooling
     window, so finite differences never move an argmax."""
@@ -55,34 +48,7 @@ def spaced(gap: float = 0.05) -> Sampler:
     return draw
 
 
-NORMAL = normal()
 SPACED = spaced()
-
-
-@dataclass(frozen=True)
-class Row:
-    """Same fields as `tests/test_ops.py`'s Row (so the rows can join that table)."""
-
-    op: str
-    input_shapes: tuple[tuple[int, ...], ...] = ()
-    attrs: dict[str, Any] = field(default_factory=dict)
-    domain: Sampler | tuple[Sampler, ...] = NORMAL
-    reference: Callable[..., Any] | None = None
-    dtypes: tuple[str, ...] | None = None
-    variant: str = ""
-    nondiff: str | None = None
-    novjp: str | None = None
-    second: str | None = None
-    stats: tuple[float, float] | None = None
-    eps: float = 1e-6
-    rtol: float = 1e-5
-
-    @property
-    def id(self) -> str:
-        return f"{self.op}[{self.variant}]" if self.variant else self.op
-
-    def input_dtypes(self) -> tuple[str, ...]:
-        return self.dtypes or ("f64",) * len(self.input_shapes)
 
 
 # -- references: direct loops over output positions and windows

@@ -18,17 +18,18 @@ with one per input, or a `Joint` sampler), `reference(*inputs, **attrs)` is the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 import pytest
 from helpers_numeric import (
+    NORMAL,
+    Joint,
+    Row,
     Runner,
+    Sampler,
     add_input,
     assert_grad_close,
     new_graph,
+    normal,
     numeric_grad,
     rng_for,
 )
@@ -44,20 +45,6 @@ except ImportError:  # reported by the stale-row check below, naming the ops
     pass
 
 # --------------------------------------------------------------------------- input samplers
-
-Sampler = Callable[[np.random.Generator, tuple], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Joint:
-    """Draws all inputs together (e.g. operands that must differ elementwise)."""
-
-    fn: Callable[[np.random.Generator, list[tuple]], list[np.ndarray]]
-
-
-def normal(scale: float = 1.0) -> Sampler:
-    return lambda rng, shape: rng.standard_normal(shape) * scale
-
 
 def uniform(lo: float, hi: float) -> Sampler:
     return lambda rng, shape: rng.uniform(lo, hi, shape)
@@ -102,33 +89,8 @@ def distinct(gap: float = 0.2) -> Joint:
     return Joint(draw)
 
 
-NORMAL = normal()
 
 # --------------------------------------------------------------------------- the table
-
-
-@dataclass(frozen=True)
-class Row:
-    op: str
-    input_shapes: tuple[tuple[int, ...], ...] = ()
-    attrs: dict[str, Any] = field(default_factory=dict)
-    domain: Sampler | tuple[Sampler, ...] | Joint = NORMAL
-    reference: Callable[..., Any] | None = None  # reference(*inputs, **attrs) -> array
-    dtypes: tuple[str, ...] | None = None  # per input; default f64
-    variant: str = ""  # distinguishes several rows of one op
-    nondiff: str | None = None  # why this row has no gradient (op nondiff / VJP gives None)
-    novjp: str | None = None  # why the op has no VJP at all (differentiating it must raise)
-    second: str | None = None  # why the second-order check is skipped (must be explicit)
-    stats: tuple[float, float] | None = None  # random ops: expected mean and std
-    eps: float = 1e-6
-    rtol: float = 1e-5
-
-    @property
-    def id(self) -> str:
-        return f"{self.op}[{self.variant}]" if self.variant else self.op
-
-    def input_dtypes(self) -> tuple[str, ...]:
-        return self.dtypes or ("f64",) * len(self.input_shapes)
 
 
 # -- references written from the math (never calling the kernels under test)
