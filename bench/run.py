@@ -65,8 +65,13 @@ def blas_threads() -> int:
 
 
 def dslrun_cmd() -> list[str]:
-    exe = shutil.which("dslrun")
-    return [exe] if exe else [sys.executable, "-m", "dsl.cli"]
+    """The installed console script next to this interpreter (as in a venv), not a version
+    manager's shim, which would add its own start-up time to every `dslrun check`."""
+    exe = Path(sys.executable).parent / "dslrun"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("dslrun")
+    return [found] if found else [sys.executable, "-m", "dsl.cli"]
 
 
 BASELINE_CODE = ("import sys; from runtime.plan import Plan; Plan.reuse_buffers = False; "

@@ -8,14 +8,16 @@ A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evalu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 
 from dsl.compiler import Compiled, compile_file, compile_spec, load_program_data
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 

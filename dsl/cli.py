@@ -247,7 +247,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     rows = []
     for name, v in c.program.variables.items():
         status = ("trainable" if v.trainable else "frozen") if v.role == "param" else "state"
-        rows.append((name, str(v.type), str(v.value.size), v.kind, v.init, status))
+        rows.append((name, str(v.type), str(v.size), v.kind, v.init, status))
     print(format_table(rows, ("name", "type", "size", "kind", "init", "role")))
     print(f"total parameters: {c.program.param_count()} "
           f"(trainable {c.program.param_count(trainable_only=True)})")

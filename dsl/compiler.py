@@ -20,7 +20,7 @@ import numpy as np
 from dsl import ast as A
 from dsl.errors import DataErr, DslError, NameErr, TypeErr, did_you_mean, register_source
 from dsl.lower import Lowerer
-from dsl.parser import parse
+from dsl.parser import parse, parse_cached
 from runtime.ir import Graph, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
@@ -32,7 +32,7 @@ STAGES = ("forward", "grad", "step", "optimized")
 @functools.lru_cache(maxsize=1)
 def prelude() -> tuple[A.Stmt, ...]:
     text = resources.files("dsl").joinpath("prelude.dl").read_text()
-    return parse(text, "<prelude>").body
+    return parse_cached(text, "<prelude>").body
 
 
 def shipped_specs() -> dict[str, Path]:

@@ -53,6 +53,14 @@ class InitSpec:
         return f"{self.name}({opts})" if opts else self.name
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """An initial value read from another variable when first needed (`state s = param`)."""
+
+    shape: tuple[int, ...]
+    make: Callable[[], np.ndarray]
+
+
 @dataclass
 class OptUse:
     """A lowered `optimizer ... minimize ...` statement."""
@@ -393,14 +401,16 @@ class Lowerer:
         return Val(self.b, self.var_node[name])
 
     def declare_state(self, name: str, type_expr: A.TypeExpr | None, init_expr: A.Expr,
-                      scope: Scope, span: A.Span, like: np.ndarray | None = None) -> Val:
+                      scope: Scope, span: A.Span, like: Variable | None = None) -> Val:
         t = self.eval_type(type_expr, scope, False) if type_expr is not None else None
         if name in self.variables:
             v = self.variables[name]
             return self._reuse(name, t or v.type, span)
         init = self.ev_init(init_expr, scope, like=like)
         if t is None:
-            if isinstance(init, np.ndarray):
+            if isinstance(init, Deferred):
+                t = TensorType(self.float_dtype, init.shape)
+            elif isinstance(init, np.ndarray):
                 dt = self.float_dtype if init.dtype.kind == "f" else (
                     "i64" if init.dtype.kind in "iu" else "bool")
                 t = TensorType(dt, tuple(init.shape))
@@ -418,28 +428,42 @@ class Lowerer:
         self.var_node[name] = nid
         return Val(self.b, nid)
 
-    def init_value(self, init: Any, t: TensorType, name: str, span: A.Span) -> np.ndarray:
+    def init_value(self, init: Any, t: TensorType, name: str,
+                   span: A.Span) -> np.ndarray | Callable[[], np.ndarray]:
+        """The initial value of variable `name`, or (for initializers and values of other
+        variables) a function that makes it: `check` and `params` draw no weights."""
         shape = tuple(int(d) for d in t.shape)
+        dtype = t.np_dtype()
         if isinstance(init, InitSpec):
+            defaults = inits.INITIALIZERS[inits.canonical(init.name) or init.name][1]
+            for k, v in init.options.items():
+                if k not in defaults:
+                    raise self.err(NameErr, f"initializer '{init.name}' has no option '{k}'"
+                                   + did_you_mean(k, defaults), span)
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise self.err(TypeErr, f"initializer '{init.name}': option '{k}' must be "
+                                   f"a number, got {v!r}", span)
+            rng_seed = self.seed
+            return lambda: inits.initialize(init.name, shape, inits.seeded_rng(rng_seed, name),
+                                            **init.options).astype(dtype)
+        if isinstance(init, Deferred):
             try:
-                v = inits.initialize(init.name, shape, inits.seeded_rng(self.seed, name),
-                                     **init.options)
-            except KeyError as e:
-                opts = inits.INITIALIZERS[inits.canonical(init.name)][1]
-                raise self.err(NameErr, f"initializer '{init.name}' has no option '{e.args[0]}'"
-                               + did_you_mean(str(e.args[0]), opts), span) from None
-            except TypeError as e:
-                raise self.err(TypeErr, f"initializer '{init.name}': {e}", span) from None
-        else:
-            v = np.asarray(init, dtype=np.float64)
-            try:
-                v = np.broadcast_to(v, shape).copy()
+                fits = np.broadcast_shapes(init.shape, shape) == shape
             except ValueError:
-                raise self.err(ShapeErr, f"initial value of shape {list(v.shape)} does not fit "
-                               f"{t}", span) from None
-        return v.astype(t.np_dtype())
+                fits = False
+            if not fits:
+                raise self.err(ShapeErr, f"initial value of shape {list(init.shape)} does not "
+                               f"fit {t}", span)
+            return lambda: np.broadcast_to(init.make(), shape).astype(dtype)
+        v = np.asarray(init, dtype=np.float64)
+        try:
+            v = np.broadcast_to(v, shape)
+        except ValueError:
+            raise self.err(ShapeErr, f"initial value of shape {list(v.shape)} does not fit "
+                           f"{t}", span) from None
+        return v.astype(dtype)
 
-    def ev_init(self, e: A.Expr, scope: Scope, like: np.ndarray | None = None) -> Any:
+    def ev_init(self, e: A.Expr, scope: Scope, like: Variable | None = None) -> Any:
         """Evaluate an initializer expression: an InitSpec, a number or a NumPy array."""
         if isinstance(e, A.Name) and inits.canonical(e.id) and not scope.lookup(e.id)[0]:
             return InitSpec(inits.canonical(e.id), {}, e.span)
@@ -451,12 +475,12 @@ class Lowerer:
                     if len(e.args) != 2:
                         raise self.err(TypeErr, "full_like(param, value)", e.span)
                     fill = self.ev(e.args[1], scope)
-                return np.full(like.shape, fill, dtype=np.float64)
+                return np.full(like.type.shape, fill, dtype=np.float64)
             if base and not e.args:
                 opts = {k.name: self.ev(k.value, scope) for k in e.kwargs}
                 return InitSpec(base, opts, e.span)
         if isinstance(e, A.Name) and e.id == "param" and like is not None:
-            return np.array(like, dtype=np.float64)
+            return Deferred(tuple(int(d) for d in like.type.shape), lambda: like.value)
         if isinstance(e, A.Name) and not scope.lookup(e.id)[0] and e.id not in (
                 "step", "epoch", "training", *self.defs, *REGISTRY, *BUILTINS):
             known = [*inits.INITIALIZERS, *inits.ALIASES]
@@ -494,7 +518,7 @@ class Lowerer:
             scope.vars[s.name] = self.declare_param(s, scope)
         elif isinstance(s, A.StateDecl):
             name = scope.prefix + s.name
-            like = scope.vars.get("__param_value__")
+            like = scope.vars.get("__param_variable__")
             scope.vars[s.name] = self.declare_state(name, s.type, s.init, scope, s.span, like)
             scope.state_vars[s.name] = name
         elif isinstance(s, (A.For, A.Repeat)):
@@ -1146,7 +1170,7 @@ class Lowerer:
                 scope.vars["param"] = Val(self.b, p)
                 scope.vars["grad"] = g
                 scope.vars["obj"] = Val(self.b, obj)
-                scope.vars["__param_value__"] = self.variables[n].value
+                scope.vars["__param_variable__"] = self.variables[n]
                 scope.state_vars["param"] = n
                 before = dict(self.state_updates)
                 try:

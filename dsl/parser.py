@@ -13,7 +13,9 @@ The Lark parser is built once per process. Building the LALR tables costs ~0.4 s
 built parser is cached (Lark's `cache=` option) in a private per-user directory
 (`$DSLRUN_CACHE_DIR`, else `$XDG_CACHE_HOME/dslrun`, else `~/.cache/dslrun`), published with
 an atomic rename; `DSLRUN_NO_CACHE=1` turns the cache off. A missing, unusable or corrupt
-cache only costs the rebuild.
+cache only costs the rebuild. `parse_cached` keeps the parsed AST of a fixed text (the
+prelude, ~60 ms to parse) in the same directory, keyed by the text, the grammar and this
+package's parser and AST sources.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from lark.exceptions import (  # noqa: E402
 from lark.lexer import PatternStr  # noqa: E402
 from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
-__all__ = ["DTYPES", "parse", "get_parser"]
+__all__ = ["DTYPES", "parse", "parse_cached", "get_parser"]
 
 DTYPES = ("f16", "f32", "f64", "i32", "i64", "bool")
 
@@ -844,3 +846,48 @@ def parse(text: str, file: str = "<string>") -> A.Program:
         if isinstance(e.orig_exc, DslError):
             raise e.orig_exc from None
         raise
+
+
+def parse_cached(text: str, file: str) -> A.Program:
+    """`parse`, with the result kept in the private cache directory for the next process.
+
+    Only for text that ships with dslrun (the prelude): the cache lives in the same private
+    directory as the parser tables, which only this user can write."""
+    register_source(file, text)
+    directory = _cache_dir()
+    if directory is None:
+        return parse(text, file)
+    import pickle
+
+    parts = [text, file, _grammar_text(), sys.version, lark.__version__]
+    parts += [Path(m.__file__).read_text(encoding="utf-8") for m in (A, sys.modules[__name__])]
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:24]
+    stem = "ast-" + hashlib.sha256(file.encode("utf-8")).hexdigest()[:8]
+    path = directory / f"{stem}-{digest}.pickle"
+    if _is_own_file(path):
+        try:
+            prog = pickle.loads(path.read_bytes())
+            if isinstance(prog, A.Program):
+                return prog
+        except Exception:  # noqa: BLE001 - a corrupt cache entry only costs the parse
+            pass
+    prog = parse(text, file)
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".ast-", suffix=".tmp", dir=directory)
+    except OSError:
+        return prog
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(prog, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        for stale in directory.glob(f"{stem}-*.pickle"):  # older versions of the same text
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return prog

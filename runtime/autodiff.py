@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import networkx as nx
-
 from runtime.ir import LEAF_OPS
 from runtime.ops import REGISTRY, Builder, Val
 from runtime.ops.shapes import broadcast_shapes
@@ -42,12 +40,11 @@ def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
             raise GradError(f"grad: the differentiated value must be a scalar, got {yt}")
         if not yt.is_float:
             raise GradError(f"grad: the differentiated value must be a float, got {yt}")
-    nxg = g._g
-    anc = nx.ancestors(nxg, y) | {y}
+    anc = g.ancestors(y) | {y}
     reach: set[int] = set()
     for w in wrt:
         if w in anc:
-            reach |= (nx.descendants(nxg, w) | {w}) & anc
+            reach |= (g.descendants(w) | {w}) & anc
     adj: dict[int, Val] = {}
     if y in reach:
         with b.context(role=role, loc=g[y].loc, of=y):

@@ -1,8 +1,10 @@
-"""The graph IR: typed nodes with ordered inputs over a networkx DiGraph, and its text form.
+"""The graph IR: typed nodes with ordered inputs, exported as a networkx DiGraph, and its text form.
 
 A `Graph` owns `Node`s (id, op, ordered inputs, attributes, result type, role, name, span,
-`of` = the forward node a gradient node differentiates). networkx holds the edges as an index
-for traversal; nobody outside this module touches networkx attributes. `to_text` prints the
+`of` = the forward node a gradient node differentiates). A users index (node -> the nodes that
+read it) serves traversal; `to_networkx` gives users and tools a networkx DiGraph. networkx is
+imported only there: it costs more start-up time than parsing and lowering a spec together,
+and `dslrun check` must stay fast. `to_text` prints the
 canonical form (deterministic ids and order, a type on every value, all attribute defaults
 filled in by the op registry) and `parse_text` reads it back.
 """
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import ast as pyast
 import hashlib
+import heapq
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 Dim = int | str
 ROLES = ("input", "param", "state", "const", "forward", "grad", "update")
@@ -103,7 +108,7 @@ class Graph:
     """
 
     def __init__(self) -> None:
-        self._g = nx.DiGraph()
+        self._users: dict[int, set[int]] = {}
         self.nodes: dict[int, Node] = {}
         self.outputs: dict[str, int] = {}
         self.output_kinds: dict[str, str] = {}
@@ -123,9 +128,9 @@ class Graph:
             if i not in self.nodes:
                 raise IRError(f"node {nid} ({op}) uses unknown node {i}")
         self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, role, name, loc, of)
-        self._g.add_node(nid)
+        self._users[nid] = set()
         for i in ins:
-            self._g.add_edge(i, nid)
+            self._users[i].add(nid)
         return nid
 
     def add_const(self, value: np.ndarray, type: TensorType, loc: Loc | None = None) -> int:
@@ -138,15 +143,15 @@ class Graph:
         old = self.nodes[nid]
         new = replace(old, **changes)
         if new.inputs != old.inputs:
-            for i in set(old.inputs):
-                self._g.remove_edge(i, nid)
+            for i in old.inputs:
+                self._users[i].discard(nid)
             for i in new.inputs:
-                self._g.add_edge(i, nid)
+                self._users[i].add(nid)
         self.nodes[nid] = new
 
     def redirect(self, old: int, new: int) -> None:
         """Make every user of `old` (and every output/update naming it) use `new`."""
-        for user in list(self._g.successors(old)):
+        for user in sorted(self._users[old]):
             n = self.nodes[user]
             self.replace_node(user, inputs=tuple(new if i == old else i for i in n.inputs))
         for table in (self.outputs, self.updates):
@@ -155,9 +160,11 @@ class Graph:
                     table[k] = new
 
     def remove(self, nid: int) -> None:
-        if any(True for _ in self._g.successors(nid)):
+        if self._users[nid]:
             raise IRError(f"cannot remove node {nid}: it still has users")
-        self._g.remove_node(nid)
+        for i in self.nodes[nid].inputs:
+            self._users[i].discard(nid)
+        del self._users[nid]
         del self.nodes[nid]
         self.consts.pop(nid, None)
 
@@ -166,7 +173,26 @@ class Graph:
         return self.nodes[nid]
 
     def users(self, nid: int) -> list[int]:
-        return sorted(self._g.successors(nid))
+        return sorted(self._users[nid])
+
+    def ancestors(self, nid: int) -> set[int]:
+        """The nodes `nid` depends on (not `nid` itself)."""
+        return self._closure([nid], lambda i: self.nodes[i].inputs)
+
+    def descendants(self, nid: int) -> set[int]:
+        """The nodes that depend on `nid` (not `nid` itself)."""
+        return self._closure([nid], lambda i: self._users[i])
+
+    @staticmethod
+    def _closure(start: Iterable[int], step: Callable[[int], Iterable[int]]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(start)
+        while stack:
+            for j in step(stack.pop()):
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        return seen
 
     def roots(self) -> list[int]:
         """Node ids that outputs and updates need."""
@@ -176,14 +202,23 @@ class Graph:
         """Deterministic topological order (ties broken by id), restricted to the ancestors of
         `targets` when given."""
         if targets is None:
-            sub = self._g
+            keep = set(self.nodes)
         else:
-            keep = set()
-            for t in targets:
-                keep.add(t)
-                keep |= nx.ancestors(self._g, t)
-            sub = self._g.subgraph(keep)
-        return list(nx.lexicographical_topological_sort(sub))
+            tl = list(targets)
+            keep = self._closure(tl, lambda i: self.nodes[i].inputs) | set(tl)
+        waiting = {i: len(set(self.nodes[i].inputs)) for i in keep}
+        ready = [i for i, k in waiting.items() if k == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for u in self._users[i]:
+                if u in keep:
+                    waiting[u] -= 1
+                    if waiting[u] == 0:
+                        heapq.heappush(ready, u)
+        return order
 
     def by_role(self, role: str) -> list[int]:
         return sorted(i for i, n in self.nodes.items() if n.role == role)
@@ -199,7 +234,7 @@ class Graph:
 
     def copy(self) -> Graph:
         g = Graph()
-        g._g = self._g.copy()
+        g._users = {i: set(u) for i, u in self._users.items()}
         g.nodes = dict(self.nodes)
         g.outputs = dict(self.outputs)
         g.output_kinds = dict(self.output_kinds)
@@ -211,6 +246,8 @@ class Graph:
 
     def to_networkx(self) -> nx.DiGraph:
         """A copy as a plain networkx DiGraph with node attributes, for users and tools."""
+        import networkx as nx
+
         g = nx.DiGraph()
         for i, n in self.nodes.items():
             g.add_node(i, op=n.op, inputs=n.inputs, attrs=dict(n.attrs), type=str(n.type),

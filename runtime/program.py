@@ -8,6 +8,8 @@ language it came from.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +20,28 @@ from runtime.ir import Graph, TensorType
 
 @dataclass
 class Variable:
-    """A parameter or state buffer: its type, initial value and how it may be selected."""
+    """A parameter or state buffer: its type, initial value and how it may be selected.
+
+    `initial` is an array, or a function that makes it: initial values are drawn on first use
+    of `value`, so checking or printing a spec draws no weights."""
 
     name: str
     type: TensorType
-    value: np.ndarray
+    initial: np.ndarray | Callable[[], np.ndarray]
     role: str  # "param" | "state"
     trainable: bool = True
     kind: str = "weight"  # weight | bias | scale | buffer
     init: str = ""  # the init scheme as written, for `dslrun params`
+
+    @property
+    def value(self) -> np.ndarray:
+        if callable(self.initial):
+            self.initial = self.initial()
+        return self.initial
+
+    @property
+    def size(self) -> int:
+        return math.prod(int(d) for d in self.type.shape)
 
 
 @dataclass
@@ -70,5 +85,5 @@ class Program:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def param_count(self, trainable_only: bool = False) -> int:
-        return int(sum(v.value.size for v in self.variables.values()
+        return int(sum(v.size for v in self.variables.values()
                        if v.role == "param" and (v.trainable or not trainable_only)))

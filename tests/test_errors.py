@@ -75,6 +75,16 @@ CASES: list[Case] = [
     spec("unknown_initializer", HEAD + "param w: [2] = xavier_nromal\n"
          "objective loss = mean(x @ w)\n", 4, 16,
          "unknown initializer 'xavier_nromal'", "(did you mean 'xavier_normal'?)"),
+    spec("unknown_initializer_option", HEAD + "param w: [2] = normal(sdt = 0.1)\n"
+         "objective loss = mean(x @ w)\n", 4, 16,
+         "initializer 'normal' has no option 'sdt'", "(did you mean 'std'?)"),
+    spec("initializer_option_not_a_number", HEAD + "param w: [2] = normal(std = \"wide\")\n"
+         "objective loss = mean(x @ w)\n", 4, 16,
+         "initializer 'normal': option 'std' must be a number, got 'wide'"),
+    spec("state_from_param_shape", HEAD + "param w: [2] = zeros\n"
+         "optimizer avg(lr = 0.1) {\n  state s: [3] = param\n  param = s - lr * grad\n}\n"
+         "objective loss = mean(x @ w)\noptimizer avg() minimize loss\n", 6, 18,
+         "initial value of shape [2] does not fit f32[3]"),
     spec("unknown_train_setting", LINREG + "optimizer sgd(lr = 0.1) minimize loss\n"
          "train { bacth = 4 }\n", 7, 9, "unknown train setting 'bacth'",
          "(did you mean 'batch'?)"),

@@ -57,6 +57,22 @@ def test_initializers_depend_on_seed_and_name_only():
     assert not np.array_equal(a, c)
 
 
+def test_compiling_draws_no_weights_until_they_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = ("model m\ninput x: f32[B, 3]\nparam w: [3, 2] = he_normal\n"
+            "objective loss = mean(x @ w)\noptimizer sgd(lr = 0.1, momentum = 0.9) "
+            "minimize loss\n")
+    drawn = []
+    real = init.initialize
+    monkeypatch.setattr(init, "initialize", lambda *a, **k: drawn.append(a[0]) or real(*a, **k))
+    program = dsl.compile(text, seed=3).program
+    assert drawn == [] and program.param_count() == 6
+    w = program.variables["w"].value
+    assert drawn == ["he_normal"] and w.dtype == np.float32
+    expected = real("he_normal", (3, 2), init.seeded_rng(3, "w")).astype(np.float32)
+    np.testing.assert_array_equal(w, expected)
+    assert program.variables["w"].value is w
+
+
 DROPOUT = """
 model drop
 const P = 0.3

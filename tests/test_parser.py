@@ -678,6 +678,34 @@ def test_grammar_cache_is_private_atomic_and_self_healing(tmp_path, monkeypatch)
         cache_dir.chmod(0o700)
 
 
+def test_parsed_prelude_cache(tmp_path, monkeypatch) -> None:
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("DSLRUN_CACHE_DIR", str(cache_dir))
+    monkeypatch.delenv("DSLRUN_NO_CACHE", raising=False)
+    text = "def f(a) {\n  return a * 2\n}\n"
+    first = parser_module.parse_cached(text, "<lib>")
+    (entry,) = cache_dir.glob("ast-*.pickle")
+    assert not list(cache_dir.glob("*.tmp"))
+    if hasattr(os, "getuid"):
+        assert entry.stat().st_mode & 0o077 == 0
+
+    def no_parse(*args: object) -> None:
+        raise AssertionError("parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(parser_module, "parse", no_parse)
+        again = parser_module.parse_cached(text, "<lib>")
+    assert again == first and again.body[0].span == first.body[0].span
+    entry.write_bytes(b"not a pickle")
+    assert parser_module.parse_cached(text, "<lib>") == first  # parses and rewrites
+    changed = parser_module.parse_cached(text + "g = 1\n", "<lib>")
+    assert len(changed.body) == 2 and [entry] != list(cache_dir.glob("ast-*.pickle"))
+    assert len(list(cache_dir.glob("ast-*.pickle"))) == 1  # the stale version is gone
+    monkeypatch.setenv("DSLRUN_NO_CACHE", "1")
+    assert parser_module.parse_cached(text, "<other>") == first
+    assert len(list(cache_dir.glob("ast-*.pickle"))) == 1
+
+
 def test_long_operator_chain_does_not_recurse() -> None:
     src = "x = " + " + ".join(f"a{i}" for i in range(3000)) + " - b * c\n"
     prog = parse(src)

@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.train import sklearn_sets
+
 __all__ = [
     "Batcher",
     "DataError",
@@ -407,9 +409,7 @@ def _finish_classification(
 @functools.cache
 def _shipped(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of a scikit-learn shipped set, read-only and cached."""
-    from sklearn import datasets  # deferred: importing scikit-learn takes about a second
-
-    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x, y = sklearn_sets.shipped(name)
     x = np.array(x, dtype=np.float64)
     y = np.array(y)
     x.flags.writeable = False
@@ -508,32 +508,26 @@ def _n(opts: _Opts) -> int:
 
 @_register("moons", **_GEN_DEFAULTS, noise=0.1)
 def _load_moons(opts: _Opts, dtype: np.dtype) -> Dataset:
-    from sklearn.datasets import make_moons
-
     n, noise, seed, labels = _n(opts), opts.as_float("noise", 0.0), opts.seed(), opts.labels()
     if n < 2:
         raise DataError("option 'n' of data set 'moons' must be at least 2, one per moon")
-    x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
+    x, y = sklearn_sets.make_moons(n, noise, seed)
     return _finish_classification("moons", x, y, opts, dtype, False, labels, {"noise": noise})
 
 
 @_register("circles", **_GEN_DEFAULTS, noise=0.05, factor=0.5)
 def _load_circles(opts: _Opts, dtype: np.dtype) -> Dataset:
-    from sklearn.datasets import make_circles
-
     n, noise, seed, labels = _n(opts), opts.as_float("noise", 0.0), opts.seed(), opts.labels()
     factor = opts.as_float("factor", 0.0, 1.0, hi_open=True)
     if n < 2:
         raise DataError("option 'n' of data set 'circles' must be at least 2, one per circle")
-    x, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+    x, y = sklearn_sets.make_circles(n, noise, factor, seed)
     info = {"noise": noise, "factor": factor}
     return _finish_classification("circles", x, y, opts, dtype, False, labels, info)
 
 
 @_register("blobs", **_GEN_DEFAULTS, centers=2, std=1.0)
 def _load_blobs(opts: _Opts, dtype: np.dtype) -> Dataset:
-    from sklearn.datasets import make_blobs
-
     n, seed, labels = _n(opts), opts.seed(), opts.labels()
     std = opts.as_float("std", 0.0)
     raw = opts.raw("centers")
@@ -550,11 +544,11 @@ def _load_blobs(opts: _Opts, dtype: np.dtype) -> Dataset:
         ):
             raise opts._bad("centers", "a count or a list of equally long lists of numbers", raw)
         k, d = centers.shape
-        x, y = make_blobs(n_samples=n, centers=centers, cluster_std=std, random_state=seed)
+        x, y = sklearn_sets.make_blobs(n, centers, std, seed)
     else:
         k = opts.as_int("centers", 1, 10**6)
         d = 2
-        x, y = make_blobs(n_samples=n, n_features=2, centers=k, cluster_std=std, random_state=seed)
+        x, y = sklearn_sets.make_blobs(n, k, std, seed)
     if labels == "pm1" and k != 2:
         raise DataError(f"labels = \"pm1\" needs 2 blobs, but data set 'blobs' has {k} centers")
     ds = _finish_classification("blobs", x, y, opts, dtype, False, labels, {"std": std})
