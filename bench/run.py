@@ -7,7 +7,8 @@ For each spec (a name looked up in `--spec-dir`, default `specs/bench/`, or a pa
 file) it runs, in one invocation, `dslrun bench <spec>` and the same model in PyTorch
 (`bench/torch_models.py`) in subprocesses, `--repeat` times interleaved, and reports the
 median of the per-run median step times. JAX runs only when `import jax` works. It then times
-`dslrun check` on every spec under `specs/` (subprocess wall time, median of `--repeat`).
+`dslrun check` on every spec under `specs/` (subprocess wall time, median of `--repeat` after
+one untimed run that writes the caches).
 
 Every subprocess gets this process's environment less `OPENBLAS_CORETYPE` and
 `OPENBLAS_L2_SIZE` (set on some machines for old OpenBLAS builds; they slow current NumPy
@@ -177,20 +178,25 @@ def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
 
 
 def time_checks(repeat: int) -> list[dict[str, Any]]:
+    """Wall time of `dslrun check SPEC` as a user sees it from the second run on: one untimed
+    run first writes the caches (bytecode, parser tables, parsed prelude), and bytecode
+    writing is allowed even where the environment turns it off."""
+    env = {k: v for k, v in bench_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = []
     for spec in sorted((ROOT / "specs").rglob("*.dl")):
         times, ok, err = [], True, ""
-        for _ in range(repeat):
+        for i in range(repeat + 1):
             t0 = time.perf_counter()
-            p = subprocess.run([*dslrun_cmd(), "check", str(spec)], env=bench_env(),
+            p = subprocess.run([*dslrun_cmd(), "check", str(spec)], env=env,
                                capture_output=True, text=True, cwd=ROOT)
-            times.append(time.perf_counter() - t0)
+            if i:
+                times.append(time.perf_counter() - t0)
             if p.returncode != 0:
                 ok = False
                 lines = p.stderr.strip().splitlines()
                 err = lines[0] if lines else f"exit status {p.returncode}"
-        out.append({"spec": str(spec.relative_to(ROOT)), "seconds": round(statistics.median(times),
-                                                                          3),
+        out.append({"spec": str(spec.relative_to(ROOT)),
+                    "seconds": round(statistics.median(times), 3),
                     "ok": ok, **({"error": err} if err else {})})
     return out
 

@@ -646,8 +646,8 @@ class Lowerer:
             if isinstance(node, tuple):
                 for x in node:
                     visit(x)
-            elif hasattr(node, "__dataclass_fields__") and not isinstance(node, A.Span):
-                for f in node.__dataclass_fields__:
+            elif isinstance(node, A.Node) and not isinstance(node, A.Span):
+                for f in node._fields:
                     if f != "span":
                         visit(getattr(node, f))
 

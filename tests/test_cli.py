@@ -284,3 +284,19 @@ def test_shipped_spec_by_name(dslrun, tmp_path: Path) -> None:
     data = _json(tmp_path / "o.json")
     assert data["steps"] == 2 and data["spec"] == "mlp_digits"
     assert (tmp_path / "runs" / "mlp_digits" / "checkpoint.npz").is_file()
+
+
+def test_check_imports_neither_networkx_nor_scikit_learn() -> None:
+    """`dslrun check` must start fast: networkx (~0.15 s) and scikit-learn (~1.5 s) stay out."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    code = ("import sys, contextlib, io\nfrom dsl.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    status = main(['check', 'kernel_perceptron'])\n"
+            "print(status, sorted(m for m in ('networkx', 'sklearn') if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["0", "[]"], p.stdout + p.stderr

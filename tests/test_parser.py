@@ -710,3 +710,32 @@ def test_long_operator_chain_does_not_recurse() -> None:
     src = "x = " + " + ".join(f"a{i}" for i in range(3000)) + " - b * c\n"
     prog = parse(src)
     assert format_program(prog) == src
+
+
+# --------------------------------------------------------------------------- AST records
+
+
+def test_ast_nodes_are_frozen_records_compared_without_spans() -> None:
+    import pickle
+
+    here, there = A.Span("a.dl", 1, 2, 1, 5), A.Span("b.dl", 9, 9, 9, 9)
+    x = A.Call("f", (A.Name("x", here),), (), here)
+    y = A.Call(func="f", args=(A.Name("x"),), kwargs=(), span=there)
+    assert x == y and hash(x) == hash(y) and x.span != y.span
+    assert x != A.Call("g", (A.Name("x"),), ()) and x != A.Name("f")
+    assert repr(x) == "Call(func='f', args=(Name(id='x'),), kwargs=())"
+    assert A.Param("p").default is None and A.Param("p").span is A.NO_SPAN
+    assert A.Program((), "a.dl") == A.Program((), "b.dl")
+    assert repr(A.Program((), "a.dl")) == "Program(body=(), file='a.dl')"
+    with pytest.raises(AttributeError, match="cannot assign"):
+        x.func = "g"  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="cannot delete"):
+        del x.func
+    with pytest.raises(TypeError, match="missing field 'args'"):
+        A.Call("f")
+    with pytest.raises(TypeError, match="unexpected or repeated field 'func'"):
+        A.Call("f", func="g")
+    with pytest.raises(TypeError, match="takes 4 fields, got 5"):
+        A.Call("f", (), (), here, 1)
+    back = pickle.loads(pickle.dumps(x))
+    assert back == x and back.span == here and back.args[0].span == here

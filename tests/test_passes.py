@@ -12,7 +12,7 @@ import pytest
 
 from runtime.autodiff import gradients
 from runtime.backends import get_backend
-from runtime.ir import Graph, TensorType, parse_text, to_text
+from runtime.ir import Graph, IRError, TensorType, parse_text, to_text
 from runtime.ops import Builder, Val
 from runtime.passes import (
     ALGEBRAIC_RULES,
@@ -717,3 +717,46 @@ def test_verify_graph_reports_broken_invariants():
     with pytest.raises(VerifyError, match="update 'w' has type"):
         verify_graph(bad)
     assert w in bad.nodes
+
+
+# --------------------------------------------------------------------------- graph queries
+
+
+def test_users_index_and_orders_agree_with_networkx_after_every_pass():
+    import networkx as nx
+
+    g = mlp_graph()
+    for name in ("stabilize", "fold_constants", "merge_common_subexpressions", "simplify",
+                 "eliminate_dead_code", "fuse_elementwise"):
+        g, _, _ = run_pipeline(g, passes=[name])
+        users: dict[int, set[int]] = {i: set() for i in g.nodes}
+        for i, n in g.nodes.items():
+            for j in n.inputs:
+                users[j].add(i)
+        assert {i: set(g.users(i)) for i in g.nodes} == users, name
+        ng = g.to_networkx()
+        assert isinstance(ng, nx.DiGraph) and set(ng) == set(g.nodes)
+        assert g.topo_order() == list(nx.lexicographical_topological_sort(ng))
+        for t in g.roots():
+            assert g.ancestors(t) == nx.ancestors(ng, t)
+            assert g.descendants(t) == nx.descendants(ng, t)
+            sub = ng.subgraph(nx.ancestors(ng, t) | {t})
+            assert g.topo_order([t]) == list(nx.lexicographical_topological_sort(sub))
+
+
+def test_to_networkx_keeps_attributes_and_input_positions():
+    g, b = new()
+    x = inp(b, "x", (3,))
+    y = b.emit("mul", x, x)
+    g.outputs["y"] = y.id
+    ng = g.to_networkx()
+    assert ng.nodes[y.id]["op"] == "mul" and ng.nodes[y.id]["type"] == "f64[3]"
+    assert ng.edges[x.id, y.id]["positions"] == [0, 1]
+    h = g.copy()
+    h.redirect(x.id, h.add("input", (), {"name": "z"}, TensorType("f64", (3,)), role="input",
+                           name="z"))
+    assert h.users(x.id) == [] and g.users(x.id) == [y.id]
+    h.remove(x.id)
+    assert x.id not in h.to_networkx() and x.id in g.to_networkx()
+    with pytest.raises(IRError, match="still has users"):
+        g.remove(x.id)
