@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -109,6 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    try:
+        return COMMAND_FUNCS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        status = _report(e, args)
+        if status is None:
+            raise
+        return status
+
+
+def _report(e: Exception, args: argparse.Namespace) -> int | None:
+    """Print a user-facing error and give the exit status; None for a bug (re-raised). The
+    exception classes are imported here, on the error path, so that `check` starts fast."""
     from dsl.errors import DslError
     from runtime.backends import BackendError
     from runtime.plan import NonFiniteError
@@ -116,28 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.train.data import DataError
     from runtime.train.loop import TrainError, TrainingDiverged, TrainingInterrupted
 
-    try:
-        return COMMAND_FUNCS[args.command](args)
-    except DslError as e:
+    if isinstance(e, DslError):
         print(e.format(), file=sys.stderr)
         return 1
-    except TrainingInterrupted as e:
+    if isinstance(e, TrainingInterrupted):
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    except TrainingDiverged as e:
+    if isinstance(e, TrainingDiverged):
         print(f"error: {e}{_last_checkpoint(e, args)}", file=sys.stderr)
         return 1
-    except NonFiniteError as e:
+    if isinstance(e, NonFiniteError):
         print(_non_finite(e), file=sys.stderr)
         return 1
-    except (TrainError, CheckpointError, BackendError, DataError) as e:
+    if isinstance(e, TrainError | CheckpointError | BackendError | DataError):
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+    return None
 
 
 def _last_checkpoint(e: Any, args: argparse.Namespace) -> str:
@@ -413,7 +423,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model.fit(steps=args.warmup + args.steps, on_step=on_step, final_eval=False)
     times = np.diff([start, *stamps]) * 1000
     data = {"spec": args.spec, "compile_ms": round(compile_ms, 3),
-            "step_ms_median": round(float(statistics.median(times)), 4),
+            "step_ms_median": round(float(np.median(times)), 4),
             "steps": int(len(times))}
     print(json.dumps(data))
     if args.json:
