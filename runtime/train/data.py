@@ -359,8 +359,8 @@ def _standardize(
 
 
 def _class_info(y: np.ndarray) -> dict[str, Any]:
-    classes = np.unique(y)
-    n = int(classes.max()) + 1 if classes.size and classes.min() >= 0 else int(classes.size)
+    # not np.unique, which imports numpy.ma (~15 ms of `dslrun check`)
+    n = int(y.max()) + 1 if y.size and y.min() >= 0 else len(set(y.tolist()))
     return {"task": "classification", "n_classes": n}
 
 
