@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from dsl import ast as A
+from dsl.cache import parse_cached
 from dsl.errors import DataErr, DslError, NameErr, TypeErr, did_you_mean, register_source
 from dsl.lower import Lowerer
-from dsl.parser import parse, parse_cached
 from runtime.ir import Graph, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
@@ -80,8 +80,19 @@ def display_path(path: Path) -> str:
     return rel if not rel.startswith("..") else str(path)
 
 
-def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = ()) -> tuple[A.Stmt, ...]:
-    prog = parse(text, file)
+def _parse(text: str, file: str, cached: bool) -> A.Program:
+    if cached:
+        return parse_cached(text, file)
+    from dsl.parser import parse  # imports Lark: ~50 ms that a cache hit does not need
+
+    return parse(text, file)
+
+
+def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = (),
+                        cached: bool = False) -> tuple[A.Stmt, ...]:
+    """The statements of a spec with its includes spliced in. `cached`: the text was read from
+    a file, so its AST (and those of its includes) may come from and go to `dsl.cache`."""
+    prog = _parse(text, file, cached)
     out: list[A.Stmt] = []
     for s in prog.body:
         if not isinstance(s, A.Include):
@@ -97,7 +108,7 @@ def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = ()) -> tu
             raise NameErr(f"include: no file '{s.path}' (looked in {base})", s.span)
         shown = display_path(target)
         sub = parse_with_includes(read_spec(target), shown,
-                                  (*stack, str(Path(file).resolve())))
+                                  (*stack, str(Path(file).resolve())), cached)
         out.extend(x for x in sub if not isinstance(x, (A.ModelDecl, A.TrainDecl, A.DataDecl)))
     return tuple(out)
 
@@ -203,10 +214,12 @@ def _settings(low: Lowerer) -> TrainSettings:
 
 def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
                  dtype: str = "f32", seed: int | None = None, optimize: bool = True,
-                 dump_after: str | None = None) -> Compiled:
-    """Compile spec text. Raises DslError subclasses for every user mistake."""
+                 dump_after: str | None = None, cached: bool = False) -> Compiled:
+    """Compile spec text. Raises DslError subclasses for every user mistake. `cached`: see
+    `parse_with_includes` (spec files, not strings: a string would replace the entry of the
+    last one each time)."""
     register_source(file, text)
-    stmts = parse_with_includes(text, file)
+    stmts = parse_with_includes(text, file, cached=cached)
     init_seed = seed if seed is not None else _initial_seed(stmts)
     loader = _data_loader(file, dtype)
     lows = {}
@@ -310,4 +323,4 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
 
 def compile_file(path_or_name: str, **kw: Any) -> Compiled:
     path = resolve_spec(path_or_name)
-    return compile_spec(read_spec(path), display_path(path), **kw)
+    return compile_spec(read_spec(path), display_path(path), cached=True, **kw)

@@ -5,17 +5,14 @@ basic lexer (keywords are reserved words) and `propagate_positions=True`. Three 
 
 * `_PostLexer` drops newline tokens inside `( )` / `[ ]` and directly before `else`, and
   tracks the open brackets so that errors can say which bracket was never closed;
-* `_Builder`, a Lark `Transformer`, turns the parse tree into the frozen AST dataclasses, with a
+* `_Builder`, a Lark `Transformer`, turns the parse tree into the immutable AST records, with a
   `Span` on every node;
 * `_syntax_error` turns any Lark exception into a `SyntaxErr` with a readable message.
 
 The Lark parser is built once per process. Building the LALR tables costs ~0.4 s, so the
-built parser is cached (Lark's `cache=` option) in a private per-user directory
-(`$DSLRUN_CACHE_DIR`, else `$XDG_CACHE_HOME/dslrun`, else `~/.cache/dslrun`), published with
-an atomic rename; `DSLRUN_NO_CACHE=1` turns the cache off. A missing, unusable or corrupt
-cache only costs the rebuild. `parse_cached` keeps the parsed AST of a fixed text (the
-prelude, ~60 ms to parse) in the same directory, keyed by the text, the grammar and this
-package's parser and AST sources.
+built parser is cached (Lark's `cache=` option) in the private directory of `dsl.cache`,
+published with an atomic rename. A missing, unusable or corrupt cache only costs the rebuild.
+`dsl.cache.parse_cached` also keeps parsed ASTs of unchanged files there.
 """
 
 from __future__ import annotations
@@ -27,11 +24,11 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from dsl import ast as A
+from dsl.cache import cache_dir, grammar_path, is_own_file
 from dsl.errors import DslError, SyntaxErr, did_you_mean, register_source
 
 if "lark" not in sys.modules and "regex" not in sys.modules:
@@ -54,7 +51,7 @@ from lark.exceptions import (  # noqa: E402
 from lark.lexer import PatternStr  # noqa: E402
 from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
-__all__ = ["DTYPES", "parse", "parse_cached", "get_parser"]
+__all__ = ["DTYPES", "parse", "get_parser"]
 
 DTYPES = ("f16", "f32", "f64", "i32", "i64", "bool")
 
@@ -125,42 +122,12 @@ class _PostLexer:
 
 
 def _grammar_text() -> str:
-    return resources.files("grammar").joinpath("dsl.lark").read_text(encoding="utf-8")
-
-
-def _cache_dir() -> Path | None:
-    """A private per-user cache directory, or None when caching is off or unsafe."""
-    if os.environ.get("DSLRUN_NO_CACHE"):
-        return None
-    try:
-        base = os.environ.get("DSLRUN_CACHE_DIR")
-        if base:
-            path = Path(base)
-        else:
-            xdg = os.environ.get("XDG_CACHE_HOME")
-            path = Path(xdg) / "dslrun" if xdg else Path.home() / ".cache" / "dslrun"
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-        if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
-            return None  # somebody else could write there: do not unpickle from it
-    except (OSError, RuntimeError, KeyError):
-        return None
-    return path
-
-
-def _is_own_file(path: Path) -> bool:
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    if not path.is_file() or path.is_symlink():
-        return False
-    return not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return grammar_path().read_text(encoding="utf-8")
 
 
 def _build_parser() -> Lark:
     text = _grammar_text()
-    directory = _cache_dir()
+    directory = cache_dir()
     if directory is not None:
         try:
             return _build_cached(text, directory)
@@ -173,7 +140,7 @@ def _build_cached(text: str, directory: Path) -> Lark:
     key = "\0".join([text, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version])
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     cache = directory / f"grammar-{digest}.lark"
-    if _is_own_file(cache):
+    if is_own_file(cache):
         # Lark checks the grammar hash stored in the file and rebuilds if it is unusable.
         return Lark(text, postlex=_PostLexer(), cache=str(cache), **_LARK_OPTIONS)
     # Build into a private temporary file, then publish it atomically.
@@ -847,47 +814,3 @@ def parse(text: str, file: str = "<string>") -> A.Program:
             raise e.orig_exc from None
         raise
 
-
-def parse_cached(text: str, file: str) -> A.Program:
-    """`parse`, with the result kept in the private cache directory for the next process.
-
-    Only for text that ships with dslrun (the prelude): the cache lives in the same private
-    directory as the parser tables, which only this user can write."""
-    register_source(file, text)
-    directory = _cache_dir()
-    if directory is None:
-        return parse(text, file)
-    import pickle
-
-    parts = [text, file, _grammar_text(), sys.version, lark.__version__]
-    parts += [Path(m.__file__).read_text(encoding="utf-8") for m in (A, sys.modules[__name__])]
-    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:24]
-    stem = "ast-" + hashlib.sha256(file.encode("utf-8")).hexdigest()[:8]
-    path = directory / f"{stem}-{digest}.pickle"
-    if _is_own_file(path):
-        try:
-            prog = pickle.loads(path.read_bytes())
-            if isinstance(prog, A.Program):
-                return prog
-        except Exception:  # noqa: BLE001 - a corrupt cache entry only costs the parse
-            pass
-    prog = parse(text, file)
-    import tempfile
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".ast-", suffix=".tmp", dir=directory)
-    except OSError:
-        return prog
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(prog, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-        for stale in directory.glob(f"{stem}-*.pickle"):  # older versions of the same text
-            if stale != path:
-                stale.unlink(missing_ok=True)
-    except OSError:
-        pass
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return prog

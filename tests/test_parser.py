@@ -7,6 +7,7 @@ import os
 import pytest
 
 from dsl import ast as A
+from dsl import cache as cache_module
 from dsl import parser as parser_module
 from dsl.errors import SyntaxErr
 from dsl.parser import parse
@@ -674,7 +675,7 @@ def test_grammar_cache_is_private_atomic_and_self_healing(tmp_path, monkeypatch)
     assert parser_module._build_parser().parse(text) == expected  # rebuilds
     if hasattr(os, "getuid"):
         cache_dir.chmod(0o777)
-        assert parser_module._cache_dir() is None  # writable by others: not used
+        assert cache_module.cache_dir() is None  # writable by others: not used
         cache_dir.chmod(0o700)
 
 
@@ -683,7 +684,7 @@ def test_parsed_prelude_cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DSLRUN_CACHE_DIR", str(cache_dir))
     monkeypatch.delenv("DSLRUN_NO_CACHE", raising=False)
     text = "def f(a) {\n  return a * 2\n}\n"
-    first = parser_module.parse_cached(text, "<lib>")
+    first = cache_module.parse_cached(text, "<lib>")
     (entry,) = cache_dir.glob("ast-*.pickle")
     assert not list(cache_dir.glob("*.tmp"))
     if hasattr(os, "getuid"):
@@ -694,15 +695,15 @@ def test_parsed_prelude_cache(tmp_path, monkeypatch) -> None:
 
     with monkeypatch.context() as m:
         m.setattr(parser_module, "parse", no_parse)
-        again = parser_module.parse_cached(text, "<lib>")
+        again = cache_module.parse_cached(text, "<lib>")
     assert again == first and again.body[0].span == first.body[0].span
     entry.write_bytes(b"not a pickle")
-    assert parser_module.parse_cached(text, "<lib>") == first  # parses and rewrites
-    changed = parser_module.parse_cached(text + "g = 1\n", "<lib>")
+    assert cache_module.parse_cached(text, "<lib>") == first  # parses and rewrites
+    changed = cache_module.parse_cached(text + "g = 1\n", "<lib>")
     assert len(changed.body) == 2 and [entry] != list(cache_dir.glob("ast-*.pickle"))
     assert len(list(cache_dir.glob("ast-*.pickle"))) == 1  # the stale version is gone
     monkeypatch.setenv("DSLRUN_NO_CACHE", "1")
-    assert parser_module.parse_cached(text, "<other>") == first
+    assert cache_module.parse_cached(text, "<other>") == first
     assert len(list(cache_dir.glob("ast-*.pickle"))) == 1
 
 
