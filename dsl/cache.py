@@ -88,8 +88,8 @@ def parse_cached(text: str, file: str) -> A.Program:
             digest = hashlib.sha256(_parser_version() + file.encode() + b"\0" + text.encode())
             stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:8]
             path = directory / f"{stem}-{digest.hexdigest()[:24]}.pickle"
-        except OSError:
-            directory = None
+        except OSError:  # the grammar or parser sources cannot be read: no caching
+            pass
     if path is not None and is_own_file(path):
         try:
             prog = pickle.loads(path.read_bytes())

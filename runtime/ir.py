@@ -1,12 +1,12 @@
-"""The graph IR: typed nodes with ordered inputs, exported as a networkx DiGraph, and its text form.
+"""The graph IR: typed nodes with ordered inputs, their networkx view, and their text form.
 
 A `Graph` owns `Node`s (id, op, ordered inputs, attributes, result type, role, name, span,
 `of` = the forward node a gradient node differentiates). A users index (node -> the nodes that
 read it) serves traversal; `to_networkx` gives users and tools a networkx DiGraph. networkx is
-imported only there: it costs more start-up time than parsing and lowering a spec together,
-and `dslrun check` must stay fast. `to_text` prints the
-canonical form (deterministic ids and order, a type on every value, all attribute defaults
-filled in by the op registry) and `parse_text` reads it back.
+imported only there: importing it costs more than parsing and lowering a spec together, and
+`dslrun check` must start fast. `to_text` prints the canonical form (deterministic ids and
+order, a type on every value, all attribute defaults filled in by the op registry) and
+`parse_text` reads it back.
 """
 
 from __future__ import annotations
