@@ -1,8 +1,9 @@
 """Shared pytest setup: make the repository importable when running plain `pytest`.
 
 Numeric helpers (finite differences, graph running) live in `tests/helpers_numeric.py`.
-Here: the `--update-golden` option (fixture `update_golden`) used by `tests/test_golden.py`,
-and `run_cli` / the `dslrun` fixture that run the command line in a subprocess.
+Here: the run's own cache directory, the `--update-golden` option (fixture `update_golden`)
+used by `tests/test_golden.py`, and `run_cli` / the `dslrun` fixture that run the command line
+in a subprocess.
 """
 
 from __future__ import annotations
@@ -17,6 +18,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+_OWN_CACHE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One private cache directory for the whole run (parser tables, parsed ASTs), shared
+    with the CLI subprocesses, instead of the user's own (`dsl.cache`)."""
+    if "DSLRUN_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="dslrun-cache-"))
+        os.environ["DSLRUN_CACHE_DIR"] = _OWN_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE.pop(), ignore_errors=True)
+        os.environ.pop("DSLRUN_CACHE_DIR", None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
