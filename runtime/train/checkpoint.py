@@ -95,6 +95,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a directory, not a file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # (numpy would take it for a pickle and suggest loading it unsafely)
+        raise CheckpointError(f"{path} is not a checkpoint (.npz) file: it is not a zip "
+                              "archive")
+    try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is not a checkpoint (.npz) file: {e}") from e
