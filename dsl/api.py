@@ -7,6 +7,7 @@ A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evalu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +27,18 @@ class Model:
     """One compiled spec, ready to train, evaluate and run."""
 
     def __init__(self, compiled: Compiled, backend: str = "numpy",
-                 out_dir: str | Path | None = None, **settings: Any) -> None:
+                 out_dir: str | Path | None = None,
+                 data: Dataset | Mapping[str, Any] | None = None, **settings: Any) -> None:
+        """`data`: the arrays to train on (a Dataset, or a dict of train fields such as
+        {"x": ..., "y": ...}) instead of the spec's `data` line."""
         self.compiled = compiled
         self.program = compiled.program
         self.backend = backend
         self.out_dir = out_dir
         self.settings = settings
         self._trainer: Trainer | None = None
-        self._data = None
+        self._data = data if data is None or isinstance(data, Dataset) else Dataset(
+            train={k: np.asarray(v) for k, v in data.items()})
 
     @property
     def dataset(self) -> Dataset | None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from runtime.backends import Backend, get_backend
 from runtime.ir import DTYPES, Graph, TensorType
-from runtime.plan import Plan
+from runtime.plan import SHAPE_ATTRS, Plan
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -120,6 +120,14 @@ class _Runner:
         order = graph.topo_order(targets) if targets else []
         self.inputs: list[tuple[str, TensorType]] = [
             (graph[i].name, graph[i].type) for i in order if graph[i].op == "input"]
+        # A dim the graph uses only through a shape (noise sized by shape(x)[0] in a phase
+        # that does not read x) is bound by the program input that declares it.
+        unbound = _symbols(graph, order).difference(
+            *(t.shape for _, t in self.inputs))
+        for name, t in trainer.program.inputs.items():
+            if unbound.intersection(t.shape) and name not in TRAINER_INPUTS:
+                self.inputs.append((name, t))
+                unbound.difference_update(t.shape)
         # one (input, axis) per symbolic dim: the plan-cache key is the tuple of their sizes
         first: dict[str, tuple[str, int]] = {}
         for name, t in self.inputs:
@@ -179,6 +187,21 @@ class _Runner:
                     raise TrainError(f"input '{name}' of {self.label} has type {t}, but the fed "
                                      f"array has shape {shape}")
         return dims
+
+
+def _symbols(graph: Graph, order: list[int]) -> set[str]:
+    """The symbolic dims in the types and shape attributes of the given nodes."""
+    out: set[str] = set()
+    for i in order:
+        n = graph[i]
+        out.update(d for d in n.type.shape if isinstance(d, str))
+        for k in SHAPE_ATTRS:
+            v = n.attrs.get(k)
+            if isinstance(v, str):
+                out.add(v)
+            elif isinstance(v, tuple):
+                out.update(d for d in v if isinstance(d, str))
+    return out
 
 
 class Trainer:
