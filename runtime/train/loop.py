@@ -122,8 +122,7 @@ class _Runner:
             (graph[i].name, graph[i].type) for i in order if graph[i].op == "input"]
         # A dim the graph uses only through a shape (noise sized by shape(x)[0] in a phase
         # that does not read x) is bound by the program input that declares it.
-        unbound = _symbols(graph, order).difference(
-            *(t.shape for _, t in self.inputs))
+        unbound = _symbols(graph, order).difference(*(t.shape for _, t in self.inputs))
         for name, t in trainer.program.inputs.items():
             if unbound.intersection(t.shape) and name not in TRAINER_INPUTS:
                 self.inputs.append((name, t))
