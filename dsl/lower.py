@@ -24,6 +24,8 @@ from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian
 from runtime.ir import Graph, Loc, TensorType
 from runtime.ops import REGISTRY, Builder, ShapeError, Val
+from runtime.passes.rewrite import rewrite_at
+from runtime.passes.rules import STABILIZING_RULES
 from runtime.program import TrainSettings, Variable
 
 FLOAT_DTYPES = ("f16", "f32", "f64")
@@ -868,7 +870,7 @@ class Lowerer:
             a = self.b.emit("cast", a, dtype=self.float_dtype)
             b = self.b.emit("cast", b, dtype=self.float_dtype)
         with self.guard(span):
-            return self.b.emit(name, a, b)
+            return self.emit_stable(name, [a, b], {})
 
     # ------------------------------------------------------------------ indexing
     def ev_index_item(self, item: Any, scope: Scope) -> Any:
@@ -987,22 +989,10 @@ class Lowerer:
             return self.emit_stable(e.func, vals, kwargs)
 
     def emit_stable(self, op: str, vals: list[Val], attrs: dict[str, Any]) -> Val:
-        """Emit with the stabilizing rewrites applied on the spot, so gradients taken during
-        lowering are built from the stable forms: log(1+exp(x)) -> softplus(x),
-        log(softmax(x)) -> log_softmax(x), log(sigmoid(x)) -> -softplus(-x)."""
-        if op == "log" and len(vals) == 1:
-            n = vals[0].node
-            if n.op == "add" and len(n.inputs) == 2:
-                for one, other in ((n.inputs[0], n.inputs[1]), (n.inputs[1], n.inputs[0])):
-                    o = self.graph[other]
-                    if _is_const(self.graph, one, 1.0) and o.op == "exp" and \
-                            self.graph[o.inputs[0]].type == n.type:
-                        return self.b.emit("softplus", Val(self.b, o.inputs[0]))
-            if n.op == "softmax":
-                return self.b.emit("log_softmax", Val(self.b, n.inputs[0]), **n.attrs)
-            if n.op == "sigmoid":
-                return -self.b.emit("softplus", -Val(self.b, n.inputs[0]))
-        return self.b.emit(op, *vals, **attrs)
+        """Emit with the stabilizing rewrites (`STABILIZING_RULES`) applied on the spot, so
+        that gradients taken during lowering are built from the stable forms."""
+        nid = self.b.emit(op, *vals, **attrs).id
+        return Val(self.b, rewrite_at(self.graph, STABILIZING_RULES, nid))
 
     def bind_args(self, params: tuple[A.Param, ...], e: A.Call, scope: Scope,
                   what: str, name: str) -> dict[str, Any]:
@@ -1185,12 +1175,6 @@ class Lowerer:
 
 _FLOAT_OPS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "softplus", "log1p",
               "expm1", "swish", "softmax", "log_softmax", "logsumexp", "mean"}
-
-
-def _is_const(g: Graph, nid: int, value: float) -> bool:
-    n = g[nid]
-    return n.op == "const" and nid in g.consts and g.consts[nid].size == 1 and \
-        float(g.consts[nid].reshape(())) == value
 
 
 def _match(name: str, where: Any) -> bool:

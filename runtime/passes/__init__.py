@@ -3,7 +3,8 @@
 Every pass is a function `Graph -> Graph` that works on a copy and never mutates its argument:
 
 - `stabilize`: numerically stabilizing rewrites only (`log(1+exp(x)) -> softplus(x)`, ...);
-  the language runs it before differentiation so gradients are built from the stable forms.
+  the language applies the same rules to each node as it emits it (`rewrite.rewrite_at`),
+  so gradients taken during lowering are built from the stable forms.
 - `fold_constants`: evaluate nodes whose inputs are all constants.
 - `merge_common_subexpressions`: compute equal subexpressions once.
 - `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...), one rule

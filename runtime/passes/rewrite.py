@@ -305,10 +305,10 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_iterations: int = DEFAULT_M
                 outcome = _try(g, rule, nid, limit - stats.new_nodes)
                 if outcome is None:
                     continue
-                if outcome < 0:
+                if outcome[0] < 0:
                     stats.stopped = "growth"
                     return g, stats
-                stats.new_nodes += outcome
+                stats.new_nodes += outcome[0]
                 stats.rewrites += 1
                 key = str(rule)
                 stats.by_rule[key] = stats.by_rule.get(key, 0) + 1
@@ -320,9 +320,29 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_iterations: int = DEFAULT_M
     return g, stats
 
 
-def _try(g: Graph, rule: Rule, nid: int, budget: int) -> int | None:
-    """Rewrite node `nid` with `rule`: None if it does not apply, -1 if it would exceed the
-    node budget, else the number of nodes created."""
+def rewrite_at(g: Graph, rules: Sequence[Rule], nid: int) -> int:
+    """Rewrite the new node `nid` of `g` in place with the first of `rules` that applies, then
+    the result again until none does; the id of the result. For builders that replace
+    patterns as they emit them: the nodes a rewrite stops using are kept (the caller may
+    still hold them; dead-code elimination removes them later)."""
+    for _ in range(DEFAULT_MAX_ITERATIONS):
+        op = g.nodes[nid].op
+        for rule in rules:
+            if rule.before[0] == op:
+                outcome = _try(g, rule, nid, DEFAULT_MAX_ITERATIONS, keep=True)
+                if outcome is not None and outcome[0] >= 0:
+                    nid = outcome[1]
+                    break
+        else:
+            return nid
+    return nid
+
+
+def _try(g: Graph, rule: Rule, nid: int, budget: int,
+         keep: bool = False) -> tuple[int, int] | None:
+    """Rewrite node `nid` with `rule`: None if it does not apply, else (the number of nodes
+    created, or -1 if that would exceed `budget`; the node that now stands for `nid`).
+    `keep`: leave the nodes the rewrite stops using in the graph."""
     b: Binding = {}
     matched: list[int] = []
     if not match(g, rule.before, nid, b, matched):
@@ -337,20 +357,22 @@ def _try(g: Graph, rule: Rule, nid: int, budget: int) -> int | None:
     if plan[-1] != node.type:
         return None
     if _count_ops(plan) - (plan[0] == "op") > budget:
-        return -1
+        return -1, nid
     if plan[0] == "var":
         if plan[1] == nid:
             return None
         g.redirect(nid, plan[1])
-        drop_orphans(g, [nid, *matched])
-        return 0
+        if not keep:
+            drop_orphans(g, [nid, *matched])
+        return 0, plan[1]
     if plan[0] == "const":
         arr = np.asarray(plan[1], dtype=node.type.np_dtype())
         role = node.role if node.role in ("grad", "update") else "const"
         g.replace_node(nid, op="const", inputs=(), attrs={"value": const_attr(arr)}, role=role)
         g.consts[nid] = arr
-        drop_orphans(g, [*node.inputs, *matched[1:]])
-        return 0
+        if not keep:
+            drop_orphans(g, [*node.inputs, *matched[1:]])
+        return 0, nid
     bld = _Builder(g, nid)
     _, op, attrs, kids, _t = plan
     ins = tuple(bld.emit(k) for k in kids)
@@ -358,5 +380,6 @@ def _try(g: Graph, rule: Rule, nid: int, budget: int) -> int | None:
             node.op, node.attrs):
         return None  # the replacement is the node itself
     g.replace_node(nid, op=op, inputs=ins, attrs=attrs)
-    drop_orphans(g, [*node.inputs, *matched[1:]])
-    return bld.created
+    if not keep:
+        drop_orphans(g, [*node.inputs, *matched[1:]])
+    return bld.created, nid
