@@ -37,6 +37,8 @@ class Model:
         self.out_dir = out_dir
         self.settings = settings
         self._trainer: Trainer | None = None
+        if data is None:
+            data = compiled.dataset
         self._data = data if data is None or isinstance(data, Dataset) else Dataset(
             train={k: np.asarray(v) for k, v in data.items()})
 

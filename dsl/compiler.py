@@ -20,7 +20,7 @@ import numpy as np
 from dsl import ast as A
 from dsl.cache import parse_cached
 from dsl.errors import DataErr, DslError, NameErr, TypeErr, did_you_mean, register_source
-from dsl.lower import Lowerer
+from dsl.lower import Lowerer, OptUse
 from runtime.ir import Graph, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
@@ -122,6 +122,7 @@ class Compiled:
     passes: list[str] = field(default_factory=list)
     dumps: dict[str, str] = field(default_factory=dict)
     procedures: dict[str, A.ProcedureDef] = field(default_factory=dict)
+    dataset: Any = None  # the data set, when compiling needed it (train.x constants)
 
     def text(self, stage: str, locs: bool = False) -> str:
         parts = []
@@ -130,21 +131,6 @@ class Compiled:
             head = f"# phase: {name}\n" if name else ""
             parts.append(head + to_text(g, stage=stage, passes=passes, locs=locs))
         return "\n".join(parts)
-
-
-def _initial_seed(stmts: tuple[A.Stmt, ...]) -> int:
-    for s in stmts:
-        if isinstance(s, A.TrainDecl):
-            for st in s.settings:
-                if st.name == "seed" and isinstance(st.value, A.Num):
-                    return int(st.value.value)
-    return 0
-
-
-def _data_loader(file: str, dtype: str):
-    def load(decl: A.DataDecl) -> Any:
-        return load_data(decl, file, dtype)
-    return load
 
 
 def data_options(decl: A.DataDecl, file: str) -> tuple[str, dict[str, Any]]:
@@ -174,11 +160,6 @@ def _literal(e: A.Expr) -> Any:
     raise TypeErr("expected a literal", e.span)
 
 
-def load_data(decl: A.DataDecl, file: str, dtype: str) -> Any:
-    name, opts = data_options(decl, file)
-    return load_program_data(name, opts, decl.span, dtype)
-
-
 def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str) -> Any:
     """Load a data set; its errors become spec errors at the `data` line."""
     try:
@@ -188,7 +169,7 @@ def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtyp
 
 
 def _settings(low: Lowerer) -> TrainSettings:
-    ts = TrainSettings(seed=_initial_seed(low.stmts))
+    ts = TrainSettings()
     spans = {s.name: s.span for s in (low.train_decl.settings if low.train_decl else ())}
     checks = {"batch": (int, 1), "epochs": (int, 0), "steps": (int, 0), "seed": (int, 0),
               "eval_every": (int, 0), "checkpoint_every": (int, 0), "log_every": (int, 0)}
@@ -220,12 +201,18 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     last one each time)."""
     register_source(file, text)
     stmts = parse_with_includes(text, file, cached=cached)
-    init_seed = seed if seed is not None else _initial_seed(stmts)
-    loader = _data_loader(file, dtype)
+    loaded: dict[str, Any] = {}  # the data set, loaded once for both lowerings and the Model
+
+    def loader(decl: A.DataDecl) -> Any:
+        if "data" not in loaded:
+            name, opts = data_options(decl, file)
+            loaded["data"] = load_program_data(name, opts, decl.span, dtype)
+        return loaded["data"]
+
     lows = {}
     for mode in ("train", "eval"):
-        low = Lowerer(stmts, prelude(), mode, float_dtype=dtype, seed=init_seed,
-                      overrides=overrides, data_loader=loader)
+        low = Lowerer(stmts, prelude(), mode, float_dtype=dtype, overrides=overrides,
+                      data_loader=loader)
         low.run()
         lows[mode] = low
     tl, el = lows["train"], lows["eval"]
@@ -242,10 +229,11 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     settings = _settings(tl)
     if seed is not None:
         settings.seed = seed
+    tl.seed = settings.seed  # initial values are drawn later, from this seed
 
     # the training phases
     order = tl.train_settings.get("order")
-    phases_spec: list[tuple[str, dict[str, int], str]] = []
+    phases_spec: list[tuple[str, list[OptUse], str]] = []  # name, optimizer uses, objective
     if order:
         for name in order:
             uses = [u for u in tl.opt_uses if u.objective == name]
@@ -253,57 +241,48 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
                 span = next(s.span for s in tl.train_decl.settings if s.name == "order")
                 raise NameErr(f"order names '{name}', which no optimizer minimizes"
                               + did_you_mean(name, [u.objective for u in tl.opt_uses]), span)
-            upd: dict[str, int] = {}
-            for u in uses:
-                upd.update(u.updates)
-            phases_spec.append((name, upd, name))
+            phases_spec.append((name, uses, name))
     elif tl.opt_uses or tl.state_updates:
-        upd = {}
-        for u in tl.opt_uses:
-            upd.update(u.updates)
         obj = tl.opt_uses[0].objective if tl.opt_uses else (next(iter(tl.objectives), ""))
-        phases_spec.append(("train" if tl.opt_uses else "update", upd, obj))
+        phases_spec.append(("train" if tl.opt_uses else "update", tl.opt_uses, obj))
+    for name in el.variables:
+        if name not in tl.variables:
+            raise TypeErr(f"variable '{name}' exists only in evaluation mode")
 
     stages: dict[str, list[tuple[str, Graph]]] = {s: [] for s in STAGES}
     fwd = el.graph.copy()
     stages["forward"].append(("", fwd))
-    result_names = list(tl.objectives) + list(tl.metrics)
-    passes_run: list[str] = []
     dumps: dict[str, str] = {}
     fwd_opt, passes_run, d = run_pipeline(fwd, dump_after=dump_after) if optimize else (
         fwd, [], None)
     if d is not None:
         dumps["forward"] = d
     phases = []
-    for name, upd, obj in phases_spec:
+    results = list(tl.objectives) + list(tl.metrics)
+    outputs = {n: tl.graph.outputs[n] for n in results}
+    kinds = {n: tl.graph.output_kinds[n] for n in results}
+    for name, uses, obj in phases_spec:
+        label = name if len(phases_spec) > 1 else ""
         g = tl.graph.copy()
-        g.outputs = {n: tl.graph.outputs[n] for n in result_names}
-        g.output_kinds = {n: tl.graph.output_kinds[n] for n in result_names}
+        g.outputs, g.output_kinds = dict(outputs), dict(kinds)
         grad_view = g.copy()
-        for u in tl.opt_uses:
-            if not order or u.objective == name:
-                for var in u.names:
-                    gid = next((i for i, n in tl.graph.nodes.items()
-                                if n.name == f"{var}.grad"), None)
-                    if gid is not None:
-                        grad_view.outputs[f"{var}.grad"] = gid
-                        grad_view.output_kinds[f"{var}.grad"] = "grad"
-        stages["grad"].append((name if len(phases_spec) > 1 else "", grad_view))
-        g.updates = {**tl.state_updates, **upd}
-        stages["step"].append((name if len(phases_spec) > 1 else "", g))
+        for u in uses:
+            for var, gid in u.grads.items():
+                grad_view.outputs[f"{var}.grad"] = gid
+                grad_view.output_kinds[f"{var}.grad"] = "grad"
+        stages["grad"].append((label, grad_view))
+        g.updates = {**tl.state_updates, **{k: v for u in uses for k, v in u.updates.items()}}
+        stages["step"].append((label, g))
         opt, passes_run, d = run_pipeline(g, dump_after=dump_after) if optimize else (g, [], None)
         if d is not None:
             dumps[name] = d
-        stages["optimized"].append((name if len(phases_spec) > 1 else "", opt))
+        stages["optimized"].append((label, opt))
         phases.append(Phase(name, opt, obj))
     if not phases_spec:
         stages["grad"] = [("", fwd)]
         stages["step"] = [("", fwd)]
         stages["optimized"] = [("", fwd_opt)]
 
-    for name in el.variables:
-        if name not in tl.variables:
-            raise TypeErr(f"variable '{name}' exists only in evaluation mode")
     program = Program(
         name=tl.model_name, forward=fwd_opt, phases=phases, variables=tl.variables,
         inputs=dict(tl.inputs), input_defaults=dict(tl.input_defaults),
@@ -318,7 +297,8 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         program.input_defaults.setdefault(n, v)
     program.meta["data_span"] = tl.data_decl.span if tl.data_decl else None
     program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
-    return Compiled(program, stages, passes_run, dumps, dict(tl.procedures))
+    return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
+                    loaded.get("data"))
 
 
 def compile_file(path_or_name: str, **kw: Any) -> Compiled:

@@ -10,9 +10,10 @@ errors, graph text, checkpoints and selections.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from dsl import ast as A
 from dsl.errors import DslError, NameErr, ShapeErr, TypeErr, did_you_mean
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian
-from runtime.ir import Graph, Loc, TensorType
+from runtime.ir import DTYPES, Graph, Loc, TensorType
 from runtime.ops import REGISTRY, Builder, ShapeError, Val
 from runtime.passes.rewrite import rewrite_at
 from runtime.passes.rules import STABILIZING_RULES
@@ -74,6 +75,7 @@ class OptUse:
     objective: str
     names: tuple[str, ...]
     updates: dict[str, int] = field(default_factory=dict)
+    grads: dict[str, int] = field(default_factory=dict)  # param name -> its gradient node
 
 
 class _Return(Exception):
@@ -248,6 +250,8 @@ class Lowerer:
             self.globals.vars[s.name] = value
         elif isinstance(s, (A.NetDef, A.OptimizerDef, A.ProcedureDef, A.Include)):
             pass
+        elif isinstance(s, (A.OptimizerUse, A.TrainDecl, A.UpdateBlock)) and self.mode != "train":
+            pass  # training only: the train-mode lowering checks and uses them
         elif isinstance(s, (A.ObjectiveDecl, A.MetricDecl, A.OutputDecl)):
             self.declare_result(s)
         elif isinstance(s, A.OptimizerUse):
@@ -349,7 +353,7 @@ class Lowerer:
 
     # ------------------------------------------------------------------ types
     def eval_type(self, t: A.TypeExpr, scope: Scope, allow_symbols: bool) -> TensorType:
-        if t.dtype is not None and t.dtype not in ("f16", "f32", "f64", "i32", "i64", "bool"):
+        if t.dtype is not None and t.dtype not in DTYPES:
             raise self.err(TypeErr, f"unknown dtype '{t.dtype}'", t.span)
         dims: list[int | str] = []
         for d in t.dims:
@@ -433,7 +437,8 @@ class Lowerer:
     def init_value(self, init: Any, t: TensorType, name: str,
                    span: A.Span) -> np.ndarray | Callable[[], np.ndarray]:
         """The initial value of variable `name`, or (for initializers and values of other
-        variables) a function that makes it: `check` and `params` draw no weights."""
+        variables) a function that makes it: `check` and `params` draw no weights, and the
+        draws use `self.seed` as the compiler sets it after reading the train settings."""
         shape = tuple(int(d) for d in t.shape)
         dtype = t.np_dtype()
         if isinstance(init, InitSpec):
@@ -445,8 +450,7 @@ class Lowerer:
                 if isinstance(v, bool) or not isinstance(v, int | float):
                     raise self.err(TypeErr, f"initializer '{init.name}': option '{k}' must be "
                                    f"a number, got {v!r}", span)
-            rng_seed = self.seed
-            return lambda: inits.initialize(init.name, shape, inits.seeded_rng(rng_seed, name),
+            return lambda: inits.initialize(init.name, shape, inits.seeded_rng(self.seed, name),
                                             **init.options).astype(dtype)
         if isinstance(init, Deferred):
             try:
@@ -659,8 +663,14 @@ class Lowerer:
         return out
 
     # ------------------------------------------------------------------ expressions
-    def guard(self, span: A.Span | None) -> Any:
-        return _Guard(self, span)
+    @contextlib.contextmanager
+    def guard(self, span: A.Span | None) -> Iterator[None]:
+        """Emit at `span`; a runtime shape error becomes a spec error there."""
+        try:
+            with self.b.context(loc=self._loc(span)):
+                yield
+        except ShapeError as e:
+            raise ShapeErr(str(e), span) from None
 
     def describe(self, v: Any) -> str:
         if isinstance(v, Val):
@@ -976,9 +986,8 @@ class Lowerer:
             raise self.err(TypeErr, f"{e.func}: expects {opdef.arity} tensor argument"
                            f"{'s' if opdef.arity != 1 else ''}, got {len(args)}", e.span)
         vals = [self.to_val(a, e.span) for a in args]
-        if "dtype" in kwargs:
-            kwargs["dtype"] = self.fdt(kwargs["dtype"]) if kwargs["dtype"] in FLOAT_DTYPES \
-                else kwargs["dtype"]
+        if kwargs.get("dtype") is not None:
+            kwargs["dtype"] = self.fdt(kwargs["dtype"])
         if opdef.elementwise and len(vals) == 2:
             vals = list(self.coerce_pair(vals[0], vals[1], e.span))
         elif opdef.elementwise and e.func == "where" and len(vals) == 3:
@@ -1136,7 +1145,9 @@ class Lowerer:
         with self.b.context(role="update", loc=self._loc(use.stmt.span)):
             gvals = []
             for n, p, g in pairs:
-                self.graph.replace_node(g.id, name=f"{n}.grad")
+                use.grads[n] = g.id
+                if g.node.role == "grad" and g.node.name is None:  # not a shared forward node
+                    self.graph.replace_node(g.id, name=f"{n}.grad")
                 if gen["weight_decay"] and (self.variables[n].kind == "weight"
                                             or gen["decay_biases"]):
                     g = g + Val(self.b, p) * float(gen["weight_decay"])
@@ -1183,23 +1194,6 @@ def _match(name: str, where: Any) -> bool:
     if isinstance(where, str):
         return fnmatch.fnmatchcase(name, where) or name.startswith(where + ".")
     return False
-
-
-class _Guard:
-    """Turns runtime shape errors raised while emitting into spec errors at a span."""
-
-    def __init__(self, low: Lowerer, span: A.Span | None) -> None:
-        self.low, self.span = low, span
-
-    def __enter__(self) -> None:
-        self.saved = self.low.b.loc
-        self.low.b.loc = self.low._loc(self.span) or self.saved
-
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
-        self.low.b.loc = self.saved
-        if et is not None and issubclass(et, ShapeError):
-            raise ShapeErr(str(ev), self.span) from None
-        return False
 
 
 # ---------------------------------------------------------------------- built-in functions
@@ -1355,8 +1349,8 @@ def _selection_builtin(kind: str) -> Callable[[Lowerer, A.Call, Scope], Selectio
 
 def _random_builtin(op: str, opts: list[str], defaults: dict[str, Any]):
     def fn(low: Lowerer, e: A.Call, scope: Scope) -> Any:
-        if not e.args and op != "random_randint":
-            return InitSpec(inits.canonical(e.func) or e.func,
+        if not e.args and inits.canonical(e.func):  # `param w: [3] = normal(std = 0.1)`
+            return InitSpec(inits.canonical(e.func),
                             {k.name: low.ev(k.value, scope) for k in e.kwargs}, e.span)
         a = _args(low, e, scope, opts, defaults)
         shape = a.pop("shape")
@@ -1364,13 +1358,10 @@ def _random_builtin(op: str, opts: list[str], defaults: dict[str, Any]):
             shape = shape.shape
         shape = _shape_list(low, shape, e.span)
         dt = a.pop("dtype", None)
-        attrs = {k: (float(v) if op != "random_randint" else int(v)) for k, v in a.items()}
-        if isinstance(next(iter(a.values()), None), Val):
-            raise low.err(TypeErr, f"{e.func}: options must be constants", e.span)
-        if dt is not None:
-            attrs["dtype"] = low.fdt(dt) if dt in FLOAT_DTYPES else dt
-        elif op != "random_randint":
-            attrs["dtype"] = low.float_dtype
+        if any(isinstance(v, Val) or not isinstance(v, int | float) for v in a.values()):
+            raise low.err(TypeErr, f"{e.func}: options must be constant numbers", e.span)
+        attrs: dict[str, Any] = {k: float(v) for k, v in a.items()}
+        attrs["dtype"] = low.float_dtype if dt is None else low.fdt(dt)
         with low.guard(e.span):
             return low.b.emit(op, shape=shape, **attrs)
     return fn
@@ -1415,10 +1406,10 @@ def _fill_like_builtin(value: float | None):
 def b_cast(low: Lowerer, e: A.Call, scope: Scope) -> Val:
     a = _args(low, e, scope, ["x", "dtype"], {})
     dt = a["dtype"]
-    if dt not in ("f16", "f32", "f64", "i32", "i64", "bool"):
+    if dt not in DTYPES:
         raise low.err(TypeErr, f"cast: unknown dtype {dt!r}", e.span)
     x = low.to_val(a["x"], e.span)
-    return low.b.emit("cast", x, dtype=low.fdt(dt) if dt in FLOAT_DTYPES else dt)
+    return low.b.emit("cast", x, dtype=low.fdt(dt))
 
 
 def b_split(low: Lowerer, e: A.Call, scope: Scope) -> tuple:
@@ -1525,7 +1516,7 @@ def b_num_params(low: Lowerer, e: A.Call, scope: Scope) -> int:
     sel = a["sel"]
     if not isinstance(sel, Selection):
         raise low.err(TypeErr, "count(selection)", e.span)
-    return int(sum(low.variables[n].value.size for n in sel.names))
+    return int(sum(low.variables[n].size for n in sel.names))
 
 
 def b_pair(low: Lowerer, e: A.Call, scope: Scope) -> tuple:

@@ -332,3 +332,17 @@ def test_binary_gradients_are_summed_back_to_any_broadcast_shape(shapes, op):
     dc = {"add": uv, "sub": -uv, "mul": uv * av}[op] * np.ones(z.shape)
     np.testing.assert_allclose(res["ga"], _unbroadcast(da, sa), rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(res["gc"], _unbroadcast(dc, sb), rtol=1e-13, atol=1e-14)
+
+
+def test_gradients_that_are_shared_nodes_are_reported_for_every_parameter():
+    """d loss/da and d loss/dc are both the constant 1.0 that the forward graph uses too:
+    both gradients are outputs of the grad stage, and the forward constant keeps no name."""
+    from dsl.compiler import compile_spec
+
+    c = compile_spec("model m\ninput x: f32[B, 2]\nparam a: [] = zeros\nparam c: [] = zeros\n"
+                     "objective loss = a + c + sum(x + 1.0)\n"
+                     "optimizer sgd(lr = 0.1) minimize loss\n")
+    g = c.stages["grad"][0][1]
+    assert g.outputs["a.grad"] == g.outputs["c.grad"]
+    shared = g[g.outputs["a.grad"]]
+    assert shared.op == "const" and shared.name is None

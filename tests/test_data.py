@@ -441,3 +441,15 @@ def test_batcher_errors(kwargs, pattern):
 def test_dataset_is_plain_dataclass():
     ds = Dataset({"x": np.zeros((3, 2), np.float32)}, None, {})
     assert ds.field_info() == {"x": ("f32", (3, 2))} and ds.field_info("test") == {}
+
+
+def test_a_spec_loads_its_data_set_once(monkeypatch):
+    """Both lowerings (train, eval) and the Model share one load."""
+    import dsl
+    from dsl import compiler
+
+    calls = []
+    real = compiler.load_dataset
+    monkeypatch.setattr(compiler, "load_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
+    model = dsl.load("ridge_regression")
+    assert model.dataset is not None and len(calls) == 1

@@ -85,6 +85,11 @@ CASES: list[Case] = [
          "optimizer avg(lr = 0.1) {\n  state s: [3] = param\n  param = s - lr * grad\n}\n"
          "objective loss = mean(x @ w)\noptimizer avg() minimize loss\n", 6, 18,
          "initial value of shape [2] does not fit f32[3]"),
+    spec("random_option_not_a_number", HEAD + "param a: [3] = zeros\n"
+         "objective loss = mean(x) + sum(normal([3], std = a))\n", 5, 32,
+         "normal: options must be constant numbers"),
+    spec("random_without_shape_as_init", HEAD + "param a: [3] = bernoulli(p = 0.5)\n"
+         "objective loss = mean(x) + sum(a)\n", 4, 16, "bernoulli: missing argument 'shape'"),
     spec("unknown_train_setting", LINREG + "optimizer sgd(lr = 0.1) minimize loss\n"
          "train { bacth = 4 }\n", 7, 9, "unknown train setting 'bacth'",
          "(did you mean 'batch'?)"),

@@ -73,6 +73,16 @@ def test_compiling_draws_no_weights_until_they_are_read(monkeypatch: pytest.Monk
     assert program.variables["w"].value is w
 
 
+def test_a_seed_given_by_a_const_seeds_the_initial_values() -> None:
+    spec = ("model m\n{}input x: f32[B, 3]\nparam w: [3, 2] = he_normal\n"
+            "objective loss = mean(x @ w)\noptimizer sgd(lr = 0.1) minimize loss\n"
+            "train {{ seed = {} }}\n")
+    by_const = dsl.compile(spec.format("const S = 7\n", "S")).params["w"]
+    by_literal = dsl.compile(spec.format("", "7")).params["w"]
+    np.testing.assert_array_equal(by_const, by_literal)
+    assert not np.array_equal(by_literal, dsl.compile(spec.format("", "8")).params["w"])
+
+
 DROPOUT = """
 model drop
 const P = 0.3
