@@ -15,7 +15,7 @@ import ast as pyast
 import hashlib
 import heapq
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +57,45 @@ class TensorType:
     def np_dtype(self) -> np.dtype:
         return np.dtype(DTYPES[self.dtype])
 
-    def concrete(self, dims: dict[str, int]) -> tuple[int, ...]:
+    def concrete(self, dims: Mapping[str, int]) -> tuple[int, ...]:
         """The shape with symbols replaced from `dims`."""
-        try:
-            return tuple(d if isinstance(d, int) else dims[d] for d in self.shape)
-        except KeyError as e:
-            raise IRError(f"no value for symbolic dimension {e.args[0]!r}") from None
+        return concrete_dims(self.shape, dims)
+
+
+def concrete_dims(shape: Iterable[Any], dims: Mapping[str, int]) -> tuple[int, ...]:
+    """`shape` with its symbolic dims replaced from `dims`."""
+    try:
+        return tuple(dims[d] if isinstance(d, str) else d for d in shape)
+    except KeyError as e:
+        raise IRError(f"no value for symbolic dimension {e.args[0]!r}") from None
+
+
+# Node attributes that may hold symbolic dims (a shape tuple, or one dim as in `size`).
+SHAPE_ATTRS = ("shape", "size")
+
+
+def attr_symbols(attrs: Mapping[str, Any]) -> set[str]:
+    """The symbolic dims in a node's shape attributes."""
+    out: set[str] = set()
+    for k in SHAPE_ATTRS:
+        v = attrs.get(k)
+        if isinstance(v, str):
+            out.add(v)
+        elif isinstance(v, tuple | list):
+            out.update(d for d in v if isinstance(d, str))
+    return out
+
+
+def concrete_attrs(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> dict[str, Any]:
+    """`attrs` with the symbolic dims of its shape attributes replaced from `dims`."""
+    out = dict(attrs)
+    for k in SHAPE_ATTRS:
+        v = out.get(k)
+        if isinstance(v, str):
+            out[k] = concrete_dims((v,), dims)[0]
+        elif isinstance(v, tuple):
+            out[k] = concrete_dims(v, dims)
+    return out
 
 
 def parse_type(text: str) -> TensorType:

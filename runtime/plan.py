@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend
-from runtime.ir import LEAF_OPS, Graph, IRError, Loc
+from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
 from runtime.ops import REGISTRY
-
-SHAPE_ATTRS = ("shape", "size")
 
 
 class NonFiniteError(Exception):
@@ -43,17 +41,6 @@ class _Instr:
     ins: tuple[int, ...]
     out: int
     nid: int
-
-
-def _resolve_attrs(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> dict[str, Any]:
-    out = dict(attrs)
-    for k in SHAPE_ATTRS:
-        v = out.get(k)
-        if isinstance(v, str):
-            out[k] = dims[v]
-        elif isinstance(v, tuple):
-            out[k] = tuple(dims[d] if isinstance(d, str) else d for d in v)
-    return out
 
 
 class Plan:
@@ -101,7 +88,7 @@ class Plan:
                                                        dtype=n.type.np_dtype())
             else:
                 opdef = REGISTRY[n.op]
-                attrs = _resolve_attrs(n.attrs, dims)
+                attrs = concrete_attrs(n.attrs, dims)
                 if opdef.random:
                     fn = functools.partial(opdef.forward, xp, self._rng_proxy, **attrs)
                 else:

@@ -567,3 +567,17 @@ def test_a_phase_that_uses_an_input_only_through_its_shape_binds_the_dim_from_it
     res = m.fit()
     assert res.steps == 3 and all(np.isfinite(v).all() for v in res.losses.values())
     assert [sorted(r.plans) for r in m.trainer._phases] == [[(5,)], [(5,)]]
+
+
+def test_every_new_fed_shape_is_checked_even_when_a_plan_for_its_dims_exists():
+    import dsl
+
+    rng = np.random.default_rng(0)
+    train = {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=16)}
+    test = {"x": rng.normal(size=(16, 1)), "y": rng.normal(size=16)}  # one feature too few
+    m = dsl.compile("model m\ninput x: f64[B, 3]\ninput y: f64[B]\nparam w: [3] = zeros\n"
+                    "objective loss = mean((x @ w - y) ** 2)\n",
+                    data=Dataset(train=train, test=test), dtype="float64")
+    m.evaluate("train")
+    with pytest.raises(TrainError, match=r"has type f64\[B,3\], but the fed array has shape"):
+        m.evaluate("test")

@@ -14,12 +14,11 @@ import math
 
 import numpy as np
 
-from runtime.ir import INLINE_CONST_MAX, LEAF_OPS, Graph, const_attr
+from runtime.ir import INLINE_CONST_MAX, LEAF_OPS, Graph, attr_symbols, const_attr
 from runtime.ops import REGISTRY
 from runtime.passes._util import const_value, drop_orphans, full_attrs
 
 MAX_FOLD_ELEMENTS = 1_000_000
-SHAPE_ATTRS = ("shape", "size")
 
 
 def fold_constants(graph: Graph, max_elements: int = MAX_FOLD_ELEMENTS) -> Graph:
@@ -35,7 +34,7 @@ def fold_constants(graph: Graph, max_elements: int = MAX_FOLD_ELEMENTS) -> Graph
             continue
         if any(g.nodes[i].op != "const" for i in n.inputs):
             continue
-        if not all(isinstance(d, int) for d in n.type.shape) or _symbolic_attrs(n.attrs):
+        if not all(isinstance(d, int) for d in n.type.shape) or attr_symbols(n.attrs):
             continue
         size = math.prod(n.type.shape)
         arrays = [const_value(g, i) for i in n.inputs]
@@ -58,12 +57,3 @@ def fold_constants(graph: Graph, max_elements: int = MAX_FOLD_ELEMENTS) -> Graph
         orphans.extend(n.inputs)
     drop_orphans(g, orphans)
     return g
-
-
-def _symbolic_attrs(attrs: dict) -> bool:
-    for k in SHAPE_ATTRS:
-        v = attrs.get(k)
-        if isinstance(v, str) or (isinstance(v, (tuple, list))
-                                  and any(isinstance(d, str) for d in v)):
-            return True
-    return False

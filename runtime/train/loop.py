@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend, get_backend
-from runtime.ir import DTYPES, Graph, TensorType
-from runtime.plan import SHAPE_ATTRS, Plan
+from runtime.ir import DTYPES, Graph, TensorType, attr_symbols
+from runtime.plan import Plan
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -122,46 +122,35 @@ class _Runner:
             (graph[i].name, graph[i].type) for i in order if graph[i].op == "input"]
         # A dim the graph uses only through a shape (noise sized by shape(x)[0] in a phase
         # that does not read x) is bound by the program input that declares it.
-        unbound = _symbols(graph, order).difference(*(t.shape for _, t in self.inputs))
+        used = set().union(*(attr_symbols(graph[i].attrs) for i in order))
+        used.update(d for i in order for d in graph[i].type.shape if isinstance(d, str))
+        unbound = used.difference(*(t.shape for _, t in self.inputs))
         for name, t in trainer.program.inputs.items():
             if unbound.intersection(t.shape) and name not in TRAINER_INPUTS:
                 self.inputs.append((name, t))
                 unbound.difference_update(t.shape)
-        # one (input, axis) per symbolic dim: the plan-cache key is the tuple of their sizes
-        first: dict[str, tuple[str, int]] = {}
-        for name, t in self.inputs:
-            if name not in TRAINER_INPUTS:
-                for axis, d in enumerate(t.shape):
-                    if isinstance(d, str):
-                        first.setdefault(d, (name, axis))
-        self.binds: list[tuple[str, int]] = list(first.values())
+        self.keyed = [name for name, _ in self.inputs if name not in TRAINER_INPUTS]
         self.update_names = list(graph.updates) if apply_updates else []
-        self.plans: dict[tuple[int, ...], Plan] = {}
-
-    def key(self, feeds: Mapping[str, Any]) -> tuple[int, ...]:
-        return tuple([feeds[n].shape[a] for n, a in self.binds])
+        self.plans: dict[tuple[int, ...], Plan] = {}  # by the sizes of the symbolic dims
+        self._by_shapes: dict[tuple[Any, ...], Plan] = {}  # by the fed shapes, all checked
 
     def plan(self, feeds: Mapping[str, Any]) -> Plan:
+        """The plan for the shapes of `feeds`; shapes not seen before are checked first."""
         try:
-            key = tuple([feeds[n].shape[a] for n, a in self.binds])
-        except KeyError:
-            key = None
-        p = self.plans.get(key) if key is not None else None
-        return p if p is not None else self.build(feeds)
-
-    def build(self, feeds: Mapping[str, Any]) -> Plan:
-        """Bind symbolic dims from the fed arrays, check the shapes and compile a plan."""
-        dims = self.dims(feeds)
-        tr = self.trainer
-        plan = Plan(self.graph, dims, tr.backend, tr.variables, self.outputs,
-                    apply_updates=self.apply_updates, rng=tr.rng)
-        self.plans[self.key(feeds)] = plan
+            key = tuple([feeds[n].shape for n in self.keyed])
+        except (KeyError, AttributeError):  # missing, or not an array: `dims` says what
+            key = tuple(np.shape(feeds[n]) if n in feeds else None for n in self.keyed)
+        plan = self._by_shapes.get(key)
+        if plan is None:
+            dims = self.dims(feeds)
+            plan = self.plans.get(tuple(dims.values()))
+            if plan is None:
+                tr = self.trainer
+                plan = Plan(self.graph, dims, tr.backend, tr.variables, self.outputs,
+                            apply_updates=self.apply_updates, rng=tr.rng)
+                self.plans[tuple(dims.values())] = plan
+            self._by_shapes[key] = plan
         return plan
-
-    def checked_plan(self, feeds: Mapping[str, Any]) -> Plan:
-        """`plan` after checking every fed shape (for arrays that come from the user)."""
-        self.dims(feeds)
-        return self.plan(feeds)
 
     def dims(self, feeds: Mapping[str, Any]) -> dict[str, int]:
         """The symbolic dims bound by the fed arrays; TrainError when a shape does not fit."""
@@ -186,21 +175,6 @@ class _Runner:
                     raise TrainError(f"input '{name}' of {self.label} has type {t}, but the fed "
                                      f"array has shape {shape}")
         return dims
-
-
-def _symbols(graph: Graph, order: list[int]) -> set[str]:
-    """The symbolic dims in the types and shape attributes of the given nodes."""
-    out: set[str] = set()
-    for i in order:
-        n = graph[i]
-        out.update(d for d in n.type.shape if isinstance(d, str))
-        for k in SHAPE_ATTRS:
-            v = n.attrs.get(k)
-            if isinstance(v, str):
-                out.add(v)
-            elif isinstance(v, tuple):
-                out.update(d for d in v if isinstance(d, str))
-    return out
 
 
 class Trainer:
@@ -488,11 +462,7 @@ class Trainer:
                 backups: list[dict[str, Any]] = []
                 try:
                     for k, r in enumerate(phases):
-                        try:
-                            key = tuple([feeds[n].shape[a] for n, a in r.binds])
-                            plan = r.plans.get(key) or r.build(feeds)
-                        except KeyError:
-                            plan = r.build(feeds)
+                        plan = r.plan(feeds)
                         v = float(plan.compute(feeds, nan_check)[0])
                         if not math.isfinite(v):
                             self._restore(backups)
@@ -653,7 +623,7 @@ class Trainer:
         runner = self._fwd_runner(tuple(names))
         rng = self.backend.make_rng(_eval_seed(int(self.settings.seed)) if seed is None
                                     else int(seed))
-        outs = self._run_eval(runner.checked_plan(feeds), feeds, rng)
+        outs = self._run_eval(runner.plan(feeds), feeds, rng)
         return {n: np.array(self.backend.to_numpy(v)) for n, v in zip(names, outs)}
 
     # ------------------------------------------------------------------ checkpoints
