@@ -18,6 +18,7 @@ import importlib.util
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dsl import ast as A
@@ -106,21 +107,32 @@ def parse_cached(text: str, file: str) -> A.Program:
 
 
 def _store(path: Path, stem: str, obj: object) -> None:
-    import tempfile
+    def write(tmp: str) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".ast-", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-        for stale in path.parent.glob(f"{stem}-*.pickle"):  # older versions of the file
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        publish(path, f"{stem}-*.pickle", write)
     except OSError:
         pass
+
+
+def publish(path: Path, stale: str, write: Callable[[str], None]) -> None:
+    """Make cache entry `path` atomically: `write(tmp)` creates a file at the new private
+    temporary path `tmp` in the same directory, which is then renamed to `path`; then the
+    entries matching the glob `stale` (older versions of the same entry) are deleted."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".new-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # `write` creates it (Lark insists on writing its cache file itself)
+    try:
+        write(tmp)
+        if os.path.exists(tmp):
+            os.replace(tmp, path)
+            for old in path.parent.glob(stale):
+                if old != path:
+                    old.unlink(missing_ok=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 import sys
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dsl import ast as A
-from dsl.cache import cache_dir, grammar_path, is_own_file
+from dsl.cache import cache_dir, grammar_path, is_own_file, publish
 from dsl.errors import DslError, SyntaxErr, did_you_mean, register_source
 
 if "lark" not in sys.modules and "regex" not in sys.modules:
@@ -143,23 +142,10 @@ def _build_cached(text: str, directory: Path) -> Lark:
     if is_own_file(cache):
         # Lark checks the grammar hash stored in the file and rebuilds if it is unusable.
         return Lark(text, postlex=_PostLexer(), cache=str(cache), **_LARK_OPTIONS)
-    # Build into a private temporary file, then publish it atomically.
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".grammar-", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.unlink(tmp)  # Lark writes the file itself
-    try:
-        parser = Lark(text, postlex=_PostLexer(), cache=tmp, **_LARK_OPTIONS)
-        if os.path.exists(tmp):
-            os.replace(tmp, cache)
-            for stale in directory.glob("grammar-*.lark"):  # older grammar versions
-                if stale != cache:
-                    stale.unlink(missing_ok=True)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return parser
+    built: list[Lark] = []
+    publish(cache, "grammar-*.lark", lambda tmp: built.append(
+        Lark(text, postlex=_PostLexer(), cache=tmp, **_LARK_OPTIONS)))
+    return built[0]
 
 
 _PARSER: Lark | None = None
