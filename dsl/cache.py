@@ -13,10 +13,12 @@ missing, unusable or corrupt entry only costs the work it would have saved.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import pickle
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +55,7 @@ def is_own_file(path: Path) -> bool:
         st = path.lstat()
     except OSError:
         return False
-    if not path.is_file() or path.is_symlink():
-        return False
-    return not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return stat.S_ISREG(st.st_mode) and (not hasattr(os, "getuid") or st.st_uid == os.getuid())
 
 
 def grammar_path() -> Path:
@@ -65,6 +65,7 @@ def grammar_path() -> Path:
     return Path(spec.origin).parent / "dsl.lark"
 
 
+@functools.cache
 def _parser_version() -> bytes:
     """What the AST of a text depends on besides the text: hashed file contents, read
     without importing Lark."""
@@ -83,11 +84,11 @@ def parse_cached(text: str, file: str) -> A.Program:
     are raised as by `parse` (only successful parses are stored)."""
     register_source(file, text)
     directory = cache_dir()
-    path = stem = None
+    path = None
+    stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:8]
     if directory is not None:
         try:
             digest = hashlib.sha256(_parser_version() + file.encode() + b"\0" + text.encode())
-            stem = "ast-" + hashlib.sha256(file.encode()).hexdigest()[:8]
             path = directory / f"{stem}-{digest.hexdigest()[:24]}.pickle"
         except OSError:  # the grammar or parser sources cannot be read: no caching
             pass
@@ -101,7 +102,7 @@ def parse_cached(text: str, file: str) -> A.Program:
     from dsl.parser import parse
 
     prog = parse(text, file)
-    if path is not None and stem is not None:
+    if path is not None:
         _store(path, stem, prog)
     return prog
 
