@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dsl.compiler import Compiled, compile_file, compile_spec, load_program_data
+from dsl.compiler import DTYPE_NAMES, Compiled, compile_file, compile_spec, load_program_data
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
 
 if TYPE_CHECKING:
     import networkx as nx
 
-DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 
 
 class Model:

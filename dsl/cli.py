@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-COMMANDS = ("train", "check", "graph", "params", "eval", "check-grad", "bench")
-
 
 def _value(text: str) -> Any:
     low = text.lower()
@@ -30,19 +28,21 @@ def _value(text: str) -> Any:
     return text
 
 
+def _usage_error(msg: str) -> Exception:
+    """A mistake in the flags: reported like a spec error without a position, exit 1."""
+    from dsl.errors import DslError
+
+    return DslError(msg)
+
+
 def _sets(items: list[str]) -> dict[str, Any]:
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise SystemExit(_fail(f"--set needs NAME=VALUE, got '{it}'"))
+            raise _usage_error(f"--set needs NAME=VALUE, got '{it}'")
         k, v = it.split("=", 1)
         out[k.strip()] = _value(v.strip())
     return out
-
-
-def _fail(msg: str) -> int:
-    print(msg if msg.startswith("error") else f"error: {msg}", file=sys.stderr)
-    return 1
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,11 +102,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    if argv and argv[0] not in COMMAND_FUNCS and not argv[0].startswith("-"):
         argv = ["train", *argv]
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
     if args.command is None:
-        _parser().print_help()
+        ap.print_help()
         return 2
     try:
         return COMMAND_FUNCS[args.command](args)
@@ -189,16 +190,16 @@ def _check_pass_name(args: argparse.Namespace) -> None:
     if name is not None and name not in names:
         from dsl.errors import did_you_mean
 
-        raise SystemExit(_fail(f"--dump-after: unknown pass '{name}'" + did_you_mean(name, names)
-                               + f"; the passes are: {', '.join(names)}"))
+        raise _usage_error(f"--dump-after: unknown pass '{name}'" + did_you_mean(name, names)
+                           + f"; the passes are: {', '.join(names)}")
 
 
 def _compile(args: argparse.Namespace, dtype: str | None = None,
              optimize: bool = True) -> Any:
-    from dsl.compiler import compile_file
+    from dsl.compiler import DTYPE_NAMES, compile_file
 
     _check_pass_name(args)
-    dt = {"float32": "f32", "float64": "f64"}[dtype or args.dtype]
+    dt = DTYPE_NAMES[dtype or args.dtype]
     return compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
                         dump_after=getattr(args, "dump_after", None), optimize=optimize)
 
@@ -218,8 +219,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     c = _compile(args, optimize=False)  # checking needs no optimization passes
     p = c.program
     print(f"{p.name}: ok")
-    print("inputs:  " + ", ".join(f"{n}: {t}" for n, t in p.inputs.items()
-                                  if n not in ("step", "epoch")) if p.inputs else "inputs:  none")
+    inputs = [f"{n}: {t}" for n, t in p.inputs.items() if n not in ("step", "epoch")]
+    print("inputs:  " + (", ".join(inputs) or "none"))
     outs = [f"{k} {n}" for k, names in (("objective", p.objectives), ("metric", p.metrics),
                                          ("output", p.outputs)) for n in names]
     print("outputs: " + ", ".join(outs))
@@ -283,7 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from runtime.train.progress import Progress, format_table
 
     if args.resume and args.init_from:
-        raise SystemExit(_fail("--resume and --init-from exclude each other"))
+        raise _usage_error("--resume and --init-from exclude each other")
     c = _compile(args)
     p = c.program
     out_dir = Path(args.out) if args.out else Path("runs") / p.name
@@ -361,13 +362,9 @@ def cmd_check_grad(args: argparse.Namespace) -> int:
     worst_all = 0.0
     rows = []
     objectives = p.meta.get("minimized") or p.objectives
-    graph = c.stages["forward" if not p.phases else "step"][0][1]
-    if p.phases:
-        graph = graph.copy()
-        graph.outputs = {o: c.stages["step"][0][1].outputs[o] for o in objectives
-                         if o in c.stages["step"][0][1].outputs}
+    graph = c.stages["step" if p.phases else "forward"][0][1]
     if not objectives:
-        raise SystemExit(_fail("check-grad: the spec has no objective"))
+        raise _usage_error("check-grad: the spec has no objective")
     params = [n for n, v in p.variables.items() if v.role == "param" and v.trainable]
     values = {n: v.value.astype(np.float64) for n, v in p.variables.items()}
     for obj in objectives:
@@ -412,7 +409,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     compile_ms = (time.perf_counter() - t0) * 1000
     model = Model(c, backend=args.backend)
     if not c.program.phases:
-        raise SystemExit(_fail("bench: the spec has no training step"))
+        raise _usage_error("bench: the spec has no training step")
     model.fit(steps=args.warmup, final_eval=False)
     stamps: list[float] = []
 

@@ -27,6 +27,7 @@ from runtime.program import Phase, Program, TrainSettings
 from runtime.train.data import DataError, check_dataset, load_dataset
 
 STAGES = ("forward", "grad", "step", "optimized")
+DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 
 
 @functools.lru_cache(maxsize=1)

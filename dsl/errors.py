@@ -22,8 +22,6 @@ def register_source(file: str, text: str) -> None:
 class DslError(Exception):
     """A user mistake in a spec (or in its data), located at a span."""
 
-    kind = "error"
-
     def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
         super().__init__(message)
         self.message = message
