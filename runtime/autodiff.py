@@ -40,21 +40,19 @@ def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
             raise GradError(f"grad: the differentiated value must be a scalar, got {yt}")
         if not yt.is_float:
             raise GradError(f"grad: the differentiated value must be a float, got {yt}")
-    anc = g.ancestors(y) | {y}
-    reach: set[int] = set()
-    for w in wrt:
-        if w in anc:
-            reach |= (g.descendants(w) | {w}) & anc
-    adj: dict[int, Val] = {}
-    if y in reach:
-        with b.context(role=role, loc=g[y].loc, of=y):
-            adj[y] = seed if seed is not None else b.const(1.0, yt.dtype)
-    wrt_set = set(wrt)
-    for nid in reversed(g.topo_order([y]) if reach else []):
-        if nid not in reach or nid not in adj or nid in wrt_set and g[nid].op in LEAF_OPS:
-            continue
+    order = g.topo_order([y])  # y and what it depends on
+    wanted = set(wrt)
+    reach: set[int] = set()  # the nodes on a path from some w to y
+    for nid in order:
+        if nid in wanted or any(i in reach for i in g[nid].inputs):
+            reach.add(nid)
+    if y not in reach:
+        return [None] * len(wrt)
+    with b.context(role=role, loc=g[y].loc, of=y):
+        adj: dict[int, Val] = {y: seed if seed is not None else b.const(1.0, yt.dtype)}
+    for nid in reversed(order):
         node = g[nid]
-        if node.op in LEAF_OPS:
+        if nid not in adj or node.op in LEAF_OPS:
             continue
         opdef = REGISTRY[node.op]
         if opdef.vjp is None:

@@ -35,10 +35,7 @@ def check_gradients(graph: Graph, objective: str, params: list[str],
     g.updates = {}
     b = Builder(g, role="grad")
     obj = g.outputs[objective]
-    pid = {}
-    for i, n in g.nodes.items():
-        if n.op in ("param", "state") and n.name in params:
-            pid[n.name] = i
+    pid = {g[i].name: i for i in g.variables() if g[i].name in params}
     names = [p for p in params if p in pid]
     grads = gradients(b, obj, [pid[n] for n in names])
     names = [n for n, gr in zip(names, grads) if gr is not None]
@@ -76,7 +73,7 @@ def check_gradients(graph: Graph, objective: str, params: list[str],
     for n in names:
         directions_v[n] /= max(np.linalg.norm(directions_v[n]), 1e-12)
     vfeeds = {f"__v:{n}": directions_v[n] for n in names} if order == 2 else {}
-    base = run(vfeeds)
+    base = run() if order == 1 else {}
     worst: dict[str, float] = {}
     for n in names:
         p0 = vars64[n].copy()
@@ -103,13 +100,13 @@ def check_gradients(graph: Graph, objective: str, params: list[str],
             fd = {m: (gp[f"__g:{m}"] - gm[f"__g:{m}"]) / (2 * eps) for m in names}
             # H v restricted to the direction v of parameter n alone: compare the columns
             # through the mixed product with every parameter's gradient
-            hv_n = _hv_single(plan, run, names, n, v, vfeeds)
+            hv_n = _hv_single(run, names, n, v, vfeeds)
             errs.append(max(_rel(hv_n[m], fd[m]) for m in names))
         worst[n] = max(errs)
     return worst
 
 
-def _hv_single(plan: Plan, run: Any, names: list[str], n: str, v: np.ndarray,
+def _hv_single(run: Any, names: list[str], n: str, v: np.ndarray,
                vfeeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """H·w for the direction w that is v on parameter n and zero elsewhere."""
     feeds = {k: np.zeros_like(a) for k, a in vfeeds.items()}

@@ -33,10 +33,6 @@ def _orthogonal(rng, shape, gain=1.0):
     return gain * q[:rows, :cols].reshape(shape)
 
 
-def _fan(shape):
-    return fans(shape)
-
-
 INITIALIZERS: dict[str, tuple[Callable[..., np.ndarray], dict[str, float]]] = {
     "zeros": (lambda rng, s: np.zeros(s), {}),
     "ones": (lambda rng, s: np.ones(s), {}),
@@ -45,19 +41,19 @@ INITIALIZERS: dict[str, tuple[Callable[..., np.ndarray], dict[str, float]]] = {
                {"std": 1.0, "mean": 0.0}),
     "uniform": (lambda rng, s, low, high: rng.uniform(low, high, s), {"low": -1.0, "high": 1.0}),
     # N(0, 1/fan_in)  (B Eq. 4.14)
-    "fan_in_normal": (lambda rng, s: rng.standard_normal(s) / math.sqrt(_fan(s)[0]), {}),
+    "fan_in_normal": (lambda rng, s: rng.standard_normal(s) / math.sqrt(fans(s)[0]), {}),
     # σ² = 2 / (fan_in + fan_out)
     "xavier_normal": (lambda rng, s, gain: gain * rng.standard_normal(s)
-                      * math.sqrt(2.0 / sum(_fan(s))), {"gain": 1.0}),
+                      * math.sqrt(2.0 / sum(fans(s))), {"gain": 1.0}),
     # U(±√(6 / (fan_in + fan_out)))
     "xavier_uniform": (lambda rng, s, gain: gain * rng.uniform(-1, 1, s)
-                       * math.sqrt(6.0 / sum(_fan(s))), {"gain": 1.0}),
+                       * math.sqrt(6.0 / sum(fans(s))), {"gain": 1.0}),
     # σ² = 2 / fan_in
-    "he_normal": (lambda rng, s: rng.standard_normal(s) * math.sqrt(2.0 / _fan(s)[0]), {}),
+    "he_normal": (lambda rng, s: rng.standard_normal(s) * math.sqrt(2.0 / fans(s)[0]), {}),
     # U(±√(6 / fan_in))
-    "he_uniform": (lambda rng, s: rng.uniform(-1, 1, s) * math.sqrt(6.0 / _fan(s)[0]), {}),
+    "he_uniform": (lambda rng, s: rng.uniform(-1, 1, s) * math.sqrt(6.0 / fans(s)[0]), {}),
     # U(±1/√fan_in): the common library default
-    "default": (lambda rng, s: rng.uniform(-1, 1, s) / math.sqrt(_fan(s)[0]), {}),
+    "default": (lambda rng, s: rng.uniform(-1, 1, s) / math.sqrt(fans(s)[0]), {}),
     "orthogonal": (lambda rng, s, gain: _orthogonal(rng, s, gain), {"gain": 1.0}),
 }
 ALIASES = {"glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform",

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import networkx as nx
 
 Dim = int | str
-ROLES = ("input", "param", "state", "const", "forward", "grad", "update")
 LEAF_OPS = ("input", "param", "state", "const")
 DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i32": np.int32,
           "i64": np.int64, "bool": np.bool_}
@@ -253,9 +252,6 @@ class Graph:
                         heapq.heappush(ready, u)
         return order
 
-    def by_role(self, role: str) -> list[int]:
-        return sorted(i for i, n in self.nodes.items() if n.role == role)
-
     def find(self, op: str, name: str) -> int | None:
         for i, n in self.nodes.items():
             if n.op == op and n.name == name:
@@ -332,10 +328,6 @@ def set_attr_defaults(fn: AttrDefaults) -> None:
 
 
 def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return repr(v)
-    if isinstance(v, float):
-        return repr(v)
     if isinstance(v, (list, tuple)):
         inner = ", ".join(_fmt_value(x) for x in v)
         return f"({inner},)" if isinstance(v, tuple) and len(v) == 1 else (
@@ -495,7 +487,7 @@ def parse_text(text: str) -> Graph:
         if op == "const" and not (isinstance(attrs.get("value"), str)):
             g.consts[nid] = np.asarray(attrs.get("value"), dtype=g.nodes[nid].type.np_dtype())
     for nid, of in pending_of:
-        g.nodes[nid] = replace(g.nodes[nid], of=ids[of])
+        g.replace_node(nid, of=ids[of])
     return g
 
 

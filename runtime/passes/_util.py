@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.ir import LEAF_OPS, Graph, Node, TensorType
+from runtime.ir import Graph, Node, TensorType
 from runtime.ops import REGISTRY
 
 VARIABLE_OPS = ("input", "param", "state")  # leaves with an identity: never merged/removed
@@ -82,14 +82,10 @@ def const_key(g: Graph, n: Node) -> Any:
     return ("const", n.type, arr.shape, arr.tobytes())
 
 
-def root_ids(g: Graph) -> set[int]:
-    return set(g.outputs.values()) | set(g.updates.values())
-
-
 def drop_orphans(g: Graph, candidates: Iterable[int]) -> int:
     """Remove candidates (and, transitively, their inputs) that have no users and are neither
     outputs, updates nor input/param/state leaves. Returns how many nodes were removed."""
-    roots = root_ids(g)
+    roots = set(g.roots())
     work = list(candidates)
     removed = 0
     while work:
@@ -101,7 +97,3 @@ def drop_orphans(g: Graph, candidates: Iterable[int]) -> int:
         removed += 1
         work.extend(set(n.inputs))
     return removed
-
-
-def is_leaf(op: str) -> bool:
-    return op in LEAF_OPS

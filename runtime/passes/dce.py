@@ -13,16 +13,8 @@ from runtime.ir import Graph
 def eliminate_dead_code(graph: Graph) -> Graph:
     """A copy of `graph` without the nodes that no output or update depends on."""
     g = graph.copy()
-    live: set[int] = set()
-    work = list(g.outputs.values()) + list(g.updates.values())
-    work += [nid for nid, n in g.nodes.items()
-             if n.op in ("param", "state") and n.name in g.updates]
-    while work:
-        nid = work.pop()
-        if nid in live:
-            continue
-        live.add(nid)
-        work.extend(g.nodes[nid].inputs)
+    written = [i for i in g.variables() if g[i].name in g.updates]
+    live = set(g.topo_order(g.roots() + written))
     for nid in reversed(g.topo_order()):  # users before their inputs
         if nid not in live:
             g.remove(nid)

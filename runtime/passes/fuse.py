@@ -26,7 +26,7 @@ from typing import Any
 
 from runtime.ir import Graph, TensorType
 from runtime.ops import REGISTRY, OpDef, register
-from runtime.passes._util import full_attrs, root_ids
+from runtime.passes._util import full_attrs
 
 FUSED = "fused_elementwise"
 Body = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
@@ -80,7 +80,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
     """A copy of `graph` in which each maximal single-result group of elementwise nodes is one
     `fused_elementwise` node."""
     g = graph.copy()
-    roots = root_ids(g)
+    roots = set(g.roots())
     order = g.topo_order()
     pos = {nid: k for k, nid in enumerate(order)}
     assigned: set[int] = set()

@@ -69,7 +69,7 @@ def verify_graph(graph: Graph) -> None:
         for name, nid in table.items():
             if nid not in nodes:
                 problems.append(f"{what} {name!r} names missing node %{nid}")
-    variables = {n.name: n for n in nodes.values() if n.op in ("param", "state")}
+    variables = {graph[i].name: graph[i] for i in graph.variables()}
     for name, nid in graph.updates.items():
         var = variables.get(name)
         if nid in nodes and var is not None and var.type != nodes[nid].type:
