@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 from runtime.ir import TensorType
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import result_dtype
+from runtime.ops.shapes import float_result
 
 CONV2D = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
 CONV1D = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
@@ -258,13 +258,6 @@ def _conv2d_grad_weight_fwd(xp, x, g, stride, padding, dilation, groups, kernel_
 # --------------------------------------------------------------------------- shape rules
 
 
-def _float_dtype(op: str, *ts: TensorType) -> str:
-    for t in ts:
-        if not t.is_float:
-            raise ShapeError(f"{op}: expects float tensors, got {', '.join(map(str, ts))}")
-    return result_dtype(op, *ts)
-
-
 def _check_groups(op: str, C, O, groups, shapes: str) -> None:
     if not isinstance(groups, int) or groups < 1:
         raise ShapeError(f"{op}: groups must be a positive int, got {groups!r}")
@@ -292,14 +285,14 @@ def _conv_check(op: str, x: TensorType, w: TensorType, attrs) -> Geo:
 
 
 def _conv2d_shape(attrs, x, w):
-    dt = _float_dtype("conv2d", x, w)
+    dt = float_result("conv2d", x, w)
     geo = _conv_check("conv2d", x, w, attrs)
     return TensorType(dt, (x.shape[0], w.shape[0], geo.Ho, geo.Wo))
 
 
 def _conv2d_grad_input_shape(attrs, g, w):
     op = "conv2d_grad_input"
-    dt = _float_dtype(op, g, w)
+    dt = float_result(op, g, w)
     size = attrs["input_size"]
     if size is None or len(tuple(size)) != 2:
         raise ShapeError(f"{op}: needs input_size=(H, W), got {size!r}")
@@ -316,7 +309,7 @@ def _conv2d_grad_input_shape(attrs, g, w):
 
 def _conv2d_grad_weight_shape(attrs, x, g):
     op = "conv2d_grad_weight"
-    dt = _float_dtype(op, x, g)
+    dt = float_result(op, x, g)
     ks = attrs["kernel_size"]
     if ks is None or len(tuple(ks)) != 2:
         raise ShapeError(f"{op}: needs kernel_size=(kh, kw), got {ks!r}")
@@ -396,7 +389,7 @@ def _conv1d_fwd(xp, x, w, stride, padding, dilation, groups):
 
 
 def _conv1d_shape(attrs, x, w):
-    dt = _float_dtype("conv1d", x, w)
+    dt = float_result("conv1d", x, w)
     shapes = f"input {x}, weight {w}"
     if x.rank != 3 or w.rank != 3:
         raise ShapeError(f"conv1d: expects input [N,C,L] and weight [O,C/groups,k], "

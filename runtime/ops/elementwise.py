@@ -156,13 +156,13 @@ def _sigmoid(xp, x):
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
-def _softplus(xp, x):
+def softplus_kernel(xp, x):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
     return (xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))).astype(x.dtype, copy=False)
 
 
 unary("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))  # σ' = σ(1-σ)
-unary("softplus", _softplus, lambda g, out, x: (g * x.b.emit("sigmoid", x),))  # softplus' = σ
+unary("softplus", softplus_kernel, lambda g, out, x: (g * x.b.emit("sigmoid", x),))  # softplus' = σ
 unary("relu", lambda xp, x: xp.maximum(x, 0).astype(x.dtype, copy=False),
       lambda g, out, x: (where(x > 0.0, g, 0.0),), shape=same)
 unary("leaky_relu",

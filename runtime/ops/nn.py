@@ -5,7 +5,7 @@ sigmoid binary cross-entropy on logits."""
 from __future__ import annotations
 
 from runtime.ir import TensorType
-from runtime.ops.elementwise import floating, to_float
+from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import float_elementwise, norm_axes
 
@@ -41,8 +41,8 @@ def _softmax_vjp(g, out, x, axis, temperature):
 
 
 def _log_softmax_vjp(g, out, x, axis, temperature):
-    # d log p = (g - p Σ g) / T
-    p = g.b.emit("softmax", x, axis=axis, temperature=temperature)
+    # d log p = (g - p Σ g) / T, with p = exp(log p): no second softmax
+    p = g.b.emit("exp", out)
     s = g.b.emit("sum", g, axis=axis, keepdims=True)
     return ((g - p * s) * (1.0 / temperature),)
 
@@ -103,9 +103,8 @@ register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, a
 
 
 def _sbce_fwd(xp, z, y):
-    # softplus(z) - y z, written as max(z,0) - y z + log1p(e^-|z|)
     z, y = to_float(xp, z, y)
-    return xp.maximum(z, 0) - y * z + xp.log1p(xp.exp(-xp.abs(z)))
+    return softplus_kernel(xp, z) - y * z
 
 
 register(OpDef("sigmoid_bce", lambda attrs, z, y: float_elementwise("sigmoid_bce", z, y),

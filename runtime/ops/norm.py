@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from runtime.ir import TensorType
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import norm_axes, reduced_shape, result_dtype
+from runtime.ops.shapes import float_result, norm_axes, reduced_shape
 
 # --------------------------------------------------------------------------- helpers
 
@@ -84,13 +84,6 @@ def _param_check(op: str, x: TensorType, gamma: TensorType, beta: TensorType, wa
                              f"(expected [{','.join(map(str, want))}])")
 
 
-def _float_types(op: str, *ts: TensorType) -> str:
-    for t in ts:
-        if not t.is_float:
-            raise ShapeError(f"{op}: expects float tensors, got {', '.join(map(str, ts))}")
-    return result_dtype(op, *ts)
-
-
 # --------------------------------------------------------------------------- batch norm
 
 BN = {"axis": 1, "eps": 1e-5}
@@ -105,7 +98,7 @@ def _bn_axes(op: str, rank: int, axis: int) -> tuple[int, tuple[int, ...]]:
 
 
 def _bn_shape(attrs, x, gamma, beta):
-    dt = _float_types("batch_norm_train", x, gamma, beta)
+    dt = float_result("batch_norm_train", x, gamma, beta)
     c, _ = _bn_axes("batch_norm_train", x.rank, attrs["axis"])
     _param_check("batch_norm_train", x, gamma, beta, (x.shape[c],))
     return TensorType(dt, x.shape)
@@ -124,7 +117,9 @@ def _bn_vjp(g, out, x, gamma, beta, axis, eps):
     em = g.b.emit
     c, axes = _bn_axes("batch_norm_train", x.type.rank, axis)
     bs = _bshape(x.shape, (c,))
-    mu = em("mean", x, axis=axes, keepdims=True)
+    # the batch mean as the running-statistics update computes it (no keepdims), so that
+    # common-subexpression merging computes it once
+    mu = em("reshape", em("mean", x, axis=axes), shape=bs)
     xc = x - mu
     var = em("mean", xc * xc, axis=axes, keepdims=True)
     rstd = 1.0 / em("sqrt", var + eps)
@@ -156,7 +151,7 @@ def _ln_axes(op: str, rank: int, axes) -> tuple[int, ...]:
 
 
 def _ln_shape(attrs, x, gamma, beta):
-    dt = _float_types("layer_norm", x, gamma, beta)
+    dt = float_result("layer_norm", x, gamma, beta)
     axes = _ln_axes("layer_norm", x.rank, attrs["axes"])
     _param_check("layer_norm", x, gamma, beta, tuple(x.shape[a] for a in axes))
     return TensorType(dt, x.shape)
@@ -195,7 +190,7 @@ GN = {"groups": 1, "eps": 1e-5}
 
 def _gn_shape(attrs, x, gamma, beta):
     op = "group_norm"
-    dt = _float_types(op, x, gamma, beta)
+    dt = float_result(op, x, gamma, beta)
     if x.rank < 2:
         raise ShapeError(f"{op}: expects input [N,C,...], got {x}")
     C, G = x.shape[1], attrs["groups"]

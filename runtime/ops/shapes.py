@@ -42,6 +42,14 @@ def result_dtype(op: str, *types: TensorType) -> str:
     return "bool"
 
 
+def float_result(op: str, *types: TensorType) -> str:
+    """The result dtype of an op that takes float tensors only."""
+    for t in types:
+        if not t.is_float:
+            raise ShapeError(f"{op}: expects float tensors, got {', '.join(map(str, types))}")
+    return result_dtype(op, *types)
+
+
 def elementwise(op: str, *types: TensorType, dtype: str | None = None) -> TensorType:
     shape = broadcast_shapes(op, *(t.shape for t in types))
     return TensorType(dtype or result_dtype(op, *types), shape)
