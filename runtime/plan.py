@@ -18,6 +18,7 @@ import numpy as np
 from runtime.backends import Backend
 from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
 from runtime.ops import REGISTRY
+from runtime.ops.shape_ops import sum_to_axes
 
 
 class NonFiniteError(Exception):
@@ -496,10 +497,7 @@ def _sum_to_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> _OutSpe
     # as `sum_to_fwd`: one keepdims sum over the broadcast axes, then a reshape
     if x.dtype.kind != "f" or res.dtype != x.dtype:
         return None
-    shape = tuple(attrs["shape"])
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    axes = sum_to_axes(x.shape, tuple(attrs["shape"]))
     if not axes or not res.flags.c_contiguous:
         return None
     kshape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))

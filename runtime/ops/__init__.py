@@ -2,7 +2,7 @@
 
 from runtime.ops import elementwise, linalg, nn, random, reduce, shape_ops  # noqa: F401
 from runtime.ops.builder import Builder, Val
-from runtime.ops.registry import REGISTRY, OpDef, ShapeError, get, register
+from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
 
-__all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "get", "register"]
+__all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "register"]
 from runtime.ops import conv, norm  # noqa: E402, F401

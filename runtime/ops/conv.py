@@ -461,7 +461,7 @@ def _windows(xp, buf, N: int, C: int, geo: Geo):
 def _pool_cols(xp, x, geo: Geo, fill: float):
     """Window columns [kh*kw, N, C, Ho, Wo] (contiguous) of x padded with `fill`."""
     N, C = x.shape[:2]
-    view = _windows(xp, _planes(xp, xp.ascontiguousarray(x), geo, fill), N, C, geo)
+    view = _windows(xp, _planes(xp, x, geo, fill), N, C, geo)
     return xp.ascontiguousarray(view).reshape(geo.kh * geo.kw, N, C, geo.Ho, geo.Wo)
 
 
@@ -504,7 +504,7 @@ def _max_pool2d_fwd(xp, x, kernel, stride, padding):
     # y[n,c,p] = max over the window of p in the -inf-padded input
     geo = _pool_geo(x.shape[2:], kernel, stride, padding)
     N, C = x.shape[:2]
-    win = _windows(xp, _planes(xp, xp.ascontiguousarray(x), geo, float("-inf")), N, C, geo)
+    win = _windows(xp, _planes(xp, x, geo, float("-inf")), N, C, geo)
     out = win[0, 0].copy()
     for i in range(geo.kh):
         for j in range(geo.kw):
@@ -579,7 +579,7 @@ def _avg_pool2d_fwd(xp, x, kernel, stride, padding, count_include_pad):
     # y[n,c,p] = Σ_window xpad / count (count = kh·kw, or the unpadded elements)
     geo = _pool_geo(x.shape[2:], kernel, stride, padding)
     N, C = x.shape[:2]
-    win = _windows(xp, _planes(xp, xp.ascontiguousarray(x), geo, 0.0), N, C, geo)
+    win = _windows(xp, _planes(xp, x, geo, 0.0), N, C, geo)
     out = win[0, 0].copy()
     for i in range(geo.kh):
         for j in range(geo.kw):

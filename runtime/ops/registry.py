@@ -43,10 +43,6 @@ def register(op: OpDef) -> OpDef:
     return op
 
 
-def get(name: str) -> OpDef:
-    return REGISTRY[name]
-
-
 def defaults(name: str) -> dict[str, Any]:
     op = REGISTRY.get(name)
     return dict(op.attrs) if op else {}

@@ -12,11 +12,6 @@ from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape, result_dtype
 
-
-def _resolve(shape, dims):
-    return tuple(d if isinstance(d, int) else dims[d] for d in shape)
-
-
 # ---- reshape / transpose
 register(OpDef(
     "reshape", lambda attrs, t: TensorType(t.dtype, reshape_shape("reshape", t.shape,
@@ -65,12 +60,18 @@ def _sum_to_shape(attrs, t):
     return TensorType("i64" if t.dtype == "bool" else t.dtype, target)
 
 
+def sum_to_axes(x_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of `x_shape` along which `shape` was broadcast to it."""
+    lead = len(x_shape) - len(shape)
+    return tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x_shape[lead + i] != 1)
+
+
 def sum_to_fwd(xp, x, shape):
     """Sum `x` over the axes along which `shape` was broadcast to x.shape."""
     shape = tuple(shape)
     lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    axes = sum_to_axes(x.shape, shape)
     # integers keep their width and bools count in i64, as in `sum`
     dt = None if x.dtype.kind == "f" else "int64" if x.dtype.kind == "b" else x.dtype
     y = xp.sum(x, axis=axes, keepdims=True, dtype=dt) if axes else x.astype(dt or x.dtype,

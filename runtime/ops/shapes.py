@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -124,7 +123,3 @@ def _fmt_n(n: int, syms: Counter) -> str:
     parts = [str(n)] if n != 1 or not syms else []
     parts += [s if c == 1 else f"{s}^{c}" for s, c in sorted(syms.items())]
     return "*".join(parts)
-
-
-def numel(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
