@@ -93,8 +93,7 @@ class Plan:
                 if opdef.random:
                     fn = functools.partial(opdef.forward, xp, self._rng_proxy, **attrs)
                 else:
-                    special = backend.kernels.get(n.op)
-                    fn = functools.partial(special or opdef.forward, xp, **attrs)
+                    fn = functools.partial(opdef.forward, xp, **attrs)
                 self.instrs.append(_Instr(fn, tuple(slot[i] for i in n.inputs), slot[nid], nid))
         self.out_slots = [slot[graph.outputs[n]] for n in self.output_names]
         self.upd_slots = [(name, slot[nid]) for name, nid in upd.items()]
@@ -226,8 +225,6 @@ class Plan:
         specs: dict[int, Any] = {}
         for k, ins in enumerate(instrs):
             node = self.graph[ins.nid]
-            if ins.fn.func is not REGISTRY[node.op].forward:  # a backend's special kernel
-                continue
             args = [vals[i] for i in ins.ins]
             res = vals[ins.out]
             spec = _out_spec(xp, node.op, ins.fn.keywords, args, res,

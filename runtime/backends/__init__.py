@@ -1,13 +1,13 @@
 """Array backends: NumPy, and CuPy on a GPU, behind one small `Backend` record.
 
 A backend supplies the array module `xp` that every kernel is written against, conversion to
-and from host arrays, a seeded generator, and an optional table of special kernels.
+and from host arrays, and a seeded generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -22,7 +22,6 @@ class Backend:
     asarray: Callable[..., Any]
     to_numpy: Callable[[Any], Any]
     make_rng: Callable[[int], Any]
-    kernels: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 def get_backend(name: str) -> Backend:

@@ -132,6 +132,7 @@ class _Runner:
         self.keyed = [name for name, _ in self.inputs if name not in TRAINER_INPUTS]
         self.update_names = list(graph.updates) if apply_updates else []
         self.plans: dict[tuple[int, ...], Plan] = {}  # by the sizes of the symbolic dims
+        self._backup: dict[str, Any] | None = None
         self._by_shapes: dict[tuple[Any, ...], Plan] = {}  # by the fed shapes, all checked
 
     def plan(self, feeds: Mapping[str, Any]) -> Plan:
@@ -151,6 +152,15 @@ class _Runner:
                 self.plans[tuple(dims.values())] = plan
             self._by_shapes[key] = plan
         return plan
+
+    def backup(self, variables: Mapping[str, Any], xp: Any) -> dict[str, Any]:
+        """Copies of the variables this graph updates, in buffers kept from step to step (a
+        later phase that diverges restores them)."""
+        if self._backup is None:
+            self._backup = {n: xp.empty_like(variables[n]) for n in self.update_names}
+        for n, buf in self._backup.items():
+            xp.copyto(buf, variables[n])
+        return self._backup
 
     def dims(self, feeds: Mapping[str, Any]) -> dict[str, int]:
         """The symbolic dims bound by the fed arrays; TrainError when a shape does not fit."""
@@ -475,7 +485,7 @@ class Trainer:
                                 f"are kept as they were after step {t - 1}",
                                 t, ph.objective, v, ph.name)
                         if multi and k < len(phases) - 1 and r.update_names:
-                            backups.append({n: xp.copy(variables[n]) for n in r.update_names})
+                            backups.append(r.backup(variables, xp))
                         plan.commit()
                         rec[k].append(v)
                         cur[keys[k]] = v
