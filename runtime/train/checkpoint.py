@@ -16,12 +16,13 @@ import contextlib
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.train.npz import NpzError, read_npz
 
 __all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_checkpoint"]
 
@@ -95,34 +96,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     if path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a directory, not a file")
     try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
-        # (numpy would take it for a pickle and suggest loading it unsafely)
-        raise CheckpointError(f"{path} is not a checkpoint (.npz) file: it is not a zip "
-                              "archive")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is not a checkpoint (.npz) file: {e}") from e
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path} is a single .npy array, not a checkpoint (.npz) file")
-    with data:
-        try:
-            keys = list(data.files)
-            if META_KEY not in keys:
-                raise CheckpointError(f"{path} is an .npz file but not a dslrun checkpoint: "
-                                      f"it has no {META_KEY} entry")
-            raw = data[META_KEY]
-            variables = {k[len(VAR_PREFIX):]: np.array(data[k]) for k in keys
-                         if k.startswith(VAR_PREFIX)}
-        except CheckpointError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise CheckpointError(f"checkpoint {path} is damaged or holds pickled data: "
-                                  f"{e}") from e
+        arrays = read_npz(path)
+    except NpzError as e:
+        if e.key is None:
+            raise CheckpointError(f"{path} is not a checkpoint (.npz) file: {e}") from e
+        raise CheckpointError(f"checkpoint {path} is damaged: array '{e.key}': {e}") from e
+    if META_KEY not in arrays:
+        raise CheckpointError(f"{path} is an .npz file but not a dslrun checkpoint: it has "
+                              f"no {META_KEY} entry")
+    raw = arrays[META_KEY]
+    variables = {k[len(VAR_PREFIX):]: v for k, v in arrays.items() if k.startswith(VAR_PREFIX)}
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise CheckpointError(f"checkpoint {path} has a malformed {META_KEY} entry")
     try:

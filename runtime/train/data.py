@@ -52,7 +52,6 @@ import functools
 import math
 import numbers
 import os
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from runtime.train import sklearn_sets
+from runtime.train.npz import NpzError, read_npz
 
 __all__ = [
     "Batcher",
@@ -631,26 +631,12 @@ def _resolve_path(opts: _Opts) -> Path:
 @_register("npz", path=None, test_fraction=0.0, seed=0)
 def _load_npz(opts: _Opts, dtype: np.dtype) -> Dataset:
     path = _resolve_path(opts)
-    arrays: dict[str, np.ndarray] = {}
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"data file {path} is not a readable .npz archive") from e
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataError(f"data file {path} is a single .npy array, not an .npz archive")
-    with loaded as npz:
-        for key in npz.files:
-            try:
-                arrays[key] = npz[key]
-            except ValueError as e:
-                if "allow_pickle" in str(e):
-                    raise DataError(
-                        f"data file {path}: array '{key}' holds Python objects, which are never "
-                        "loaded (allow_pickle=False)"
-                    ) from e
-                raise DataError(f"data file {path}: array '{key}' cannot be read: {e}") from e
-            except (OSError, EOFError, zipfile.BadZipFile) as e:
-                raise DataError(f"data file {path}: array '{key}' cannot be read: {e}") from e
+        arrays = read_npz(path)
+    except NpzError as e:
+        if e.key is None:
+            raise DataError(f"data file {path} is not a readable .npz archive: {e}") from e
+        raise DataError(f"data file {path}: array '{e.key}': {e}") from e
     if not arrays:
         raise DataError(f"data file {path} holds no arrays; it needs at least one")
     n = None
