@@ -122,7 +122,6 @@ class Row:
     variant: str = ""  # distinguishes several rows of one op
     nondiff: str | None = None  # why this row has no gradient (op nondiff / VJP gives None)
     novjp: str | None = None  # why the op has no VJP at all (differentiating it must raise)
-    second: str | None = None  # why the second-order check is skipped (must be explicit)
     stats: tuple[float, float] | None = None  # random ops: expected mean and std
     eps: float = 1e-6
     rtol: float = 1e-5
@@ -133,3 +132,30 @@ class Row:
 
     def input_dtypes(self) -> tuple[str, ...]:
         return self.dtypes or ("f64",) * len(self.input_shapes)
+
+
+def row_params(rows: Iterable[Row]) -> list[Any]:
+    import pytest
+
+    return [pytest.param(r, id=r.id) for r in rows]
+
+
+def sample_inputs(row: Row, key: str = "x") -> dict[str, np.ndarray]:
+    """Inputs x0, x1, ... for a row, drawn from its domain with a generator keyed by its id."""
+    rng = rng_for(row.id, key)
+    shapes = [tuple(s) for s in row.input_shapes]
+    if isinstance(row.domain, Joint):
+        arrays = row.domain.fn(rng, shapes)
+    else:
+        samplers = row.domain if isinstance(row.domain, tuple) else (row.domain,) * len(shapes)
+        arrays = [s(rng, shape) for s, shape in zip(samplers, shapes, strict=True)]
+    return {f"x{i}": np.asarray(a).astype(TensorType(dt, ()).np_dtype())
+            for i, (a, dt) in enumerate(zip(arrays, row.input_dtypes(), strict=True))}
+
+
+def build_row(row: Row) -> tuple[Builder, list[Val], Val]:
+    """A new graph with the row's inputs x0, x1, ... and its op applied to them."""
+    _, b = new_graph()
+    xs = [add_input(b, f"x{i}", dt, shape)
+          for i, (dt, shape) in enumerate(zip(row.input_dtypes(), row.input_shapes, strict=True))]
+    return b, xs, b.emit(row.op, *xs, **row.attrs)

@@ -25,15 +25,16 @@ from helpers_numeric import (
     Runner,
     Sampler,
     add_input,
-    assert_grad_close,
+    build_row,
     new_graph,
-    numeric_grad,
     rng_for,
+    row_params,
+    sample_inputs,
 )
 
 from runtime.autodiff import gradients
 from runtime.backends import Backend
-from runtime.ir import NP_TO_DTYPE, TensorType, parse_type
+from runtime.ir import TensorType, parse_type
 from runtime.ops import REGISTRY, ShapeError, conv, norm
 from runtime.plan import Plan
 
@@ -362,28 +363,7 @@ CONV_NORM_OPS = {
 }
 
 
-def _params(rows):
-    return [pytest.param(r, id=r.id) for r in rows]
-
-
-# --------------------------------------------------------------------------- machinery
-
-
-def _sample(row: Row, key: str = "x") -> dict[str, np.ndarray]:
-    rng = rng_for(row.id, key)
-    samplers = row.domain if isinstance(row.domain, tuple) else (row.domain,) * len(
-        row.input_shapes)
-    return {f"x{i}": np.asarray(s(rng, tuple(shape))).astype(TensorType(dt, ()).np_dtype())
-            for i, (s, shape, dt) in enumerate(zip(samplers, row.input_shapes,
-                                                   row.input_dtypes(), strict=True))}
-
-
-def _build(row: Row, b=None):
-    if b is None:
-        _, b = new_graph()
-    xs = [add_input(b, f"x{i}", dt, shape)
-          for i, (dt, shape) in enumerate(zip(row.input_dtypes(), row.input_shapes, strict=True))]
-    return b, xs, b.emit(row.op, *xs, **row.attrs)
+# Forward, shape rule, dtypes, VJP and VJP-of-VJP of these rows run in tests/test_ops.py.
 
 
 def test_ops_table_covers_exactly_the_registered_ops():
@@ -393,74 +373,6 @@ def test_ops_table_covers_exactly_the_registered_ops():
     assert {r.op for r in CONV_NORM_ROWS} == CONV_NORM_OPS
     ids = [r.id for r in CONV_NORM_ROWS]
     assert len(ids) == len(set(ids))
-
-
-@pytest.mark.parametrize("row", _params(CONV_NORM_ROWS))
-def test_forward_matches_reference_and_shape_rule(row: Row):
-    b, xs, out = _build(row)
-    b.graph.outputs["out"] = out.id
-    feeds = _sample(row)
-    raw = Runner(b.graph, ["out"]).plan.run(feeds)[0]
-    assert (tuple(raw.shape), NP_TO_DTYPE[raw.dtype]) == (out.shape, out.type.dtype), row.id
-    want = row.reference(*feeds.values(), **row.attrs)
-    np.testing.assert_allclose(raw, want, rtol=1e-10, atol=1e-12, err_msg=row.id)
-
-
-@pytest.mark.parametrize("row", _params(CONV_NORM_ROWS))
-def test_float32_kernels_keep_the_declared_dtype(row: Row):
-    r32 = Row(row.op, row.input_shapes, row.attrs, row.domain, dtypes=("f32",) * len(
-        row.input_shapes))
-    b, xs, out = _build(r32)
-    b.graph.outputs["out"] = out.id
-    raw = Runner(b.graph, ["out"]).plan.run(_sample(r32))[0]
-    assert raw.dtype == np.float32 and out.type.dtype == "f32"
-
-
-@pytest.mark.parametrize("row", _params(CONV_NORM_ROWS))
-def test_vjp_matches_finite_differences(row: Row):
-    b, xs, out = _build(row)
-    u = b.const(rng_for(row.id, "u").standard_normal(out.shape), out.type.dtype)
-    y = b.emit("sum", u * out)
-    grads = gradients(b, y.id, [x.id for x in xs])
-    b.graph.outputs["y"] = y.id
-    for i, gi in enumerate(grads):
-        if gi is not None:
-            assert gi.type == xs[i].type, f"{row.id}: gradient {gi.type} for {xs[i].type}"
-            b.graph.outputs[f"g{i}"] = gi.id
-    res = Runner(b.graph, list(b.graph.outputs))(feeds := _sample(row))
-    f_y = Runner(b.graph, ["y"])
-    num = numeric_grad(lambda fd: f_y(fd)["y"], feeds, list(feeds), eps=row.eps)
-    for i in range(len(xs)):
-        assert_grad_close(res.get(f"g{i}"), num[f"x{i}"], row.rtol, f"{row.id} d/dx{i}")
-
-
-@pytest.mark.parametrize("row", _params(CONV_NORM_ROWS))
-def test_vjp_of_vjp_matches_finite_differences(row: Row):
-    """s(x, u) = Σ_i sum(w_i · d/dx_i sum(u · f(x))): ds/dx (Hessian-vector products) and
-    ds/du against differences of s."""
-    b, xs, out = _build(row)
-    u = add_input(b, "u", out.type.dtype, out.shape)
-    y = b.emit("sum", u * out)
-    grads = gradients(b, y.id, [x.id for x in xs])
-    rng = rng_for(row.id, "w")
-    terms = [b.emit("sum", b.const(rng.standard_normal(gi.shape), gi.type.dtype) * gi)
-             for gi in grads if gi is not None]
-    s = terms[0]
-    for t in terms[1:]:
-        s = s + t
-    names = [f"x{i}" for i in range(len(xs))] + ["u"]
-    second = gradients(b, s.id, [x.id for x in xs] + [u.id])
-    b.graph.outputs["s"] = s.id
-    for n, h in zip(names, second, strict=True):
-        if h is not None:
-            b.graph.outputs[f"h_{n}"] = h.id
-    feeds = _sample(row)
-    feeds["u"] = rng_for(row.id, "u").standard_normal(out.shape)
-    res = Runner(b.graph, list(b.graph.outputs))(feeds)
-    f_s = Runner(b.graph, ["s"])
-    num = numeric_grad(lambda fd: f_s(fd)["s"], feeds, names, eps=row.eps)
-    for n in names:
-        assert_grad_close(res.get(f"h_{n}"), num[n], row.rtol, f"{row.id} d²/d{n}")
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -741,7 +653,7 @@ SYMBOLIC = [
 def test_symbolic_batch_shape_rule(op, types, attrs, want):
     row = Row(op, tuple(parse_type(t).shape for t in types), attrs,
               dtypes=tuple(parse_type(t).dtype for t in types))
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     assert str(out.type) == want
     dims = {"B": 3, "T": 2}
     b.graph.outputs["out"] = out.id
@@ -818,7 +730,7 @@ MISMATCHES = [
                          ids=[f"{s[0]}:{','.join(s[1])}:{i}" for i, s in enumerate(MISMATCHES)])
 def test_shape_errors_name_the_op_and_both_shapes(op, types, attrs, parts):
     with pytest.raises(ShapeError) as ei:
-        _build(Row(op, tuple(parse_type(t).shape for t in types), attrs,
+        build_row(Row(op, tuple(parse_type(t).shape for t in types), attrs,
                    dtypes=tuple(parse_type(t).dtype for t in types)))
     msg = str(ei.value)
     assert msg.startswith(f"{op}:"), msg
@@ -858,20 +770,20 @@ GUARDED = Backend(name="numpy-no-at", xp=_GuardedNumpy(), asarray=np.asarray,
                   to_numpy=np.asarray, make_rng=lambda seed: np.random.default_rng(seed))
 
 
-@pytest.mark.parametrize("row", _params([r for r in CONV_NORM_ROWS if not r.variant
+@pytest.mark.parametrize("row", row_params([r for r in CONV_NORM_ROWS if not r.variant
                                          or r.variant.startswith(("s21", "k3"))]))
 def test_backward_kernels_do_not_scatter_with_ufunc_at(row: Row, monkeypatch):
     """First and second order backward graphs run on a NumPy whose add.at raises (also
     patched on the module, for kernels that would import numpy directly)."""
     monkeypatch.setattr(np, "add", _NoAtUfunc(np.add))
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     y = b.emit("sum", out * b.const(rng_for(row.id).standard_normal(out.shape), "f64"))
     grads = [gi for gi in gradients(b, y.id, [x.id for x in xs]) if gi is not None]
     s = b.emit("sum", grads[0])
     second = [h for h in gradients(b, s.id, [x.id for x in xs]) if h is not None]
     b.graph.outputs.update({f"g{i}": v.id for i, v in enumerate(grads + second)})
     plan = Plan(b.graph, {}, GUARDED, {}, outputs=list(b.graph.outputs))
-    res = plan.run(_sample(row))
+    res = plan.run(sample_inputs(row))
     assert all(np.all(np.isfinite(r)) for r in res)
 
 

@@ -28,10 +28,12 @@ from helpers_numeric import (
     Sampler,
     add_input,
     assert_grad_close,
-    new_graph,
+    build_row,
     normal,
     numeric_grad,
     rng_for,
+    row_params,
+    sample_inputs,
 )
 from test_conv_norm import CONV_NORM_ROWS
 
@@ -385,40 +387,13 @@ NOVJP_ROWS = [r for r in ROWS if r.novjp is not None]
 RANDOM_ROWS = [r for r in ROWS if r.stats is not None]
 
 
-def _params(rows):
-    return [pytest.param(r, id=r.id) for r in rows]
-
-
-# --------------------------------------------------------------------------- machinery
-
-
-def _sample(row: Row, key: str = "x") -> dict[str, np.ndarray]:
-    rng = rng_for(row.id, key)
-    shapes = [tuple(s) for s in row.input_shapes]
-    if isinstance(row.domain, Joint):
-        arrays = row.domain.fn(rng, shapes)
-    else:
-        samplers = row.domain if isinstance(row.domain, tuple) else (row.domain,) * len(shapes)
-        arrays = [s(rng, shape) for s, shape in zip(samplers, shapes, strict=True)]
-    return {f"x{i}": np.asarray(a).astype(TensorType(dt, ()).np_dtype())
-            for i, (a, dt) in enumerate(zip(arrays, row.input_dtypes(), strict=True))}
-
-
-def _build(row: Row, b=None):
-    if b is None:
-        g, b = new_graph()
-    xs = [add_input(b, f"x{i}", dt, shape)
-          for i, (dt, shape) in enumerate(zip(row.input_dtypes(), row.input_shapes, strict=True))]
-    return b, xs, b.emit(row.op, *xs, **row.attrs)
-
-
 def _float_inputs(xs) -> list[int]:
     return [i for i, x in enumerate(xs) if x.type.is_float]
 
 
 def _first_order_graph(row: Row):
     """y = sum(u * f(x)) with a fixed random u, and dy/dx for every float input."""
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     u = b.const(rng_for(row.id, "u").standard_normal(out.shape), out.type.dtype)
     y = b.emit("sum", u * out)
     fl = _float_inputs(xs)
@@ -453,11 +428,11 @@ def test_rows_name_registered_ops_and_are_unique():
 # --------------------------------------------------------------------------- (a) forward
 
 
-@pytest.mark.parametrize("row", _params([r for r in ROWS if r.stats is None]))
+@pytest.mark.parametrize("row", row_params([r for r in ROWS if r.stats is None]))
 def test_forward_matches_reference(row: Row):
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     b.graph.outputs["out"] = out.id
-    feeds = _sample(row)
+    feeds = sample_inputs(row)
     got = Runner(b.graph, ["out"])(feeds)["out"]
     want = np.asarray(row.reference(*feeds.values(), **row.attrs))
     assert got.shape == want.shape, f"{row.id}: shape {got.shape} != reference {want.shape}"
@@ -471,12 +446,12 @@ def test_forward_matches_reference(row: Row):
 # --------------------------------------------------------------------------- (b) shape rule
 
 
-@pytest.mark.parametrize("row", _params(ROWS))
+@pytest.mark.parametrize("row", row_params(ROWS))
 def test_shape_rule_matches_result(row: Row):
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     b.graph.outputs["out"] = out.id
     runner = Runner(b.graph, ["out"], seed=0)
-    raw = runner.plan.run(_sample(row))[0]
+    raw = runner.plan.run(sample_inputs(row))[0]
     assert hasattr(raw, "dtype"), f"{row.id}: kernel returned {type(raw).__name__}, not an array"
     declared = out.type
     assert tuple(np.shape(raw)) == tuple(declared.shape), (
@@ -494,13 +469,13 @@ DTYPE_VARIANTS = {  # how the f64 inputs of a row are retyped
 }
 
 
-@pytest.mark.parametrize("row", _params([r for r in ROWS if r.stats is None]))
+@pytest.mark.parametrize("row", row_params([r for r in ROWS if r.stats is None]))
 def test_shape_rule_dtype_matches_kernel_for_other_dtypes(row: Row):
     """The row again with its f64 inputs as f32, integers, bools and mixed f32/i64: wherever
     the shape rule accepts the operands, the kernel's dtype is the declared one."""
     dts = row.input_dtypes()
     fl = [i for i, d in enumerate(dts) if d == "f64"]
-    base = _sample(row)
+    base = sample_inputs(row)
     checked = 0
     for retype in DTYPE_VARIANTS.values():
         new = retype(len(fl))
@@ -510,7 +485,7 @@ def test_shape_rule_dtype_matches_kernel_for_other_dtypes(row: Row):
         for i, d in zip(fl, new, strict=True):
             types[i] = d
         try:
-            b, xs, out = _build(Row(row.op, row.input_shapes, row.attrs, dtypes=tuple(types)))
+            b, xs, out = build_row(Row(row.op, row.input_shapes, row.attrs, dtypes=tuple(types)))
         except ShapeError:
             continue  # the rule refuses these operands: nothing runs
         b.graph.outputs["out"] = out.id
@@ -534,7 +509,7 @@ def test_shape_rule_dtype_matches_kernel_for_other_dtypes(row: Row):
 # --------------------------------------------------------------------------- (c) first order
 
 
-@pytest.mark.parametrize("row", _params(DIFF_ROWS))
+@pytest.mark.parametrize("row", row_params(DIFF_ROWS))
 def test_vjp_matches_finite_differences(row: Row):
     opdef = REGISTRY[row.op]
     assert opdef.vjp is not None and not opdef.nondiff, f"{row.op}: expected a gradient rule"
@@ -543,7 +518,7 @@ def test_vjp_matches_finite_differences(row: Row):
     names = list(b.graph.outputs)
     run = Runner(b.graph, names)
     f_y = Runner(b.graph, ["y"])
-    feeds = _sample(row)
+    feeds = sample_inputs(row)
     res = run(feeds)
     num = numeric_grad(lambda fd: f_y(fd)["y"], feeds, [f"x{i}" for i in fl], eps=row.eps)
     for i, gi in zip(fl, grads, strict=True):
@@ -552,12 +527,12 @@ def test_vjp_matches_finite_differences(row: Row):
         assert_grad_close(res.get(f"g{i}"), num[f"x{i}"], row.rtol, f"{row.id} d/dx{i}")
 
 
-@pytest.mark.parametrize("row", _params(NONDIFF_ROWS))
+@pytest.mark.parametrize("row", row_params(NONDIFF_ROWS))
 def test_nondiff_rows_are_marked_so(row: Row):
     """The op is registered `nondiff`, or its VJP returns None for every input; either way
     `gradients` gives no gradient (and raises nothing)."""
     opdef = REGISTRY[row.op]
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     fl = _float_inputs(xs)
     if not opdef.nondiff and fl:  # (integer inputs are dropped by the driver itself)
         assert opdef.vjp is not None, f"{row.op}: no VJP and not marked nondiff"
@@ -571,11 +546,11 @@ def test_nondiff_rows_are_marked_so(row: Row):
         assert gradients(b, y.id, [x.id for x in xs]) == [None] * len(xs)
 
 
-@pytest.mark.parametrize("row", _params(NOVJP_ROWS))
+@pytest.mark.parametrize("row", row_params(NOVJP_ROWS))
 def test_ops_without_vjp_raise_grad_error(row: Row):
     opdef = REGISTRY[row.op]
     assert opdef.vjp is None and not opdef.nondiff, f"{row.op}: the row says it has no VJP"
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     y = b.emit("sum", out)
     with pytest.raises(GradError, match=row.op):
         gradients(b, y.id, [x.id for x in xs])
@@ -584,13 +559,11 @@ def test_ops_without_vjp_raise_grad_error(row: Row):
 # --------------------------------------------------------------------------- (d) second order
 
 
-@pytest.mark.parametrize("row", _params(DIFF_ROWS))
+@pytest.mark.parametrize("row", row_params(DIFF_ROWS))
 def test_vjp_of_vjp_matches_finite_differences(row: Row):
     """s(x, u) = Σ_i sum(w_i * d/dx_i sum(u * f(x))); ds/dx is the Hessian-vector product and
     ds/du the forward-mode derivative J w, both checked against differences of s."""
-    if row.second is not None:
-        pytest.skip(row.second)
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     u = add_input(b, "u", out.type.dtype, out.shape)
     y = b.emit("sum", u * out)
     fl = _float_inputs(xs)
@@ -609,7 +582,7 @@ def test_vjp_of_vjp_matches_finite_differences(row: Row):
     for n, h in zip(names, second, strict=True):
         if h is not None:
             b.graph.outputs[f"h_{n}"] = h.id
-    feeds = _sample(row)
+    feeds = sample_inputs(row)
     feeds["u"] = rng_for(row.id, "u").standard_normal(out.shape).astype(
         out.type.np_dtype())
     res = Runner(b.graph, list(b.graph.outputs))(feeds)
@@ -622,11 +595,11 @@ def test_vjp_of_vjp_matches_finite_differences(row: Row):
 # --------------------------------------------------------------------------- random ops
 
 
-@pytest.mark.parametrize("row", _params(RANDOM_ROWS))
+@pytest.mark.parametrize("row", row_params(RANDOM_ROWS))
 def test_random_op_shape_determinism_and_statistics(row: Row):
     opdef = REGISTRY[row.op]
     assert opdef.random and opdef.nondiff
-    b, xs, out = _build(row)
+    b, xs, out = build_row(row)
     b.graph.outputs["out"] = out.id
 
     def draw(seed):
@@ -676,7 +649,7 @@ SYMBOLIC = [
                          ids=[f"{s[0]}:{','.join(s[1])}" for s in SYMBOLIC])
 def test_symbolic_shape_rule(op, types, attrs, want):
     """The rule keeps symbols; running with dims bound gives the concrete declared shape."""
-    b, xs, out = _build(Row(op, tuple(parse_type(t).shape for t in types), attrs,
+    b, xs, out = build_row(Row(op, tuple(parse_type(t).shape for t in types), attrs,
                             dtypes=tuple(parse_type(t).dtype for t in types)))
     assert str(out.type) == want
     dims = {"B": 3, "T": 2}
@@ -711,7 +684,7 @@ MISMATCHES = [
                          ids=[f"{s[0]}:{','.join(s[1])}" for s in MISMATCHES])
 def test_shape_mismatch_names_both_shapes(op, types, attrs, parts):
     with pytest.raises(ShapeError) as ei:
-        _build(Row(op, tuple(parse_type(t).shape for t in types), attrs,
+        build_row(Row(op, tuple(parse_type(t).shape for t in types), attrs,
                    dtypes=tuple(parse_type(t).dtype for t in types)))
     msg = str(ei.value)
     assert op in msg
@@ -721,7 +694,7 @@ def test_shape_mismatch_names_both_shapes(op, types, attrs, parts):
 
 def test_symbolic_mean_gradient_divides_by_runtime_size():
     """mean over a symbolic batch: its VJP divides by the bound size, not a constant."""
-    b, xs, out = _build(Row("mean", (("B", 4),), {"axis": 0}))
+    b, xs, out = build_row(Row("mean", (("B", 4),), {"axis": 0}))
     y = b.emit("sum", out * b.const(np.arange(4.0), "f64"))
     (gx,) = gradients(b, y.id, [xs[0].id])
     b.graph.outputs.update(y=y.id, g=gx.id)
