@@ -20,6 +20,36 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# A GAN-like two-phase spec: the generator phase reads x only through shape(x)[0].
+TWO_PHASES = """
+model pair
+input x: f32[B, 2]
+net G(z) { return dense(tanh(dense(z, 4)), 2) }
+net D(x) { return dense(tanh(dense(x, 4)), 1)[:, 0] }
+fake = G(normal([shape(x)[0], 2]))
+objective d_loss = bce_with_logits(D(x), 1) + bce_with_logits(D(stop_gradient(fake)), 0)
+objective g_loss = bce_with_logits(D(fake), 1)
+optimizer adam(lr = 2e-3, beta1 = 0.5) minimize d_loss over params(D)
+optimizer sgd(lr = 1e-2, momentum = 0.9) minimize g_loss over params(G)
+train { steps = 2, order = [g_loss, d_loss] }
+"""
+
+
+def gpu_usable() -> bool:
+    """CuPy imports and sees a CUDA device (a broken CUDA install raises anything)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def spec(name: str) -> str:
+    """The path of the shipped spec `name` (`mlp_digits`, `bench/lenet`)."""
+    return str(ROOT / "specs" / f"{name}.dl")
+
+
 _OWN_CACHE: list[str] = []
 
 
@@ -39,6 +69,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
         shutil.rmtree(_OWN_CACHE.pop(), ignore_errors=True)
         os.environ.pop("DSLRUN_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """The conv GEMMs are small: on a busy machine a multi-threaded BLAS spends ~10x longer
+    waiting for its threads than computing, so modules of conv specs run them on one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -3,16 +3,13 @@ trains with augmentation declared in its train section."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import dsl
 from dsl.errors import NameErr
 from runtime.train import augment
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _batch(n: int = 8) -> dict[str, np.ndarray]:

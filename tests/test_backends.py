@@ -9,14 +9,13 @@ with the reason, where it is not.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, gpu_usable
 
 from runtime.backends import BackendError, get_backend
 
-ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SOURCES = sorted((ROOT / "runtime" / "ops").glob("*.py")) + [
     ROOT / "runtime" / "plan.py", ROOT / "runtime" / "train" / "loop.py",
 ]
@@ -65,17 +64,8 @@ def test_xp_names_exist_in_cupy() -> None:
     assert not missing, "used by kernels but missing in cupy: " + ", ".join(missing)
 
 
-def _gpu_usable() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
 def test_cupy_backend_without_gpu_is_one_clear_sentence() -> None:
-    if _gpu_usable():
+    if gpu_usable():
         backend = get_backend("cupy")
         assert backend.name == "cupy"
         return

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from runtime.ir import parse_text
 from runtime.passes import PIPELINE
 from runtime.train.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 PASS_NAMES = [name for name, _ in PIPELINE]
 
 TINY = """model tiny
@@ -273,10 +273,6 @@ def test_seed_changes_the_initialization(dslrun, tmp_path: Path) -> None:
     assert _json(tmp_path / "a.json")["loss_first"] != _json(tmp_path / "b.json")["loss_first"]
 
 
-SHIPPED = ROOT / "specs" / "mlp_digits.dl"
-
-
-@pytest.mark.skipif(not SHIPPED.exists(), reason="specs/mlp_digits.dl is not written yet")
 def test_shipped_spec_by_name(dslrun, tmp_path: Path) -> None:
     text = ok(dslrun("check", "mlp_digits"))
     assert text.startswith("mlp_digits: ok")

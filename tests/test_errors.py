@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import gpu_usable
 
 HEAD = """model m
 input x: f32[B, 2]
@@ -198,15 +199,6 @@ CASES: list[Case] = [
 ]
 
 
-def _gpu_usable() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory, cli_runner) -> dict[str, tuple]:
     """Every case run once, several at a time: id -> (CompletedProcess, case directory)."""
@@ -234,7 +226,7 @@ def test_enough_distinct_cases() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, results: dict[str, tuple]) -> None:
-    if case.id == "cupy_without_gpu" and _gpu_usable():
+    if case.id == "cupy_without_gpu" and gpu_usable():
         pytest.skip("a GPU is usable here")
     proc, d = results[case.id]
     err = proc.stderr

@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TWO_PHASES
 
 from dsl.compiler import Compiled, compile_file
 from runtime.ir import parse_text, to_text
 
-ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 GOLDEN = ROOT / "tests" / "golden"
 STAGES = ("forward", "grad", "optimized")
@@ -165,19 +165,6 @@ optimizer adam(lr = 1e-2) minimize loss
 train { batch = 8, steps = 3 }
 """
 
-_TWO_PHASES = """
-model pair
-input x: f32[B, 2]
-net G(z) { return dense(tanh(dense(z, 4)), 2) }
-net D(x) { return dense(tanh(dense(x, 4)), 1)[:, 0] }
-fake = G(normal([shape(x)[0], 2]))
-objective d_loss = bce_with_logits(D(x), 1) + bce_with_logits(D(stop_gradient(fake)), 0)
-objective g_loss = bce_with_logits(D(fake), 1)
-optimizer adam(lr = 2e-3, beta1 = 0.5) minimize d_loss over params(D)
-optimizer sgd(lr = 1e-2, momentum = 0.9) minimize g_loss over params(G)
-train { steps = 2, order = [g_loss, d_loss] }
-"""
-
 _BIG_CONST = """
 model sched
 const T = 100
@@ -187,7 +174,7 @@ output a = abar[t]
 """
 
 
-@pytest.mark.parametrize("text", [_TINY, _TWO_PHASES, _BIG_CONST], ids=["tiny", "phases", "hash"])
+@pytest.mark.parametrize("text", [_TINY, TWO_PHASES, _BIG_CONST], ids=["tiny", "phases", "hash"])
 @pytest.mark.parametrize("stage", ["forward", "grad", "step", "optimized"])
 def test_reprint_of_inline_specs(tmp_path: Path, text: str, stage: str) -> None:
     """The round trip holds for single- and multi-phase stages and hashed constants, even

@@ -20,8 +20,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("dsl", "runtime", "grammar", "specs")
 
 LAYERS: dict[str, int] = {

@@ -14,17 +14,9 @@ classifiers: each test checks the catalogue's "shows" column through the Python 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from conftest import ROOT
+from conftest import spec
 
 import dsl
-
-SPECS = ROOT / "specs"
-
-
-def spec(name: str) -> str:
-    return str(SPECS / f"{name}.dl")
-
 
 # ---------------------------------------------------------------- conv_examples
 
@@ -114,12 +106,3 @@ def test_two_layer_hinge_trains_both_layers() -> None:
     model.fit()
     assert model.evaluate("train")["accuracy"] >= 0.95
     assert np.max(np.abs(model.params["S"] - s0)) > 1e-2    # S is learned, unlike Eq. 3.11
-
-
-# ---------------------------------------------------------------- gradient checks
-
-@pytest.mark.parametrize("name", ["cnn_digits", "two_layer_hinge"])
-def test_whole_spec_gradient_check(name: str, dslrun) -> None:
-    r = dslrun("check-grad", spec(name))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert ": pass" in r.stdout

@@ -14,29 +14,12 @@ import math
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import spec
 
 import dsl
 from dsl.cli import main as cli_main
 
-SPECS = ROOT / "specs"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """The conv GEMMs are small: on a busy machine a multi-threaded BLAS spends ~10x longer
-    waiting for its threads than computing (see the report), so run them on one thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def spec(name: str) -> str:
-    return str(SPECS / f"{name}.dl")
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 # ---------------------------------------------------------------- mlp_regularized
@@ -185,14 +168,3 @@ def test_all_cnn_parameter_count_and_runs(capsys) -> None:
     model = dsl.load(spec("all_cnn"), overrides={"WIDTH": 0.25})
     result = model.fit(steps=2)
     assert np.isfinite(result.loss_final)
-
-
-# ---------------------------------------------------------------- gradient checks
-
-@pytest.mark.parametrize("args", [["mlp_norms", f"NORM={n}"] for n in NORMS]
-                         + [["resnet_small", "SKIP=true"], ["resnet_small", "SKIP=false"]])
-def test_gradient_check(args: list[str], capsys) -> None:
-    code = cli_main(["check-grad", spec(args[0]), "--set", args[1]])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert ": pass" in out

@@ -17,17 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import spec
 
 import dsl
 from dsl.compiler import compile_file
 from runtime.gradcheck import check_gradients
-
-SPECS = ROOT / "specs"
-
-
-def spec(name: str) -> str:
-    return str(SPECS / f"{name}.dl")
 
 
 def fitted(name: str, **kw) -> dsl.api.Model:
@@ -159,19 +153,6 @@ def test_perceptron_makes_no_training_mistakes() -> None:
     # every update adds ±x̃ with x̃ = [x, 1], so the bias is an integer
     b = float(model.params["w"][-1])
     assert b == round(b) and b != 0
-
-
-# ---------------------------------------------------------------- gradient checks
-
-GRAD_SPECS = ["one_neuron", "linear_regression", "ridge_regression", "gaussian_mle_regression",
-              "huber_regression", "quantile_regression", "lasso"]
-
-
-@pytest.mark.parametrize("name", GRAD_SPECS)
-def test_whole_spec_gradient_check(name: str, dslrun) -> None:
-    r = dslrun("check-grad", spec(name))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert ": pass" in r.stdout
 
 
 def test_perceptron_gradient_check_off_the_kink() -> None:

@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import spec
 
 import dsl
 from dsl.cli import main as cli_main
 from dsl.compiler import compile_file
 from runtime.gradcheck import check_gradients
-
-SPECS = ROOT / "specs"
-
-
-def spec(name: str) -> str:
-    return str(SPECS / f"{name}.dl")
-
 
 # ---------------------------------------------------------------- classifiers
 
@@ -251,7 +245,7 @@ def test_rmsprop_c_2_8_has_delta_inside_the_root() -> None:
 
 
 def _adam_book_rule() -> str:
-    text = (SPECS / "optimizers_from_documents.dl").read_text()
+    text = Path(spec("optimizers_from_documents")).read_text()
     m = re.search(r"^optimizer adam_book\(.*?^\}\n", text, re.S | re.M)
     assert m, "adam_book is defined in the spec"
     return m.group(0)
@@ -306,20 +300,6 @@ def test_book_adam_default_on_the_quadratic() -> None:
     assert np.all(np.isfinite(out["final_adam_book"]))
     assert float(out["f_adam_book"]) < 1.0
     assert float(out["f_adam"]) < 1e-6
-
-
-# ---------------------------------------------------------------- gradient checks
-
-GRAD_SPECS = ["logistic_regression", "softmax_regression", "mlp_digits",
-              "quadratic_optimizers", "optimizers_from_documents", "bench/mlp_small"]
-
-
-@pytest.mark.parametrize("name", GRAD_SPECS)
-def test_whole_spec_gradient_check(name: str, capsys) -> None:
-    code = cli_main(["check-grad", spec(name)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert ": pass" in out
 
 
 @pytest.mark.parametrize("name", ["quadratic_optimizers", "optimizers_from_documents"])

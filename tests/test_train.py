@@ -544,27 +544,16 @@ def test_format_table():
     assert lines[2].index("0.125") + 5 == lines[3].index("0.98") + 4
 
 
-GAN_LIKE = """model pair
-input x: f32[B, 2]
-net G(z) { return dense(tanh(dense(z, 4)), 2) }
-net D(x) { return dense(tanh(dense(x, 4)), 1)[:, 0] }
-fake = G(normal([shape(x)[0], 3]))
-objective d_loss = bce_with_logits(D(x), 1) + bce_with_logits(D(stop_gradient(fake)), 0)
-objective g_loss = bce_with_logits(D(fake), 1)
-optimizer adam(lr = 2e-3, beta1 = 0.5) minimize d_loss over params(D)
-optimizer sgd(lr = 1e-2) minimize g_loss over params(G)
-train { steps = 3, batch = 5, order = [g_loss, d_loss] }
-"""
-
-
 def test_a_phase_that_uses_an_input_only_through_its_shape_binds_the_dim_from_it():
     """The generator phase never reads x, but its noise is sized by shape(x)[0]."""
+    from conftest import TWO_PHASES
+
     import dsl
 
-    m = dsl.compile(GAN_LIKE, data={"x": np.random.default_rng(0).normal(size=(20, 2))})
+    m = dsl.compile(TWO_PHASES, data={"x": np.random.default_rng(0).normal(size=(20, 2))})
     g = m.program.phases[0].graph
     assert g.find("input", "x") not in g.ancestors(g.outputs["g_loss"])
-    res = m.fit()
+    res = m.fit(steps=3, batch=5)
     assert res.steps == 3 and all(np.isfinite(v).all() for v in res.losses.values())
     assert [sorted(r.plans) for r in m.trainer._phases] == [[(5,)], [(5,)]]
 
