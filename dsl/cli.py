@@ -175,11 +175,10 @@ def _non_finite(e: Any) -> str:
     from dsl.ast import Span
     from dsl.errors import RunErr
 
-    loc = getattr(e, "loc", None)
+    loc = e.loc
     if loc is None or loc.line <= 0:
         return f"error: {e}"
-    msg = str(e).replace(f" at {loc}", "", 1)
-    return RunErr(msg, Span(loc.file, loc.line, loc.col, loc.line, loc.col + 1)).format()
+    return RunErr(e.what, Span(loc.file, loc.line, loc.col, loc.line, loc.col + 1)).format()
 
 
 def _check_pass_name(args: argparse.Namespace) -> None:
@@ -392,13 +391,10 @@ def _one_batch(model: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         for k, v in ds.train.items():
             if k in p.inputs:
                 feeds[k] = np.asarray(v[:n])
-    dims: dict[str, int] = {}
-    for name, t in p.inputs.items():
-        if name in feeds:
-            for d, size in zip(t.shape, np.shape(feeds[name])):
-                if isinstance(d, str):
-                    dims[d] = size
-    return feeds, dims
+    from runtime.train.loop import bind_dims
+
+    fed = [(name, t) for name, t in p.inputs.items() if name in feeds]
+    return feeds, bind_dims(fed, feeds, "check-grad")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -26,13 +26,12 @@ class NonFiniteError(Exception):
 
     def __init__(self, nid: int, op: str, loc: Loc | None, of_op: str | None,
                  of_loc: Loc | None, name: str | None) -> None:
-        where = f" at {loc}" if loc else ""
-        msg = f"non-finite value produced by node %{nid} ({op}){where}"
-        if name:
-            msg += f" [{name}]"
+        head = f"non-finite value produced by node %{nid} ({op})"
+        tail = f" [{name}]" if name else ""
         if of_op is not None:
-            msg += f"; it is part of the gradient of {of_op}" + (f" at {of_loc}" if of_loc else "")
-        super().__init__(msg)
+            tail += f"; it is part of the gradient of {of_op}" + (f" at {of_loc}" if of_loc else "")
+        self.what = head + tail  # without the node's own position, for callers that show it
+        super().__init__(head + (f" at {loc}" if loc else "") + tail)
         self.nid, self.op, self.loc = nid, op, loc
 
 

@@ -27,7 +27,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,33 @@ def _eval_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0xE7A1]).generate_state(1, np.uint32)[0])
 
 
+def bind_dims(inputs: Iterable[tuple[str, TensorType]], feeds: Mapping[str, Any],
+              label: str) -> dict[str, int]:
+    """The symbolic dims bound by the arrays fed to `inputs` (of `label`, for messages);
+    TrainError when an input is missing or a shape does not fit its type."""
+    dims: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for name, t in inputs:
+        if name not in feeds:
+            raise TrainError(f"{label} needs input '{name}' ({t}), but it is neither a "
+                             "field of the data nor given a default value")
+        shape = tuple(np.shape(feeds[name]))
+        if len(shape) != t.rank:
+            raise TrainError(f"input '{name}' of {label} has type {t}, but the fed "
+                             f"array has shape {shape}")
+        for d, s in zip(t.shape, shape):
+            if isinstance(d, str):
+                if d in dims and dims[d] != s:
+                    raise TrainError(f"dimension {d} is {dims[d]} in input '{where[d]}' but "
+                                     f"{s} in input '{name}' ({label})")
+                dims.setdefault(d, int(s))
+                where.setdefault(d, name)
+            elif d != s:
+                raise TrainError(f"input '{name}' of {label} has type {t}, but the fed "
+                                 f"array has shape {shape}")
+    return dims
+
+
 class _Runner:
     """One graph with fixed outputs: its inputs, the dims they bind, and its plans by dims."""
 
@@ -163,28 +190,7 @@ class _Runner:
         return self._backup
 
     def dims(self, feeds: Mapping[str, Any]) -> dict[str, int]:
-        """The symbolic dims bound by the fed arrays; TrainError when a shape does not fit."""
-        dims: dict[str, int] = {}
-        where: dict[str, str] = {}
-        for name, t in self.inputs:
-            if name not in feeds:
-                raise TrainError(f"{self.label} needs input '{name}' ({t}), but it is neither a "
-                                 "field of the data nor given a default value")
-            shape = tuple(np.shape(feeds[name]))
-            if len(shape) != t.rank:
-                raise TrainError(f"input '{name}' of {self.label} has type {t}, but the fed "
-                                 f"array has shape {shape}")
-            for d, s in zip(t.shape, shape):
-                if isinstance(d, str):
-                    if d in dims and dims[d] != s:
-                        raise TrainError(f"dimension {d} is {dims[d]} in input '{where[d]}' but "
-                                         f"{s} in input '{name}' ({self.label})")
-                    dims.setdefault(d, int(s))
-                    where.setdefault(d, name)
-                elif d != s:
-                    raise TrainError(f"input '{name}' of {self.label} has type {t}, but the fed "
-                                     f"array has shape {shape}")
-        return dims
+        return bind_dims(self.inputs, feeds, self.label)
 
 
 class Trainer:
