@@ -22,7 +22,7 @@ import numpy as np
 from dsl import ast as A
 from dsl.errors import DslError, NameErr, ShapeErr, TypeErr, did_you_mean
 from runtime import init as inits
-from runtime.autodiff import GradError, gradients, hessian
+from runtime.autodiff import GradError, gradients, hessian, or_zeros
 from runtime.ir import DTYPES, Graph, Loc, TensorType
 from runtime.ops import REGISTRY, Builder, ShapeError, Val
 from runtime.passes.rewrite import rewrite_at
@@ -102,14 +102,22 @@ class Scope:
         self.prefix = prefix
         self.sites = sites
         self.state_vars: dict[str, str] = {}
+        self.param: Variable | None = None  # in an optimizer rule: the parameter it updates
+
+    def owner(self, name: str) -> Scope | None:
+        """The innermost scope (this one or an enclosing one) that binds `name`."""
+        s: Scope | None = self
+        while s is not None and name not in s.vars:
+            s = s.parent
+        return s
 
     def lookup(self, name: str) -> tuple[bool, Any]:
-        s: Scope | None = self
-        while s is not None:
-            if name in s.vars:
-                return True, s.vars[name]
-            s = s.parent
-        return False, None
+        s = self.owner(name)
+        return (True, s.vars[name]) if s is not None else (False, None)
+
+    def rebind(self, name: str, value: Any) -> None:
+        """Assign to the binding of `name` where it lives, or bind it here."""
+        (self.owner(name) or self).vars[name] = value
 
     def names(self) -> set[str]:
         out: set[str] = set()
@@ -120,12 +128,14 @@ class Scope:
         return out
 
     def state_of(self, name: str) -> str | None:
-        s: Scope | None = self
-        while s is not None:
-            if name in s.vars:
-                return s.state_vars.get(name)
-            s = s.parent
-        return None
+        s = self.owner(name)
+        return s.state_vars.get(name) if s is not None else None
+
+
+def _optimizer_param(scope: Scope | None) -> Variable | None:
+    while scope is not None and scope.param is None:
+        scope = scope.parent
+    return scope.param if scope is not None else None
 
 
 class Lowerer:
@@ -524,7 +534,7 @@ class Lowerer:
             scope.vars[s.name] = self.declare_param(s, scope)
         elif isinstance(s, A.StateDecl):
             name = scope.prefix + s.name
-            like = scope.vars.get("__param_variable__")
+            like = _optimizer_param(scope)
             scope.vars[s.name] = self.declare_state(name, s.type, s.init, scope, s.span, like)
             scope.state_vars[s.name] = name
         elif isinstance(s, (A.For, A.Repeat)):
@@ -540,7 +550,7 @@ class Lowerer:
                     self.exec_body(s.body, inner)
                     for k, v in inner.vars.items():  # carried values flow out
                         if k != s.var and scope.lookup(k)[0]:
-                            self.rebind(scope, k, v)
+                            scope.rebind(k, v)
                 else:
                     scope.vars[s.var] = i
                     self.exec_body(s.body, scope)
@@ -556,15 +566,6 @@ class Lowerer:
             what = type(s).__name__.replace("Decl", "").replace("Def", "").lower()
             raise self.err(TypeErr, f"'{what}' is only allowed at the top level of a spec",
                            s.span)
-
-    def rebind(self, scope: Scope, name: str, value: Any) -> None:
-        s: Scope | None = scope
-        while s is not None:
-            if name in s.vars:
-                s.vars[name] = value
-                return
-            s = s.parent
-        scope.vars[name] = value
 
     def assign(self, s: A.Assign, scope: Scope) -> None:
         value = self.ev(s.value, scope)
@@ -597,7 +598,7 @@ class Lowerer:
                 if v.type.dtype != old.dtype:
                     v = self.b.emit("cast", v, dtype=old.dtype)
                 self.state_updates[var] = v.id
-                self.rebind(scope, t.name, v)
+                scope.rebind(t.name, v)
             else:
                 scope.vars[t.name] = v
 
@@ -1171,7 +1172,7 @@ class Lowerer:
                 scope.vars["param"] = Val(self.b, p)
                 scope.vars["grad"] = g
                 scope.vars["obj"] = Val(self.b, obj)
-                scope.vars["__param_variable__"] = self.variables[n]
+                scope.param = self.variables[n]
                 scope.state_vars["param"] = n
                 before = dict(self.state_updates)
                 try:
@@ -1185,7 +1186,7 @@ class Lowerer:
 
 
 _FLOAT_OPS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "softplus", "log1p",
-              "expm1", "swish", "softmax", "log_softmax", "logsumexp", "mean"}
+              "expm1", "swish", "softmax", "log_softmax", "logsumexp"}
 
 
 def _match(name: str, where: Any) -> bool:
@@ -1258,9 +1259,7 @@ def b_grad(low: Lowerer, e: A.Call, scope: Scope) -> Val:
             (g,) = gradients(low.b, f.id, [w.id])
         except GradError as ex:
             raise low.err(TypeErr, str(ex), e.span) from None
-    if g is None:
-        return low.b.emit("full", shape=w.shape, value=0.0, dtype=w.type.dtype)
-    return g
+    return or_zeros(low.b, g, w.id)
 
 
 def b_hessian(low: Lowerer, e: A.Call, scope: Scope) -> Val:
@@ -1429,37 +1428,32 @@ def b_split(low: Lowerer, e: A.Call, scope: Scope) -> tuple:
                      for i in range(n))
 
 
-def b_concat(low: Lowerer, e: A.Call, scope: Scope) -> Val:
-    axis = 0
-    args = []
-    for k in e.kwargs:
-        if k.name != "axis":
-            raise low.err(NameErr, f"concat: unknown option '{k.name}'", k.span)
-        axis = low.ev(k.value, scope)
-    for a in e.args:
-        v = low.ev(a, scope)
-        args.extend(v if isinstance(v, (list, tuple)) else [v])
-    vals = [low.to_val(v, e.span) for v in args]
-    with low.guard(e.span):
-        return low.b.emit("concat", *vals, axis=axis)
-
-
-def b_stack(low: Lowerer, e: A.Call, scope: Scope) -> Val:
+def _tensors_and_axis(low: Lowerer, e: A.Call, scope: Scope) -> tuple[list[Val], Any]:
+    """The arguments of concat/stack (lists are spread) and their `axis` option."""
     axis = 0
     for k in e.kwargs:
         if k.name != "axis":
-            raise low.err(NameErr, f"stack: unknown option '{k.name}'", k.span)
+            raise low.err(NameErr, f"{e.func}: unknown option '{k.name}'", k.span)
         axis = low.ev(k.value, scope)
     items = []
     for a in e.args:
         v = low.ev(a, scope)
         items.extend(v if isinstance(v, (list, tuple)) else [v])
-    vals = [low.to_val(v, e.span) for v in items]
+    return [low.to_val(v, e.span) for v in items], axis
+
+
+def b_concat(low: Lowerer, e: A.Call, scope: Scope) -> Val:
+    vals, axis = _tensors_and_axis(low, e, scope)
+    with low.guard(e.span):
+        return low.b.emit("concat", *vals, axis=axis)
+
+
+def b_stack(low: Lowerer, e: A.Call, scope: Scope) -> Val:
+    vals, axis = _tensors_and_axis(low, e, scope)
     with low.guard(e.span):
         ex = []
         for v in vals:
-            r = v.type.rank + 1
-            ax = axis % r
+            ax = axis % (v.type.rank + 1)
             ex.append(low.b.emit("reshape", v, shape=v.shape[:ax] + (1,) + v.shape[ax:]))
         return low.b.emit("concat", *ex, axis=axis)
 

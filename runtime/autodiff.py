@@ -75,6 +75,14 @@ def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
     return [adj.get(w) for w in wrt]
 
 
+def or_zeros(b: Builder, grad: Val | None, w: int) -> Val:
+    """`grad`, or zeros of w's type where y does not depend on w (`gradients` gave None)."""
+    if grad is not None:
+        return grad
+    t = b.graph[w].type
+    return b.emit("full", shape=t.shape, value=0.0, dtype=t.dtype)
+
+
 def hessian(b: Builder, y: int, w: int) -> Val:
     """The full Hessian d²y/dw² with shape w.shape + w.shape (one reverse pass per entry of
     the gradient, so meant for small parameter vectors: Newton's method, tests)."""
@@ -89,9 +97,7 @@ def hessian(b: Builder, y: int, w: int) -> Val:
     rows = []
     for i in range(n):
         gi = b.emit("getitem", flat, index=(("i", i),))
-        (hi,) = gradients(b, gi.id, [w])
-        if hi is None:
-            hi = b.emit("full", shape=shape, value=0.0, dtype=b.graph[w].type.dtype)
+        hi = or_zeros(b, gradients(b, gi.id, [w])[0], w)
         rows.append(b.emit("reshape", hi, shape=(1, n)))
     h = b.emit("concat", *rows, axis=0) if n > 1 else rows[0]
     return b.emit("reshape", h, shape=shape + shape)

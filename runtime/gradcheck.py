@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.autodiff import gradients
+from runtime.autodiff import gradients, or_zeros
 from runtime.backends import get_backend
 from runtime.ir import Graph, TensorType
 from runtime.ops import Builder, Val
@@ -54,9 +54,7 @@ def check_gradients(graph: Graph, objective: str, params: list[str],
         if total is not None:
             hv = gradients(b, total.id, [pid[n] for n in names])
             for n, h in zip(names, hv):
-                g.outputs[f"__hv:{n}"] = (h if h is not None else b.emit(
-                    "full", shape=g[pid[n]].type.shape, value=0.0,
-                    dtype=g[pid[n]].type.dtype)).id
+                g.outputs[f"__hv:{n}"] = or_zeros(b, h, pid[n]).id
     backend = get_backend("numpy")
     vars64 = {k: np.array(v, dtype=np.float64) for k, v in variables.items()}
     outs = list(g.outputs)
