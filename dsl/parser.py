@@ -63,7 +63,6 @@ _LARK_OPTIONS: dict[str, Any] = {
 
 _OPENERS = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
-_OPEN_OF = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
 
 
 # ---------------------------------------------------------------- postlexer
@@ -209,15 +208,6 @@ class _Builder(Transformer_NonRecursive):
         if getattr(meta, "empty", True):
             return A.Span(self.file, 1, 1, 1, 1)
         return A.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
-
-    def _tok_span(self, tok: Token) -> A.Span:
-        return A.Span(
-            self.file,
-            tok.line or 1,
-            tok.column or 1,
-            tok.end_line or tok.line or 1,
-            tok.end_column or tok.column or 1,
-        )
 
     # ---- program and blocks
 
@@ -409,7 +399,7 @@ class _Builder(Transformer_NonRecursive):
             raise SyntaxErr(
                 f"unknown dtype '{dtype}'{did_you_mean(str(dtype), DTYPES)}; "
                 f"the dtypes are {', '.join(DTYPES)}, or none for the float type: [n, m]",
-                self._tok_span(dtype),
+                _token_span(self.file, dtype),
             )
         return A.TypeExpr(None if dtype is None else str(dtype), tuple(dims), span=self._span(meta))
 
@@ -743,7 +733,7 @@ def _syntax_error(
 
     if stray is not None and tok.type in _CLOSERS and tok.start_pos == stray.start_pos:
         if not any(t.type == _CLOSERS[tok.type] for t in opened):
-            return SyntaxErr(f"unmatched '{tok}': there is no open '{_OPEN_OF[tok.type]}'", span)
+            return SyntaxErr(f"unmatched '{tok}': there is no open '{_PAIRS[str(tok)]}'", span)
         top = opened[-1]
         return SyntaxErr(
             f"'{tok}' does not close the '{top}' opened at line {top.line} col {top.column}; "
@@ -784,8 +774,6 @@ def parse(text: str, file: str = "<string>") -> A.Program:
     """Parse spec text into a `Program`; any syntax error raises `dsl.errors.SyntaxErr`."""
     register_source(file, text)
     parser = get_parser()
-    _STATE.open = []
-    _STATE.stray = None
     try:
         tree: Tree = parser.parse(text)
     except UnexpectedInput as e:
