@@ -904,6 +904,9 @@ class Batcher:
         self._start_state = self._rng.bit_generator.state  # at the start of epoch `_epoch`
         self._order: np.ndarray | None = None
         self._bufs: dict[str, np.ndarray] | None = None
+        self._readonly = {k: v.view() for k, v in self._arrays.items()}  # for `_slice`
+        for v in self._readonly.values():
+            v.flags.writeable = False
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -931,7 +934,8 @@ class Batcher:
         self._epoch += 1
         self._pos = 0
         self._order = None
-        self._start_state = self._rng.bit_generator.state
+        if self.sampling != "sequential":  # (sequential order never draws)
+            self._start_state = self._rng.bit_generator.state
 
     def _gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         m = idx.shape[0]
@@ -951,12 +955,7 @@ class Batcher:
         return out
 
     def _slice(self, lo: int, hi: int) -> dict[str, np.ndarray]:
-        out = {}
-        for k, v in self._arrays.items():
-            view = v[lo:hi]
-            view.flags.writeable = False
-            out[k] = view
-        return out
+        return {k: v[lo:hi] for k, v in self._readonly.items()}  # read-only views
 
     def epoch(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield the remaining batches of the current epoch (all of them unless the epoch was
