@@ -98,9 +98,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     try:
         arrays = read_npz(path)
     except NpzError as e:
-        if e.key is None:
-            raise CheckpointError(f"{path} is not a checkpoint (.npz) file: {e}") from e
-        raise CheckpointError(f"checkpoint {path} is damaged: array '{e.key}': {e}") from e
+        raise CheckpointError(f"{path} is not a checkpoint (.npz) file: {e}") from e
     if META_KEY not in arrays:
         raise CheckpointError(f"{path} is an .npz file but not a dslrun checkpoint: it has "
                               f"no {META_KEY} entry")

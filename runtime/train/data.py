@@ -634,9 +634,7 @@ def _load_npz(opts: _Opts, dtype: np.dtype) -> Dataset:
     try:
         arrays = read_npz(path)
     except NpzError as e:
-        if e.key is None:
-            raise DataError(f"data file {path} is not a readable .npz archive: {e}") from e
-        raise DataError(f"data file {path}: array '{e.key}': {e}") from e
+        raise DataError(f"data file {path} cannot be read: {e}") from e
     if not arrays:
         raise DataError(f"data file {path} holds no arrays; it needs at least one")
     n = None

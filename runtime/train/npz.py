@@ -19,9 +19,7 @@ class NpzError(Exception):
     """Why an archive (or its array `key`) cannot be read."""
 
     def __init__(self, reason: str, key: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.key = key
+        super().__init__(f"array '{key}': {reason}" if key is not None else reason)
 
 
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
