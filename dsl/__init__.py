@@ -10,7 +10,7 @@ The API is imported on first use, so `dsl.parser` and the CLI start without the 
 
 from typing import Any
 
-__all__ = ["DslError", "Model", "compile", "load"]
+__all__ = ["DslError", "Error", "Model", "compile", "load"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from dsl.errors import DslError
 
         return DslError
+    if name == "Error":  # the base of DslError and of every run-time error a user can cause
+        from runtime.errors import UserError
+
+        return UserError
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")

@@ -127,11 +127,9 @@ def _report(e: Exception, args: argparse.Namespace) -> int | None:
     """Print a user-facing error and give the exit status; None for a bug (re-raised). The
     exception classes are imported here, on the error path, so that `check` starts fast."""
     from dsl.errors import DslError
-    from runtime.backends import BackendError
+    from runtime.errors import UserError
     from runtime.plan import NonFiniteError
-    from runtime.train.checkpoint import CheckpointError
-    from runtime.train.data import DataError
-    from runtime.train.loop import TrainError, TrainingDiverged, TrainingInterrupted
+    from runtime.train.loop import TrainingDiverged, TrainingInterrupted
 
     if isinstance(e, DslError):
         print(e.format(), file=sys.stderr)
@@ -145,7 +143,7 @@ def _report(e: Exception, args: argparse.Namespace) -> int | None:
     if isinstance(e, NonFiniteError):
         print(_non_finite(e), file=sys.stderr)
         return 1
-    if isinstance(e, TrainError | CheckpointError | BackendError | DataError):
+    if isinstance(e, UserError):
         print(f"error: {e}", file=sys.stderr)
         return 1
     return None

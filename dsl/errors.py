@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable
 
 from dsl.ast import Span
+from runtime.errors import UserError
 
 _SOURCES: dict[str, str] = {}
 
@@ -19,7 +20,7 @@ def register_source(file: str, text: str) -> None:
     _SOURCES[file] = text
 
 
-class DslError(Exception):
+class DslError(UserError):
     """A user mistake in a spec (or in its data), located at a span."""
 
     def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend
+from runtime.errors import UserError
 from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
 from runtime.ops import REGISTRY
 from runtime.ops.shape_ops import sum_to_axes
 
 
-class NonFiniteError(Exception):
+class NonFiniteError(UserError):
     """A node produced NaN or Inf (raised by `--nan-check` runs)."""
 
     def __init__(self, nid: int, op: str, loc: Loc | None, of_op: str | None,

@@ -5,7 +5,7 @@ functions count too):
   language-agnostic; `dsl` may import `runtime`.
 - inside runtime, a module imports only from its own layer or lower ones:
 
-      0  ir, program, init                   the graph and plain records
+      0  errors, ir, program, init           the error base, the graph and plain records
       1  ops                                 primitives: shape rules, kernels, VJPs
       2  autodiff, passes                    graph -> graph
       3  plan, backends, gradcheck           execution
@@ -25,6 +25,7 @@ from conftest import ROOT
 PACKAGES = ("dsl", "runtime", "grammar", "specs")
 
 LAYERS: dict[str, int] = {
+    "runtime.errors": 0,
     "runtime.ir": 0,
     "runtime.program": 0,
     "runtime.init": 0,

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import UserError
 
-class BackendError(Exception):
+
+class BackendError(UserError):
     """The requested backend cannot run here (one clear sentence for the user)."""
 
 

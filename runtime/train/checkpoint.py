@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.errors import UserError
 from runtime.train.npz import NpzError, read_npz
 
 __all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_checkpoint"]
@@ -31,7 +32,7 @@ META_KEY = "__meta__"
 VAR_PREFIX = "var/"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint cannot be written, read, or does not fit the program (one sentence)."""
 
 

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.errors import UserError
 from runtime.train import sklearn_sets
 from runtime.train.npz import NpzError, read_npz
 
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A user mistake about data: unknown data set or option, missing or malformed file."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend, get_backend
+from runtime.errors import UserError
 from runtime.ir import DTYPES, Graph, TensorType, attr_symbols
 from runtime.plan import Plan
 from runtime.program import Program, TrainSettings
@@ -49,7 +50,7 @@ TRAINER_INPUTS = ("step", "epoch")
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A training run cannot proceed (a user-facing sentence)."""
 
 
