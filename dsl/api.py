@@ -7,6 +7,7 @@ A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evalu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dsl.compiler import DTYPE_NAMES, Compiled, compile_file, compile_spec, load_program_data
+from dsl.errors import DslError
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
 
@@ -100,9 +102,16 @@ class Model:
         return self.trainer.load(path, weights_only=weights_only)
 
 
+def _warned(compiled: Compiled) -> Compiled:
+    """The compiler's warnings go to Python's `warnings` (the CLI prints them itself)."""
+    for w in compiled.warnings:
+        warnings.warn(w, stacklevel=3)
+    return compiled
+
+
 def _options(dtype: str, overrides: dict[str, Any] | None, seed: int | None) -> dict[str, Any]:
     if dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise DslError(f"dtype must be float32 or float64, got {dtype!r}")
     return {"dtype": DTYPE_NAMES[dtype], "overrides": overrides, "seed": seed}
 
 
@@ -110,7 +119,7 @@ def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | No
             dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
             **settings: Any) -> Model:
     """Compile spec text into a Model (raises `dsl.errors.DslError` on mistakes)."""
-    return Model(compile_spec(text, file, **_options(dtype, overrides, seed)), backend,
+    return Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed))), backend,
                  **settings)
 
 
@@ -118,5 +127,5 @@ def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
          dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
          **settings: Any) -> Model:
     """Compile a spec file, or a shipped spec by name (`dsl.load("mlp_digits")`)."""
-    return Model(compile_file(str(path_or_name), **_options(dtype, overrides, seed)), backend,
-                 **settings)
+    return Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed))),
+                 backend, **settings)

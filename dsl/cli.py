@@ -197,8 +197,11 @@ def _compile(args: argparse.Namespace, dtype: str | None = None,
 
     _check_pass_name(args)
     dt = DTYPE_NAMES[dtype or args.dtype]
-    return compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
-                        dump_after=getattr(args, "dump_after", None), optimize=optimize)
+    c = compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
+                     dump_after=getattr(args, "dump_after", None), optimize=optimize)
+    for w in c.warnings:
+        print(w.format(), file=sys.stderr)
+    return c
 
 
 def _fmt(v: Any) -> str:

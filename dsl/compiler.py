@@ -19,7 +19,15 @@ import numpy as np
 
 from dsl import ast as A
 from dsl.cache import parse_cached
-from dsl.errors import DataErr, DslError, NameErr, TypeErr, did_you_mean, register_source
+from dsl.errors import (
+    DataErr,
+    DslError,
+    DslWarning,
+    NameErr,
+    TypeErr,
+    did_you_mean,
+    register_source,
+)
 from dsl.lower import Lowerer, OptUse
 from runtime.ir import Graph, to_text
 from runtime.passes import run_pipeline
@@ -124,6 +132,7 @@ class Compiled:
     dumps: dict[str, str] = field(default_factory=dict)
     procedures: dict[str, A.ProcedureDef] = field(default_factory=dict)
     dataset: Any = None  # the data set, when compiling needed it (train.x constants)
+    warnings: list[DslWarning] = field(default_factory=list)  # in source order
 
     def text(self, stage: str, locs: bool = False) -> str:
         parts = []
@@ -227,6 +236,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
             check_dataset(*data_options(tl.data_decl, file))
         except DataError as e:
             raise DataErr(str(e), tl.data_decl.span) from None
+    warnings = list(tl.warnings)
     settings = _settings(tl)
     if seed is not None:
         settings.seed = seed
@@ -299,7 +309,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     program.meta["data_span"] = tl.data_decl.span if tl.data_decl else None
     program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
-                    loaded.get("data"))
+                    loaded.get("data"), warnings)
 
 
 def compile_file(path_or_name: str, **kw: Any) -> Compiled:

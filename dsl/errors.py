@@ -30,21 +30,44 @@ class DslError(UserError):
         self.notes = notes
 
     def format(self) -> str:
-        if self.span is None or self.span.line <= 0:
-            head = f"error: {self.message}"
-            return "\n".join([head, *(f"note: {n}" for n in self.notes)])
-        s = self.span
-        lines = [f"{s.file}:{s.line}:{s.col}: error: {self.message}"]
-        text = _SOURCES.get(s.file)
-        if text is not None:
-            src_lines = text.splitlines()
-            if 0 < s.line <= len(src_lines):
-                src = src_lines[s.line - 1].expandtabs(1)
-                width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
-                lines.append(f"  {src}")
-                lines.append("  " + " " * (s.col - 1) + "^" + "~" * max(0, width - 1))
-        lines.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(lines)
+        return format_message("error", self.message, self.span, self.notes)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def format_message(severity: str, message: str, span: Span | None,
+                   notes: tuple[str, ...] = ()) -> str:
+    """`file:line:col: severity: message`, the source line and a caret under the span."""
+    if span is None or span.line <= 0:
+        return "\n".join([f"{severity}: {message}", *(f"note: {n}" for n in notes)])
+    s = span
+    lines = [f"{s.file}:{s.line}:{s.col}: {severity}: {message}"]
+    text = _SOURCES.get(s.file)
+    if text is not None:
+        src_lines = text.splitlines()
+        if 0 < s.line <= len(src_lines):
+            src = src_lines[s.line - 1].expandtabs(1)
+            width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
+            lines.append(f"  {src}")
+            lines.append("  " + " " * (s.col - 1) + "^" + "~" * max(0, width - 1))
+    lines.extend(f"note: {n}" for n in notes)
+    return "\n".join(lines)
+
+
+class DslWarning(UserWarning):
+    """A spec that compiles but probably does not do what its author meant; `format()` is
+    positioned like an error. The compiler collects them on `Compiled.warnings`; the CLI
+    prints them, the Python API passes them to `warnings.warn`."""
+
+    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.notes = notes
+
+    def format(self) -> str:
+        return format_message("warning", self.message, self.span, self.notes)
 
     def __str__(self) -> str:
         return self.format()

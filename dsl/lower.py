@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dsl import ast as A
-from dsl.errors import DslError, NameErr, ShapeErr, TypeErr, did_you_mean
+from dsl.errors import DslError, DslWarning, NameErr, ShapeErr, TypeErr, did_you_mean
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian, or_zeros
 from runtime.ir import DTYPES, Graph, Loc, TensorType
@@ -173,6 +173,7 @@ class Lowerer:
         self.data_decl: A.DataDecl | None = None
         self.train_decl: A.TrainDecl | None = None
         self.train_settings: dict[str, Any] = {}
+        self.warnings: list[DslWarning] = []
         self._data = None
         self._sites_cache: dict[int, dict[int, str]] = {}
         self._depth = 0
