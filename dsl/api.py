@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dsl.compiler import DTYPE_NAMES, Compiled, compile_file, compile_spec, load_program_data
+from dsl.data_check import check_data
 from dsl.errors import DslError
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
@@ -38,10 +39,13 @@ class Model:
         self.out_dir = out_dir
         self.settings = settings
         self._trainer: Trainer | None = None
+        given = data is not None
         if data is None:
             data = compiled.dataset
         self._data = data if data is None or isinstance(data, Dataset) else Dataset(
             train={k: np.asarray(v) for k, v in data.items()})
+        if given:
+            check_data(self.program, self._data, given=True)
 
     @property
     def dataset(self) -> Dataset | None:

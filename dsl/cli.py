@@ -16,18 +16,6 @@ from typing import Any
 import numpy as np
 
 
-def _value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _usage_error(msg: str) -> Exception:
     """A mistake in the flags: reported like a spec error without a position, exit 1."""
     from dsl.errors import DslError
@@ -35,13 +23,14 @@ def _usage_error(msg: str) -> Exception:
     return DslError(msg)
 
 
-def _sets(items: list[str]) -> dict[str, Any]:
+def _sets(items: list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE` flags; each VALUE is read by the type of what it replaces."""
     out = {}
     for it in items or []:
         if "=" not in it:
             raise _usage_error(f"--set needs NAME=VALUE, got '{it}'")
         k, v = it.split("=", 1)
-        out[k.strip()] = _value(v.strip())
+        out[k.strip()] = v.strip()
     return out
 
 

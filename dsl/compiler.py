@@ -19,6 +19,7 @@ import numpy as np
 
 from dsl import ast as A
 from dsl.cache import parse_cached
+from dsl.data_check import check_data
 from dsl.errors import (
     DataErr,
     DslError,
@@ -237,6 +238,12 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         except DataError as e:
             raise DataErr(str(e), tl.data_decl.span) from None
     warnings = list(tl.warnings)
+    if tl.objectives and not tl.opt_uses and not tl.update_blocks and not tl.outputs:
+        name = next(iter(tl.objectives))
+        warnings.append(DslWarning(
+            f"objective '{name}' is minimized by no optimizer, so training changes nothing; "
+            f"add 'optimizer adam() minimize {name}' (or declare a value that is only "
+            "computed as an 'output')", tl.decl_spans.get(name)))
     settings = _settings(tl)
     if seed is not None:
         settings.seed = seed
@@ -307,7 +314,11 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     for n, v in el.input_defaults.items():
         program.input_defaults.setdefault(n, v)
     program.meta["data_span"] = tl.data_decl.span if tl.data_decl else None
+    program.meta["input_spans"] = {n: tl.decl_spans[n] for n in program.inputs
+                                   if n in tl.decl_spans}
     program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
+    if tl.data_decl is not None:  # `check` finds what training would find
+        check_data(program, loader(tl.data_decl))
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
                     loaded.get("data"), warnings)
 

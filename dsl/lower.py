@@ -21,6 +21,7 @@ import numpy as np
 
 from dsl import ast as A
 from dsl.errors import DslError, DslWarning, NameErr, ShapeErr, TypeErr, did_you_mean
+from dsl.overrides import const_override, input_override
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian, or_zeros
 from runtime.ir import DTYPES, Graph, Loc, TensorType
@@ -34,6 +35,9 @@ TRAIN_SETTINGS = {f for f in TrainSettings.__dataclass_fields__} | {"order"}
 GENERIC_OPT_OPTIONS = {"weight_decay": 0.0, "clip_norm": 0.0, "clip_value": 0.0,
                        "decay_biases": False}
 MAX_DEPTH = 64
+MAX_DIM = 2**31 - 1  # one dimension of a tensor
+MAX_ELEMENTS = 2**40  # elements of one tensor; what fits in memory is checked before a run
+MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into
 
 
 @dataclass
@@ -58,7 +62,8 @@ class InitSpec:
 
 @dataclass(frozen=True)
 class Deferred:
-    """An initial value read from another variable when first needed (`state s = param`)."""
+    """An initial value made when first read: another variable's (`state s = param`) or a fill
+    (`state m = zeros_like(param)`), so compiling allocates nothing."""
 
     shape: tuple[int, ...]
     make: Callable[[], np.ndarray]
@@ -150,6 +155,7 @@ class Lowerer:
         self.seed = seed
         self.overrides = dict(overrides or {})
         self.used_overrides: set[str] = set()
+        self.applied: dict[str, Any] = {}  # const name -> its overridden value
         self.data_loader = data_loader
         self.graph = Graph()
         self.b = Builder(self.graph)
@@ -178,6 +184,7 @@ class Lowerer:
         self._sites_cache: dict[int, dict[int, str]] = {}
         self._depth = 0
         self._def_stack: list[str] = []
+        self._statement_call = False  # the next call is a statement (its value is dropped)
         self._span: A.Span | None = None
         self.globals = Scope(None, "", {})
         for stmt in prelude:
@@ -186,8 +193,9 @@ class Lowerer:
             self._register(stmt, user=True)
 
     # ------------------------------------------------------------------ errors & helpers
-    def err(self, cls: type[DslError], msg: str, span: A.Span | None = None) -> DslError:
-        return cls(msg, span or self._span)
+    def err(self, cls: type[DslError], msg: str, span: A.Span | None = None,
+            notes: tuple[str, ...] = ()) -> DslError:
+        return cls(msg, span or self._span, notes)
 
     def _loc(self, span: A.Span | None) -> Loc | None:
         return Loc(span.file, span.line, span.col) if span and span.line > 0 else None
@@ -250,11 +258,11 @@ class Lowerer:
             self.declare_input(s)
         elif isinstance(s, A.ConstDecl):
             self.check_new_global(s.name, s.span)
+            value = self.ev(s.value, self.globals)
             if s.name in self.overrides:
                 self.used_overrides.add(s.name)
-                value = self.overrides[s.name]
-            else:
-                value = self.ev(s.value, self.globals)
+                value = const_override(s.name, self.overrides[s.name], value, s.span)
+                self.applied[s.name] = value
             if isinstance(value, Val):
                 raise self.err(TypeErr, f"const '{s.name}' must be a compile-time value, but it "
                                "depends on inputs or parameters (use a plain assignment)", s.span)
@@ -330,13 +338,12 @@ class Lowerer:
                              loc=self._loc(s.span))
         self.inputs[s.name] = t
         self.input_nodes[s.name] = nid
-        default = None
         if s.name in self.overrides:
             self.used_overrides.add(s.name)
-            default = self.overrides[s.name]
+            self.input_defaults[s.name] = input_override(s.name, self.overrides[s.name], t,
+                                                         s.span)
         elif s.default is not None:
             default = self.ev(s.default, self.globals)
-        if default is not None:
             if isinstance(default, Val):
                 raise self.err(TypeErr, f"the default of input '{s.name}' must be a constant",
                                s.span)
@@ -386,8 +393,28 @@ class Lowerer:
             if isinstance(v, str) and not allow_symbols:
                 raise self.err(ShapeErr, f"parameters need static shapes; dimension '{v}' is "
                                "symbolic", d.span)
-            dims.append(int(v) if not isinstance(v, str) else v)
+            dims.append(self.check_dim(v, d.span) if not isinstance(v, str) else v)
+        static = [d for d in dims if isinstance(d, int)]
+        if math.prod(static) > MAX_ELEMENTS:
+            raise self.err(ShapeErr, f"a tensor of shape {dims} would have "
+                           f"{math.prod(static):.3g} elements, more than the limit of "
+                           f"{MAX_ELEMENTS:.3g}" + self.override_note(*static), t.span)
         return TensorType(self.fdt(t.dtype), tuple(dims))
+
+    def check_dim(self, v: int | np.integer, span: A.Span | None, lo: int = 1) -> int:
+        """A static dimension: an integer from `lo` (1; 0 for fills) to MAX_DIM."""
+        if not lo <= v <= MAX_DIM:
+            want = "positive" if lo == 1 else "non-negative"
+            raise self.err(ShapeErr, f"a dimension must be a {want} integer of at most "
+                           f"{MAX_DIM}, got {v}" + self.override_note(v), span)
+        return int(v)
+
+    def override_note(self, *values: Any) -> str:
+        """` (--set H=-4)` when a value came from an override, to say where it came from."""
+        hits = [f"--set {k}={self.overrides[k]}" for k, v in self.applied.items()
+                if not isinstance(v, bool) and isinstance(v, int | np.integer)
+                and any(v == x for x in values)]
+        return f" ({', '.join(hits)})" if hits else ""
 
     # ------------------------------------------------------------------ variables
     def declare_param(self, s: A.ParamDecl, scope: Scope) -> Val:
@@ -474,11 +501,11 @@ class Lowerer:
             return lambda: np.broadcast_to(init.make(), shape).astype(dtype)
         v = np.asarray(init, dtype=np.float64)
         try:
-            v = np.broadcast_to(v, shape)
+            np.broadcast_to(v, shape)  # a view: checks the shape, allocates nothing
         except ValueError:
             raise self.err(ShapeErr, f"initial value of shape {list(v.shape)} does not fit "
                            f"{t}", span) from None
-        return v.astype(dtype)
+        return lambda: np.broadcast_to(v, shape).astype(dtype)
 
     def ev_init(self, e: A.Expr, scope: Scope, like: Variable | None = None) -> Any:
         """Evaluate an initializer expression: an InitSpec, a number or a NumPy array."""
@@ -492,7 +519,8 @@ class Lowerer:
                     if len(e.args) != 2:
                         raise self.err(TypeErr, "full_like(param, value)", e.span)
                     fill = self.ev(e.args[1], scope)
-                return np.full(like.type.shape, fill, dtype=np.float64)
+                shape = tuple(int(d) for d in like.type.shape)
+                return Deferred(shape, lambda: np.full(shape, fill, dtype=np.float64))
             if base and not e.args:
                 opts = {k.name: self.ev(k.value, scope) for k in e.kwargs}
                 return InitSpec(base, opts, e.span)
@@ -526,6 +554,7 @@ class Lowerer:
             if not isinstance(s.value, A.Call):
                 raise self.err(TypeErr, "this expression has no effect (if a line break split "
                                "an expression, wrap it in parentheses)", s.span)
+            self._statement_call = True  # its value is dropped: it may return nothing
             self.ev(s.value, scope)
         elif isinstance(s, A.Return):
             raise _Return(self.ev(s.value, scope))
@@ -543,7 +572,10 @@ class Lowerer:
             rng = range(start, stop)
             if isinstance(s, A.For) and s.reverse:
                 rng = range(stop - 1, start - 1, -1)
-            for i in rng:
+            before = len(self.graph.nodes)
+            for k, i in enumerate(rng):
+                if k:
+                    self.check_unroll(s, k, len(rng), len(self.graph.nodes) - before)
                 if isinstance(s, A.Repeat):
                     inner = Scope(scope, f"{scope.prefix}{s.name}.{i}.",
                                   self.sites(s.body))
@@ -632,6 +664,20 @@ class Lowerer:
             raise self.err(TypeErr, f"expected a compile-time integer, got {self.describe(v)}",
                            e.span)
         return int(v)
+
+    def check_unroll(self, s: A.For | A.Repeat, done: int, count: int, grown: int) -> None:
+        """Refuse a compile-time loop whose unrolled graph would exceed MAX_UNROLLED_NODES,
+        judged from the iterations made so far (so the error comes after the first one)."""
+        per = grown / done
+        if len(self.graph.nodes) + per * (count - done) <= MAX_UNROLLED_NODES:
+            return
+        kw = "repeat" if isinstance(s, A.Repeat) else "for"
+        raise self.err(
+            ShapeErr, f"this '{kw}' runs {count} times and unrolls into about "
+            f"{per * count:,.0f} graph nodes ({per:.0f} per iteration), more than the limit of "
+            f"{MAX_UNROLLED_NODES:,}" + self.override_note(count), s.span,
+            notes=("compile-time loops are copied into the graph once per iteration: use "
+                   "fewer iterations",))
 
     def sites(self, body: tuple[A.Stmt, ...]) -> dict[int, str]:
         """Name every call site of a `def` in a body, in source order: dense1, dense2, ..."""
@@ -949,10 +995,17 @@ class Lowerer:
 
     # ------------------------------------------------------------------ calls
     def call(self, e: A.Call, scope: Scope) -> Any:
+        statement, self._statement_call = self._statement_call, False
         d = self.defs.get(e.func)
-        if d is not None and not (self._def_stack and self._def_stack[-1] == e.func):
+        if d is not None and e.func in self._def_stack:
             # inside the body of `def conv2d`, `conv2d(...)` is the primitive it wraps
-            return self.call_def(d, e, scope)
+            if e.func not in BUILTINS and e.func not in REGISTRY:
+                chain = " -> ".join([*self._def_stack[self._def_stack.index(e.func):], e.func])
+                raise self.err(TypeErr, f"'{e.func}' calls itself ({chain}): nets and defs are "
+                               "expanded at compile time, so they cannot be recursive (repeat "
+                               "a layer with 'repeat' or 'for')", e.span)
+        elif d is not None:
+            return self.call_def(d, e, scope, statement)
         fn = BUILTINS.get(e.func)
         if fn is not None:
             return fn(self, e, scope)
@@ -1029,7 +1082,8 @@ class Lowerer:
                 bound[p.name] = self.ev(p.default, self.globals)
         return bound
 
-    def call_def(self, d: A.NetDef, e: A.Call, scope: Scope) -> Any:
+    def call_def(self, d: A.NetDef, e: A.Call, scope: Scope, statement: bool = False) -> Any:
+        """Expand a net or def at a call; `statement`: the call's value is dropped."""
         bound = self.bind_args(d.params, e, scope, d.kind, d.name)
         if d.kind == "def":
             site = scope.sites.get(id(e), d.name)
@@ -1040,8 +1094,7 @@ class Lowerer:
         inner.vars.update(bound)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise self.err(TypeErr, f"'{d.name}' calls itself too deeply (recursion is not "
-                           "supported)", e.span)
+            raise self.err(TypeErr, f"calls nested more than {MAX_DEPTH} deep", e.span)
         saved = self._span
         self._def_stack.append(d.name)
         try:
@@ -1055,6 +1108,11 @@ class Lowerer:
             self._def_stack.pop()
             self._depth -= 1
             self._span = saved
+        if result is None and not statement:
+            raise self.err(TypeErr, f"{d.kind} '{d.name}' returns nothing, but its value is "
+                           f"used here: end the body of '{d.name}' with 'return ...'", e.span,
+                           notes=(f"'{d.name}' is defined at {d.span.file}:{d.span.line}:"
+                                  f"{d.span.col}",))
         return result
 
     # ------------------------------------------------------------------ selections
@@ -1101,8 +1159,10 @@ class Lowerer:
                     raise self.err(TypeErr, f"'{k.name}' must be a constant", k.span)
                 generic[k.name] = v
             else:
+                valid = [p.name for p in d.params] + list(generic)
                 raise self.err(NameErr, f"optimizer '{rule}' has no option '{k.name}'"
-                               + did_you_mean(k.name, pnames | set(generic)), k.span)
+                               + did_you_mean(k.name, valid)
+                               + f"; its options are: {', '.join(valid)}", k.span)
         for p in d.params:
             if p.name not in options:
                 if p.default is None:
@@ -1184,6 +1244,12 @@ class Lowerer:
                     if before.get(var) != nid:
                         use.updates[var] = nid
                 self.state_updates = before  # a rule's updates belong to its optimizer only
+                if n not in use.updates:
+                    raise self.err(
+                        TypeErr, f"optimizer '{use.rule}' never assigns 'param', so it would "
+                        "train nothing: its rule must end with 'param = param - ...'", d.span,
+                        notes=(f"used at {use.stmt.span.file}:{use.stmt.span.line}:"
+                               f"{use.stmt.span.col}",))
 
 
 _FLOAT_OPS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "softplus", "log1p",
@@ -1227,11 +1293,13 @@ def _shape_list(low: Lowerer, v: Any, span: A.Span) -> tuple:
     if isinstance(v, Val):
         raise low.err(TypeErr, "a shape must be a list of dimensions, e.g. [B, 2]", span)
     if isinstance(v, (int, np.integer)):
-        return (int(v),)
+        return (low.check_dim(v, span, lo=0),)
     out = []
     for d in v:
-        if isinstance(d, (int, np.integer, str)) and not isinstance(d, bool):
-            out.append(int(d) if not isinstance(d, str) else d)
+        if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+            out.append(low.check_dim(d, span, lo=0))
+        elif isinstance(d, str):
+            out.append(d)
         else:
             raise low.err(TypeErr, f"a dimension must be an integer, got {d!r}", span)
     return tuple(out)
@@ -1245,6 +1313,34 @@ def b_shape(low: Lowerer, e: A.Call, scope: Scope) -> tuple:
     if isinstance(x, np.ndarray):
         return tuple(x.shape)
     raise low.err(TypeErr, f"shape: expected a tensor, got {low.describe(x)}", e.span)
+
+
+def b_same_shape(low: Lowerer, e: A.Call, scope: Scope) -> None:
+    """`same_shape(pred, target)`: a loss compares a prediction with a target of the same shape
+    (a scalar target, such as 1 in `bce_with_logits(D(x), 1)`, broadcasts); emits nothing.
+    Without it `mse` of f32[B,1] and f32[B] would silently broadcast to [B,B]."""
+    a = _args(low, e, scope, ["pred", "target"], {})
+    shapes = [tuple(v.shape) if isinstance(v, Val | np.ndarray) else () for v in a.values()]
+    ps, ts = shapes
+    if ts == () or ps == ts:
+        return None
+    p, t = (low.describe(v).removeprefix("a tensor ") for v in a.values())
+    n = max(len(ps), len(ts))
+    pad_p, pad_t = (1,) * (n - len(ps)) + ps, (1,) * (n - len(ts)) + ts
+    if all(x == y or 1 in (x, y) for x, y in zip(pad_p, pad_t)):
+        both = [y if x == 1 else x for x, y in zip(pad_p, pad_t)]
+        how = f"; they would broadcast to [{', '.join(map(str, both))}]"
+    else:
+        how = "; they do not broadcast"
+    hint = ""
+    if ps[:-1] == ts and ps[-1:] == (1,):
+        hint = ": give the target the prediction's shape (y[:, None]) or drop the " \
+               "prediction's last axis (p[:, 0])"
+    elif ts[:-1] == ps and ts[-1:] == (1,):
+        hint = ": give the prediction the target's shape (p[:, None]) or drop the target's " \
+               "last axis (y[:, 0])"
+    raise low.err(ShapeErr, f"the prediction {p} and the target {t} have different shapes"
+                  f"{how}{hint}", e.span)
 
 
 def b_grad(low: Lowerer, e: A.Call, scope: Scope) -> Val:
@@ -1550,6 +1646,7 @@ BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
     "pair": b_pair,
     "conv_padding": b_conv_padding,
     "shape": b_shape,
+    "same_shape": b_same_shape,
     "grad": b_grad,
     "hessian": b_hessian,
     "sum": _reduce_builtin("sum"),

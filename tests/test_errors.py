@@ -34,6 +34,24 @@ optimizer sgd(lr = 0.1) minimize loss
 """
 
 
+MLP = """model mlp
+input x: f32[B, 2]
+input lr: f32[] = 0.1
+const H = 8
+const NORM = false
+const DEPTH = 2
+net body(x) {
+  h = x
+  repeat layer i in 0 .. DEPTH {
+    h = relu(dense(h, H))
+  }
+  if NORM { h = h / sqrt(mean(h * h) + 1e-5) }
+  return dense(h, 2)
+}
+objective loss = mean(body(x)) * lr
+"""
+
+
 @dataclass
 class Case:
     """One bad input: files to write, the dslrun arguments, where the error must point
@@ -196,6 +214,43 @@ CASES: list[Case] = [
                       "optimizer gd(lr = 0.1) minimize loss\ntrain { steps = 5 }\n"},
          ["train", "s.dl"], None,
          ("training diverged at step 1", "'loss'", "is nan", "no checkpoint was written")),
+    # ------------------------------------------------------------------ issue 7: first hour
+    spec("set_negative_dim", MLP, 10, 14, "dense: a dimension must be a positive integer",
+         "got -4 (--set H=-4)", args=("--set", "H=-4")),
+    spec("set_zero_dim", MLP, 10, 14, "positive integer", "got 0", args=("--set", "H=0")),
+    spec("const_dim_too_big", MLP.replace("const H = 8", "const H = 2 ** 70"), 10, 14,
+         "of at most 2147483647", cmd="params"),
+    spec("set_not_an_integer", MLP, 4, 1, "--set H=abc: const 'H' is an integer (declared 8)",
+         "must be an integer", args=("--set", "H=abc")),
+    spec("set_float_for_int", MLP, 4, 1, "must be an integer", args=("--set", "H=2.5")),
+    spec("set_bool_not_true_false", MLP, 5, 1, "--set NORM=no: const 'NORM' is a boolean",
+         "must be true or false", args=("--set", "NORM=no")),
+    spec("set_input_not_a_number", MLP, 3, 1, "--set lr=abc: input 'lr' is f32[]",
+         "must be a number", args=("--set", "lr=abc")),
+    spec("unroll_too_large", MLP, 9, 3, "this 'repeat' runs 100000 times",
+         "more than the limit of 200,000", "(--set DEPTH=100000)",
+         args=("--set", "DEPTH=100000")),
+    spec("recursive_def", HEAD + "def f(x) { return f(x) }\nobjective loss = mean(f(x))\n",
+         4, 19, "'f' calls itself (f -> f)", "cannot be recursive"),
+    spec("mutually_recursive_defs", HEAD + "def f(x) { return g(x) }\ndef g(x) { return f(x) }\n"
+         "objective loss = mean(f(x))\n", 5, 19, "'f' calls itself (f -> g -> f)"),
+    spec("net_without_return", HEAD + "net g(x) { h = dense(x, 2) }\n"
+         "objective loss = mean(g(x))\n", 5, 23, "net 'g' returns nothing",
+         "end the body of 'g' with 'return ...'"),
+    spec("optimizer_never_assigns_param", LINREG + "optimizer lazy(lr = 0.1) {\n"
+         "  state v = zeros_like(param)\n  v = v + grad\n}\noptimizer lazy() minimize loss\n",
+         6, 1, "optimizer 'lazy' never assigns 'param'", "used at s.dl:10:1"),
+    spec("optimizer_unknown_option_lists_them", LINREG + "optimizer adam(beta3 = 0.2) "
+         "minimize loss\n", 6, 16, "has no option 'beta3'", "(did you mean 'beta2'?)",
+         "its options are: lr, beta1, beta2, eps, weight_decay"),
+    spec("mse_would_broadcast", HEAD + "objective loss = mse(dense(x, 1), y)\n", 4, 18,
+         "mse: the prediction f32[B,1] and the target f32[B] have different shapes",
+         "they would broadcast to [B, B]", "y[:, None]"),
+    spec("bce_with_logits_shapes", HEAD + "objective loss = bce_with_logits(dense(x, 2), y)\n",
+         4, 18, "bce_with_logits: the prediction f32[B,2]", "do not broadcast"),
+    spec("prelude_bad_option_value", HEAD.replace("f32[B]", "i64[B]")
+         + "objective loss = cross_entropy(dense(x, 3), y, smoothing_mode = \"bad\")\n",
+         4, 18, "cross_entropy:", "smoothing_mode must be 'm-1' or 'm'"),
 ]
 
 
