@@ -293,6 +293,9 @@ class Lowerer:
                                        st.value.span)
                     self.train_settings["order"] = [i.id for i in st.value.items]
                     continue
+                if st.name == "keep_best" and isinstance(st.value, A.Name):
+                    self.train_settings["keep_best"] = st.value.id  # a metric, named as in order
+                    continue
                 v = self.ev(st.value, self.globals)
                 if isinstance(v, Val):
                     raise self.err(TypeErr, f"train setting '{st.name}' must be a constant",
@@ -776,7 +779,11 @@ class Lowerer:
             if not isinstance(a, Val) and not isinstance(b, Val):
                 fn = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
                       ">=": operator.ge, "==": operator.eq, "!=": operator.ne}[e.op]
-                return fn(a, b)
+                try:
+                    return fn(a, b)
+                except TypeError:  # "3" >= 1, [1] < 2: Python refuses the pair
+                    raise self.err(TypeErr, f"'{e.op}' cannot compare {self.describe(a)} with "
+                                   f"{self.describe(b)}", e.span) from None
             op = {"<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal",
                   "==": "equal", "!=": "not_equal"}[e.op]
             a, b = self.coerce_pair(a, b, e.span)
@@ -1080,7 +1087,25 @@ class Lowerer:
                     raise self.err(TypeErr, f"{what} '{name}' is missing argument '{p.name}'",
                                    e.span)
                 bound[p.name] = self.ev(p.default, self.globals)
+            else:
+                span = next((k.span for k in e.kwargs if k.name == p.name), e.span)
+                self.check_kind_of_default(p, bound[p.name], span, name)
         return bound
+
+    def check_kind_of_default(self, p: A.Param, value: Any, span: A.Span, owner: str) -> None:
+        """An argument whose default is true/false or a string takes a value of that kind
+        (`bias = "yes"` is an error, not a true condition). Numeric defaults take more than
+        numbers (tensors for schedules, pairs, "same"), so they are left to the body."""
+        d = p.default
+        if isinstance(d, A.Bool):
+            ok, want = isinstance(value, bool | np.bool_), "true or false"
+        elif isinstance(d, A.Str):
+            ok, want = isinstance(value, str), f"a string such as {d.value!r}"
+        else:
+            return
+        if not ok:
+            raise self.err(TypeErr, f"{owner}: '{p.name}' must be {want}, got "
+                           f"{self.describe(value)}", span)
 
     def call_def(self, d: A.NetDef, e: A.Call, scope: Scope, statement: bool = False) -> Any:
         """Expand a net or def at a call; `statement`: the call's value is dropped."""
@@ -1144,15 +1169,16 @@ class Lowerer:
         if d is None:
             raise self.err(NameErr, f"unknown optimizer '{rule}'"
                            + did_you_mean(rule, self.opt_defs), s.rule.span)
-        pnames = {p.name for p in d.params}
         options: dict[str, Any] = {}
         generic: dict[str, Any] = dict(GENERIC_OPT_OPTIONS)
         if s.rule.args:
             raise self.err(TypeErr, f"optimizer '{rule}' takes keyword options only "
                            "(lr = ...)", s.rule.span)
+        params = {p.name: p for p in d.params}
         for k in s.rule.kwargs:
             v = self.ev(k.value, self.globals)
-            if k.name in pnames:
+            if k.name in params:
+                self.check_kind_of_default(params[k.name], v, k.span, f"optimizer '{rule}'")
                 options[k.name] = v
             elif k.name in generic:
                 if isinstance(v, Val):
@@ -1341,6 +1367,18 @@ def b_same_shape(low: Lowerer, e: A.Call, scope: Scope) -> None:
                "last axis (y[:, 0])"
     raise low.err(ShapeErr, f"the prediction {p} and the target {t} have different shapes"
                   f"{how}{hint}", e.span)
+
+
+def b_require(low: Lowerer, e: A.Call, scope: Scope) -> None:
+    """`require(cond, "message")`: a compile-time check; in a def, the error is reported at
+    the user's call (`require(p >= 0 and p < 1, "p must be in [0, 1)")`)."""
+    a = _args(low, e, scope, ["cond", "message"], {})
+    cond, message = a["cond"], a["message"]
+    if isinstance(cond, Val) or not isinstance(message, str):
+        raise low.err(TypeErr, "require(cond, \"message\") takes a compile-time condition "
+                      "and a string", e.span)
+    if not cond:
+        raise low.err(TypeErr, message, e.span)
 
 
 def b_grad(low: Lowerer, e: A.Call, scope: Scope) -> Val:
@@ -1647,6 +1685,7 @@ BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
     "conv_padding": b_conv_padding,
     "shape": b_shape,
     "same_shape": b_same_shape,
+    "require": b_require,
     "grad": b_grad,
     "hessian": b_hessian,
     "sum": _reduce_builtin("sum"),

@@ -251,6 +251,16 @@ CASES: list[Case] = [
     spec("prelude_bad_option_value", HEAD.replace("f32[B]", "i64[B]")
          + "objective loss = cross_entropy(dense(x, 3), y, smoothing_mode = \"bad\")\n",
          4, 18, "cross_entropy:", "smoothing_mode must be 'm-1' or 'm'"),
+    spec("prelude_bool_option_not_bool", HEAD + "objective loss = mean(dense(x, 3, "
+         "bias = \"yes\"))\n", 4, 35, "dense: 'bias' must be true or false, got str 'yes'"),
+    spec("prelude_option_out_of_range", HEAD + "objective loss = mean(dropout(x, p = 1.5))\n",
+         4, 23, "dropout: p must be in [0, 1)"),
+    spec("prelude_option_wrong_kind", HEAD + "objective loss = mean(dropout(x, p = \"a\"))\n",
+         4, 23, "dropout: '>=' cannot compare str 'a' with int 0"),
+    spec("optimizer_bool_option", LINREG + "optimizer sgd(nesterov = 1) minimize loss\n",
+         6, 15, "optimizer 'sgd': 'nesterov' must be true or false, got int 1"),
+    spec("compare_string_with_number", HEAD + "const A = \"3\" >= 1\n"
+         "objective loss = mean(x)\n", 4, 11, "'>=' cannot compare str '3' with int 1"),
 ]
 
 
