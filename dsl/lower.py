@@ -37,6 +37,7 @@ GENERIC_OPT_OPTIONS = {"weight_decay": 0.0, "clip_norm": 0.0, "clip_value": 0.0,
 MAX_DEPTH = 64
 MAX_DIM = 2**31 - 1  # one dimension of a tensor
 MAX_ELEMENTS = 2**40  # elements of one tensor; what fits in memory is checked before a run
+MAX_CONST_ELEMENTS = 2**27  # elements of a compile-time constant (linspace, eye, ...)
 MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into
 
 
@@ -1616,14 +1617,24 @@ def b_transpose(low: Lowerer, e: A.Call, scope: Scope) -> Val:
         return low.b.emit("transpose", x, axes=axes)
 
 
-def b_numpy(fn: Callable[..., Any], names: list[str], defaults: dict[str, Any]):
-    """A compile-time NumPy function over constants (linspace, arange, cumprod, ...)."""
+def b_numpy(fn: Callable[..., Any], names: list[str], defaults: dict[str, Any],
+            size: Callable[..., float] | None = None):
+    """A compile-time NumPy function over constants (linspace, arange, cumprod, ...);
+    `size(**args)`: the number of elements it would make, checked before it runs."""
     def call(low: Lowerer, e: A.Call, scope: Scope) -> Any:
         a = _args(low, e, scope, names, defaults)
         if any(isinstance(v, Val) for v in a.values()):
             raise low.err(TypeErr, f"{e.func} runs at compile time and needs constants",
                           e.span)
-        return fn(**a)
+        try:
+            n = size(**a) if size is not None else 0
+            if n > MAX_CONST_ELEMENTS:
+                raise low.err(ShapeErr, f"{e.func} would make {n:.3g} elements, more than the "
+                              f"limit of {MAX_CONST_ELEMENTS:,} for a compile-time constant"
+                              + low.override_note(*a.values()), e.span)
+            return fn(**a)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as ex:
+            raise low.err(TypeErr, f"{e.func}: {ex}", e.span) from None
     return call
 
 
@@ -1721,12 +1732,13 @@ BUILTINS: dict[str, Callable[[Lowerer, A.Call, Scope], Any]] = {
     "len": b_len,
     "count": b_num_params,
     "linspace": b_numpy(lambda start, stop, num: np.linspace(start, stop, int(num)),
-                        ["start", "stop", "num"], {}),
+                        ["start", "stop", "num"], {}, size=lambda start, stop, num: num),
     "arange": b_numpy(lambda start, stop, step: np.arange(start, stop, step),
-                      ["start", "stop", "step"], {"step": 1}),
+                      ["start", "stop", "step"], {"step": 1},
+                      size=lambda start, stop, step: (stop - start) / step),
     "cumprod": b_numpy(lambda x: np.cumprod(np.asarray(x, dtype=np.float64)), ["x"], {}),
     "cumsum": b_numpy(lambda x: np.cumsum(np.asarray(x, dtype=np.float64)), ["x"], {}),
-    "eye": b_numpy(lambda n: np.eye(int(n)), ["n"], {}),
+    "eye": b_numpy(lambda n: np.eye(int(n)), ["n"], {}, size=lambda n: n * n),
     "array": b_numpy(lambda x: np.asarray(x, dtype=np.float64), ["x"], {}),
     "int": b_numpy(lambda x: int(x), ["x"], {}),
     "float": b_numpy(lambda x: float(x), ["x"], {}),

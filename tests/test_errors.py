@@ -261,6 +261,11 @@ CASES: list[Case] = [
          6, 15, "optimizer 'sgd': 'nesterov' must be true or false, got int 1"),
     spec("compare_string_with_number", HEAD + "const A = \"3\" >= 1\n"
          "objective loss = mean(x)\n", 4, 11, "'>=' cannot compare str '3' with int 1"),
+    spec("constant_too_large", HEAD + "const N = 8\nconst E = eye(N)\n"
+         "objective loss = mean(x)\n", 5, 11, "eye would make 1e+16 elements",
+         "(--set N=100000000)", args=("--set", "N=100000000")),
+    spec("constant_bad_arguments", HEAD + "const R = arange(0, 10, 0)\n"
+         "objective loss = mean(x)\n", 4, 11, "arange: division by zero"),
 ]
 
 
