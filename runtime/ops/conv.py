@@ -528,6 +528,12 @@ def _max_pool2d_pick_fwd(xp, u, x, kernel, stride, padding):
     return xp.sum(xp.multiply(hot, _pool_cols(xp, u, geo, 0.0)), axis=0)
 
 
+def _max_pool2d_branch(xp, x, kernel, stride, padding):
+    # the piece of max pooling and its backward kernels: each window's first argmax
+    geo = _pool_geo(x.shape[2:], kernel, stride, padding)
+    return _first_max_onehot(xp, _pool_cols(xp, x, geo, float("-inf")))
+
+
 def _max_pool2d_shape(attrs, x):
     geo = _pool_check("max_pool2d", x, attrs)
     return TensorType(x.dtype, (x.shape[0], x.shape[1], geo.Ho, geo.Wo))
@@ -549,15 +555,17 @@ def _pool_grad_shape(op):
 
 register(OpDef("max_pool2d", _max_pool2d_shape, _max_pool2d_fwd,
                lambda g, out, x, **a: (g.b.emit("max_pool2d_grad", g, x, **a),),
-               attrs=dict(MAXPOOL), arity=1,
+               attrs=dict(MAXPOOL), arity=1, branch=_max_pool2d_branch,
                doc="max over kernel windows (stride None = kernel, -inf padding)"))
 register(OpDef("max_pool2d_grad", _pool_grad_shape("max_pool2d_grad"), _max_pool2d_grad_fwd,
                lambda u, out, g, x, **a: (u.b.emit("max_pool2d_pick", u, x, **a), None),
                attrs=dict(MAXPOOL), arity=2,
+               branch=lambda xp, g, x, **a: _max_pool2d_branch(xp, x, **a),
                doc="(g, x) -> dx: g routed to the first argmax of each window"))
 register(OpDef("max_pool2d_pick", _pool_grad_shape("max_pool2d_pick"), _max_pool2d_pick_fwd,
                lambda v, out, u, x, **a: (v.b.emit("max_pool2d_grad", v, x, **a), None),
                attrs=dict(MAXPOOL), arity=2,
+               branch=lambda xp, u, x, **a: _max_pool2d_branch(xp, x, **a),
                doc="(u, x) -> u at the first argmax of each window of x"))
 
 

@@ -91,6 +91,13 @@ def binary(name, fwd, vjp, shape=None, doc="", float_valued=False, **kw):
     register(OpDef(name, shape, kernel, vjp, arity=2, elementwise=True, doc=doc, **kw))
 
 
+def side(xp, a, b):
+    """-1, 0 or 1 where a < b, a == b, a > b: the piece of relu, abs, maximum, comparisons."""
+    return xp.greater(a, b).astype("int8") - xp.less(a, b).astype("int8")
+
+
+at_zero = lambda xp, x, **attrs: side(xp, x, 0)  # the piece of an op with a kink at x = 0
+
 # ---- arithmetic
 binary("add", lambda xp, a, b: xp.add(a, b), lambda g, out, a, b: (g, g))  # d(a+b) = da + db
 binary("sub", lambda xp, a, b: xp.subtract(a, b), lambda g, out, a, b: (g, -g),
@@ -102,9 +109,9 @@ binary("pow", lambda xp, a, b: xp.power(a, b),  # d a^b = b a^(b-1) da + a^b log
        lambda g, out, a, b: (g * b * a ** (b - 1), g * out * a.b.emit("log", a)),
        float_valued=True)
 binary("maximum", lambda xp, a, b: xp.maximum(a, b),  # ties send the gradient to a
-       lambda g, out, a, b: (where(a >= b, g, 0.0), where(a >= b, 0.0, g)))
+       lambda g, out, a, b: (where(a >= b, g, 0.0), where(a >= b, 0.0, g)), branch=side)
 binary("minimum", lambda xp, a, b: xp.minimum(a, b),
-       lambda g, out, a, b: (where(a <= b, g, 0.0), where(a <= b, 0.0, g)))
+       lambda g, out, a, b: (where(a <= b, g, 0.0), where(a <= b, 0.0, g)), branch=side)
 unary("neg", lambda xp, x: xp.negative(x), lambda g, out, x: (-g,),
       shape=numeric("neg", same))
 
@@ -121,14 +128,15 @@ register(OpDef(
         "where", a, b).dtype),
     lambda xp, c, a, b: xp.where(c, *promote(xp, a, b)),
     lambda g, out, c, a, b: (None, where(c, g, 0.0), where(c, 0.0, g)),
-    arity=3, elementwise=True, doc="select a where c else b"))
+    arity=3, elementwise=True, doc="select a where c else b"))  # c's comparison has the branch
 
 # ---- comparisons and logic (no gradient)
 for _name, _f in [("greater", "greater"), ("less", "less"), ("greater_equal", "greater_equal"),
                   ("less_equal", "less_equal"), ("equal", "equal"), ("not_equal", "not_equal"),
                   ("logical_and", "logical_and"), ("logical_or", "logical_or")]:
     binary(_name, (lambda f: lambda xp, a, b: getattr(xp, f)(a, b))(_f), None,
-           shape=ew_bool(_name), nondiff=True)
+           shape=ew_bool(_name), nondiff=True,
+           branch=None if _f.startswith("logical") else side)  # switch at a = b
 unary("logical_not", lambda xp, x: xp.logical_not(x), None, shape=ew_bool("logical_not"),
       nondiff=True)
 
@@ -138,9 +146,10 @@ unary("log", lambda xp, x: xp.log(x), lambda g, out, x: (g / x,))  # d log x = d
 unary("log1p", lambda xp, x: xp.log1p(x), lambda g, out, x: (g / (1.0 + x),))
 unary("expm1", lambda xp, x: xp.expm1(x), lambda g, out, x: (g * (out + 1.0),))
 unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, out, x: (g / (2.0 * out),))
-unary("abs", lambda xp, x: xp.abs(x), lambda g, out, x: (g * x.b.emit("sign", x),), shape=same)
+unary("abs", lambda xp, x: xp.abs(x), lambda g, out, x: (g * x.b.emit("sign", x),), shape=same,
+      branch=at_zero)
 unary("sign", lambda xp, x: xp.sign(x), lambda g, out, x: (None,),
-      shape=numeric("sign", same))
+      shape=numeric("sign", same), branch=at_zero)
 unary("sin", lambda xp, x: xp.sin(x), lambda g, out, x: (g * x.b.emit("cos", x),))
 unary("cos", lambda xp, x: xp.cos(x), lambda g, out, x: (-g * x.b.emit("sin", x),))
 unary("tanh", lambda xp, x: xp.tanh(x), lambda g, out, x: (g * (1.0 - out * out),))
@@ -164,21 +173,23 @@ def softplus_kernel(xp, x):
 unary("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))  # σ' = σ(1-σ)
 unary("softplus", softplus_kernel, lambda g, out, x: (g * x.b.emit("sigmoid", x),))  # softplus' = σ
 unary("relu", lambda xp, x: xp.maximum(x, 0).astype(x.dtype, copy=False),
-      lambda g, out, x: (where(x > 0.0, g, 0.0),), shape=same)
+      lambda g, out, x: (where(x > 0.0, g, 0.0),), shape=same, branch=at_zero)
 unary("leaky_relu",
       lambda xp, x, alpha: xp.where(x > 0, x, alpha * x).astype(x.dtype, copy=False),
       lambda g, out, x, alpha: (where(x > 0.0, g, g * alpha),), attrs={"alpha": 0.01},
-      shape=same)
+      shape=same, branch=at_zero)
 unary("swish", lambda xp, x: (x * _sigmoid(xp, x)).astype(x.dtype, copy=False),
       lambda g, out, x: (g * (lambda s: s + out * (1.0 - s))(x.b.emit("sigmoid", x)),))
 unary("step", lambda xp, x: (x >= 0).astype(x.dtype if x.dtype.kind == "f" else "float32"),
-      lambda g, out, x: (None,), doc="1 where x >= 0 else 0 (zero gradient)")
+      lambda g, out, x: (None,), doc="1 where x >= 0 else 0 (zero gradient)", branch=at_zero)
 
 # ---- casts and gradient barriers
 register(OpDef("cast", lambda attrs, t: TensorType(attrs["dtype"], t.shape),
                lambda xp, x, dtype: x.astype(TensorType(dtype, ()).np_dtype(), copy=False),
                lambda g, out, x, dtype: (g.b.emit("cast", g, dtype=x.type.dtype)
                                          if x.type.is_float else None,),
-               attrs={"dtype": "f32"}, arity=1, elementwise=True))
+               attrs={"dtype": "f32"}, arity=1, elementwise=True,  # to integers: a staircase
+               branch=lambda xp, x, dtype: None if dtype.startswith("f") else
+               x.astype(TensorType(dtype, ()).np_dtype())))
 register(OpDef("stop_gradient", same, lambda xp, x: x, lambda g, out, x: (None,), arity=1,
                elementwise=True, doc="identity whose gradient is zero"))

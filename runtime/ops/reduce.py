@@ -84,10 +84,12 @@ register(OpDef("sum", _red_shape("sum"), _sum_fwd,  # d Σx = broadcast g
 register(OpDef("mean", _red_shape("mean"), _mean_fwd, _mean_vjp, attrs=RED, arity=1))
 register(OpDef("max", _red_shape("max"),
                lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
-               _minmax_vjp, attrs=RED, arity=1))
+               _minmax_vjp, attrs=RED, arity=1,  # piece: the positions attaining the max
+               branch=lambda xp, x, axis, keepdims: x == xp.max(x, axis=axis, keepdims=True)))
 register(OpDef("min", _red_shape("min"),
                lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims),
-               _minmax_vjp, attrs=RED, arity=1))
+               _minmax_vjp, attrs=RED, arity=1,
+               branch=lambda xp, x, axis, keepdims: x == xp.min(x, axis=axis, keepdims=True)))
 
 
 def _lse(xp, x, axis, keepdims):
@@ -112,7 +114,8 @@ def _argmax_shape(attrs, t):
 
 
 register(OpDef("argmax", _argmax_shape, lambda xp, x, axis: xp.argmax(x, axis=axis),
-               None, attrs={"axis": -1}, arity=1, nondiff=True))
+               None, attrs={"axis": -1}, arity=1, nondiff=True,
+               branch=lambda xp, x, axis: xp.argmax(x, axis=axis)))
 
 
 def _size_shape(attrs, t):
@@ -154,4 +157,5 @@ def _norm_vjp(g, out, x, axis, keepdims, ord):
 
 
 register(OpDef("norm", _norm_shape, _norm_fwd, _norm_vjp,
-               attrs={**RED, "ord": 2}, arity=1, doc="vector p-norm (p = 1 or 2) over axes"))
+               attrs={**RED, "ord": 2}, arity=1, doc="vector p-norm (p = 1 or 2) over axes",
+               branch=lambda xp, x, axis, keepdims, ord: xp.sign(x) if ord == 1 else None))

@@ -4,6 +4,11 @@ Forward kernels take the array module first: `forward(xp, *arrays, **attrs)`; ra
 take `(xp, rng, *arrays, **attrs)`. A VJP receives the output cotangent `g`, the output `out`
 and the inputs as `Val`s (graph-building handles, see `runtime.ops.builder`) plus the
 attributes, and returns one `Val | None` per input (None: no gradient flows there).
+
+An op defined piecewise (relu, abs, maximum, comparisons, max pooling, ...) names the piece
+each element is on: `branch(xp, *arrays, **attrs)` returns an array that changes exactly when
+an input crosses a kink or switch (the sign of x for relu, each window's argmax for max
+pooling). Finite-difference checks compare it on both sides of a probe (`runtime.gradcheck`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class OpDef:
     random: bool = False
     elementwise: bool = False
     nondiff: bool = False  # the output carries no gradient (comparisons, argmax, ...)
+    branch: Callable[..., Any] | None = None  # piecewise ops: the piece of each element
     doc: str = ""
 
 
