@@ -157,9 +157,9 @@ def test_perceptron_makes_no_training_mistakes() -> None:
 
 def test_perceptron_gradient_check_off_the_kink() -> None:
     """The perceptron starts at w = 0, where every sample sits on the kink of
-    max(0, −y wᵀx) and finite differences disagree with any subgradient, so `dslrun
-    check-grad` (which checks at the initial values) reports a failure there. Away from the
-    kink the hinge is piecewise linear and the symbolic gradient must match exactly."""
+    max(0, −y wᵀx) and finite differences disagree with any subgradient (`dslrun check-grad`
+    moves its probes off such kinks, tests/test_gradcheck_kinks.py). Away from the kink the
+    hinge is piecewise linear and the symbolic gradient must match exactly."""
     c = compile_file(spec("perceptron"), dtype="f64")
     p = c.program
     ds = dsl.load(spec("perceptron"), dtype="float64").dataset
