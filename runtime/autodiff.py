@@ -9,9 +9,9 @@ gradient. Because VJPs are built from registered ops, gradients of gradients wor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from runtime.ir import LEAF_OPS
+from runtime.ir import LEAF_OPS, TupleType
 from runtime.ops import REGISTRY, Builder, Val
 from runtime.ops.shapes import broadcast_shapes
 
@@ -33,34 +33,53 @@ def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
               role: str = "grad") -> list[Val | None]:
     """d y / d w for each w in `wrt` as new nodes in `b.graph` (None where y does not depend
     on w). `y` must be a scalar unless a `seed` cotangent of y's shape is given."""
-    g = b.graph
-    yt = g[y].type
+    yt = b.graph[y].type
     if seed is None:
         if yt.rank != 0:
             raise GradError(f"grad: the differentiated value must be a scalar, got {yt}")
         if not yt.is_float:
             raise GradError(f"grad: the differentiated value must be a float, got {yt}")
-    order = g.topo_order([y])  # y and what it depends on
+        with b.context(role=role, loc=b.graph[y].loc, of=y):
+            seed = b.const(1.0, yt.dtype)
+    return vjp(b, {y: seed}, wrt, role)
+
+
+def vjp(b: Builder, seeds: Mapping[int, Val], wrt: Sequence[int],
+        role: str = "grad") -> list[Val | None]:
+    """The vector-Jacobian product: Σ_y seeds[y] · d y / d w for each w in `wrt` (None where
+    no y depends on w). Nodes with several results (a loop) get one cotangent per result,
+    gathered from the `item` nodes that read them."""
+    g = b.graph
+    order = g.topo_order(list(seeds))  # the ys and what they depend on
     wanted = set(wrt)
-    reach: set[int] = set()  # the nodes on a path from some w to y
+    reach: set[int] = set()  # the nodes on a path from some w to some y
     for nid in order:
         if nid in wanted or any(i in reach for i in g[nid].inputs):
             reach.add(nid)
-    if y not in reach:
+    if not reach.intersection(seeds):
         return [None] * len(wrt)
-    with b.context(role=role, loc=g[y].loc, of=y):
-        adj: dict[int, Val] = {y: seed if seed is not None else b.const(1.0, yt.dtype)}
+    adj: dict[int, Val] = dict(seeds)
+    parts: dict[int, list[Val | None]] = {}  # several results: one cotangent each
+    b.differentiate = vjp
     for nid in reversed(order):
         node = g[nid]
-        if nid not in adj or node.op in LEAF_OPS:
+        if node.op in LEAF_OPS or (nid not in adj and nid not in parts):
+            continue
+        if node.op == "item":  # the cotangent of one result of a multi-result node
+            src = node.inputs[0]
+            if src in reach:
+                slots = parts.setdefault(src, [None] * len(g[src].type.items))
+                k = node.attrs["index"]
+                slots[k] = adj[nid] if slots[k] is None else slots[k] + adj[nid]
             continue
         opdef = REGISTRY[node.op]
         if opdef.vjp is None:
             if opdef.nondiff:
                 continue
             raise GradError(f"{node.op}: no gradient rule (needed for input of node %{nid})")
+        cot = parts[nid] if isinstance(node.type, TupleType) else adj[nid]
         with b.context(role=role, loc=node.loc, of=nid):
-            contribs = opdef.vjp(adj[nid], Val(b, nid), *(Val(b, i) for i in node.inputs),
+            contribs = opdef.vjp(cot, Val(b, nid), *(Val(b, i) for i in node.inputs),
                                  **node.attrs)
             if len(contribs) != len(node.inputs):
                 raise GradError(f"{node.op}: VJP returned {len(contribs)} values for "

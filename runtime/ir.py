@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
 Dim = int | str
-LEAF_OPS = ("input", "param", "state", "const")
+LEAF_OPS = ("input", "param", "state", "const", "arg")  # "arg": a region's inputs
 DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i32": np.int32,
           "i64": np.int64, "bool": np.bool_}
 NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
@@ -70,7 +70,7 @@ def concrete_dims(shape: Iterable[Any], dims: Mapping[str, int]) -> tuple[int, .
 
 
 # Node attributes that may hold symbolic dims (a shape tuple, or one dim as in `size`).
-SHAPE_ATTRS = ("shape", "size")
+SHAPE_ATTRS = ("shape", "size", "length")
 
 
 def attr_symbols(attrs: Mapping[str, Any]) -> set[str]:
@@ -97,8 +97,26 @@ def concrete_attrs(attrs: Mapping[str, Any], dims: Mapping[str, int]) -> dict[st
     return out
 
 
-def parse_type(text: str) -> TensorType:
-    m = re.fullmatch(r"(\w+)\[(.*)\]", text.strip())
+@dataclass(frozen=True)
+class TupleType:
+    """The type of a node with several results (a loop): one TensorType per result, read
+    with `item {index=k}`."""
+
+    items: tuple[TensorType, ...]
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.items) + ")"
+
+
+Type = TensorType | TupleType
+
+
+def parse_type(text: str) -> Type:
+    text = text.strip()
+    if text.startswith("("):
+        inner = text[1:-1].strip()
+        return TupleType(tuple(parse_type(p) for p in re.findall(r"\w+\[[^\]]*\]", inner)))
+    m = re.fullmatch(r"(\w+)\[(.*)\]", text)
     if not m or m.group(1) not in DTYPES:
         raise IRError(f"bad type {text!r}")
     dims = tuple(int(d) if re.fullmatch(r"-?\d+", d) else d
@@ -129,6 +147,9 @@ class Node:
     name: str | None = None
     loc: Loc | None = field(default=None, compare=False)
     of: int | None = None  # gradient nodes: the forward node whose adjoint this is
+    # nested graphs the node runs (a loop's body); each has `arg` leaves {index=k} for its
+    # inputs and outputs named "0", "1", ... for its results, in order
+    regions: tuple[Graph, ...] = field(default=(), compare=False)
 
 
 class Graph:
@@ -150,16 +171,17 @@ class Graph:
         self._next = 0
 
     # -- construction
-    def add(self, op: str, inputs: Iterable[int], attrs: dict[str, Any] | None, type: TensorType,
+    def add(self, op: str, inputs: Iterable[int], attrs: dict[str, Any] | None, type: Type,
             role: str = "forward", name: str | None = None, loc: Loc | None = None,
-            of: int | None = None) -> int:
+            of: int | None = None, regions: tuple[Graph, ...] = ()) -> int:
         nid = self._next
         self._next += 1
         ins = tuple(inputs)
         for i in ins:
             if i not in self.nodes:
                 raise IRError(f"node {nid} ({op}) uses unknown node {i}")
-        self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, role, name, loc, of)
+        self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, role, name, loc, of,
+                               tuple(regions))
         self._users[nid] = set()
         for i in ins:
             self._users[i].add(nid)
@@ -261,6 +283,16 @@ class Graph:
     def variables(self) -> list[int]:
         return sorted(i for i, n in self.nodes.items() if n.op in ("param", "state"))
 
+    # -- regions (the body graph of a loop)
+    def args(self) -> list[int]:
+        """A region's `arg` leaves in index order."""
+        return sorted((i for i, n in self.nodes.items() if n.op == "arg"),
+                      key=lambda i: self.nodes[i].attrs["index"])
+
+    def results(self) -> list[int]:
+        """A region's result nodes in order (its outputs "0", "1", ...)."""
+        return [self.outputs[str(k)] for k in range(len(self.outputs))]
+
     def copy(self) -> Graph:
         g = Graph()
         g._users = {i: set(u) for i, u in self._users.items()}
@@ -341,49 +373,70 @@ def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
 
     Sections: header, then `inputs`, `params`, `state`, `consts`, `body` (computing nodes in
     topological order), `outputs`, `updates`. Each node line is
-    `%id:type = op %a, %b {k=v, ...}` plus `; role=grad name="..." of=%k` metadata.
+    `%id:type = op %a, %b {k=v, ...}` plus `; role=grad name="..." of=%k` metadata. A node
+    with regions (a loop) is followed by each region, indented, with ids of its own: `region`,
+    then `args` (its inputs in order), `consts`, `body` and `yield %a, %b` (its results).
     """
+    lines = ["# dslgraph 1"]
+    if stage:
+        lines.append(f"# stage: {stage}")
+    lines.append(f"# passes: {', '.join(passes) if passes else '(none)'}")
+    lines += _graph_lines(g, "", locs)
+    return "\n".join(lines) + "\n"
+
+
+_TITLES = {"input": "inputs", "param": "params", "state": "state", "const": "consts",
+           "arg": "args"}
+
+
+def _graph_lines(g: Graph, indent: str, locs: bool, region: bool = False) -> list[str]:
     order = g.topo_order(g.roots()) if g.roots() else g.topo_order()
     used = set(order)
     # leaves that nobody uses still belong to the graph (e.g. a declared but unused input)
     order += [i for i in sorted(g.nodes) if i not in used and g.nodes[i].op in LEAF_OPS]
-    sections = {"input": [], "param": [], "state": [], "const": [], "body": []}
+    sections: dict[str, list[int]] = {k: [] for k in (*LEAF_OPS, "body")}
     for i in order:
         op = g.nodes[i].op
         sections[op if op in LEAF_OPS else "body"].append(i)
     leaf_sorted = {
-        k: sorted(v, key=lambda i: (g.nodes[i].name or "", i)) if k != "const" else v
+        k: v if k == "const" else sorted(v, key=lambda i: g.nodes[i].attrs["index"])
+        if k == "arg" else sorted(v, key=lambda i: (g.nodes[i].name or "", i))
         for k, v in sections.items() if k != "body"
     }
+    leaves = ("arg", "input", "param", "state", "const")
     numbering: dict[int, int] = {}
-    for k in ("input", "param", "state", "const"):
+    for k in leaves:
         for i in leaf_sorted[k]:
             numbering[i] = len(numbering)
     for i in sections["body"]:
         numbering[i] = len(numbering)
 
-    lines = ["# dslgraph 1"]
-    if stage:
-        lines.append(f"# stage: {stage}")
-    lines.append(f"# passes: {', '.join(passes) if passes else '(none)'}")
-    titles = {"input": "inputs", "param": "params", "state": "state", "const": "consts"}
-    for k in ("input", "param", "state", "const"):
+    lines = []
+    for k in leaves:
         if leaf_sorted[k]:
-            lines.append(titles[k])
-            lines.extend("  " + _node_line(g, i, numbering, locs) for i in leaf_sorted[k])
+            lines.append(indent + _TITLES[k])
+            lines.extend(indent + "  " + _node_line(g, i, numbering, locs)
+                         for i in leaf_sorted[k])
     if sections["body"]:
-        lines.append("body")
-        lines.extend("  " + _node_line(g, i, numbering, locs) for i in sections["body"])
+        lines.append(indent + "body")
+        for i in sections["body"]:
+            lines.append(indent + "  " + _node_line(g, i, numbering, locs))
+            for r in g.nodes[i].regions:
+                lines.append(indent + "    region")
+                lines += _graph_lines(r, indent + "      ", locs, region=True)
+    if region:
+        lines.append(indent + "yield " + ", ".join(f"%{numbering[i]}" for i in g.results()))
+        return lines
     if g.outputs:
-        lines.append("outputs")
+        lines.append(indent + "outputs")
         for name in sorted(g.outputs):
             kind = g.output_kinds.get(name, "output")
-            lines.append(f"  {kind} {name} = %{numbering[g.outputs[name]]}")
+            lines.append(f"{indent}  {kind} {name} = %{numbering[g.outputs[name]]}")
     if g.updates:
-        lines.append("updates")
+        lines.append(indent + "updates")
         for name in sorted(g.updates):
-            lines.append(f"  {name} <- %{numbering[g.updates[name]]}")
-    return "\n".join(lines) + "\n"
+            lines.append(f"{indent}  {name} <- %{numbering[g.updates[name]]}")
+    return lines
 
 
 def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool) -> str:
@@ -395,7 +448,7 @@ def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool) -> str:
     if attrs:
         s += " {" + ", ".join(f"{k}={_fmt_value(attrs[k])}" for k in sorted(attrs)) + "}"
     meta = []
-    if n.role not in ("forward", "input", "param", "state", "const"):
+    if n.role not in ("forward", *LEAF_OPS):
         meta.append(f"role={n.role}")
     if n.name is not None:
         meta.append(f"name={n.name!r}")
@@ -409,7 +462,7 @@ def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool) -> str:
 
 
 _LINE = re.compile(
-    r"%(?P<id>\d+):(?P<type>\w+\[[^\]]*\]) = (?P<op>[\w.]+)"
+    r"%(?P<id>\d+):(?P<type>\w+\[[^\]]*\]|\([^)]*\)) = (?P<op>[\w.]+)"
     r"(?P<args>(?: %\d+(?:, %\d+)*)?)"
     r"(?: \{(?P<attrs>.*?)\})?(?: ; (?P<meta>.*))?$"
 )
@@ -441,18 +494,52 @@ def _split_top(s: str) -> list[str]:
 
 def parse_text(text: str) -> Graph:
     """Read canonical text back into a Graph (constants given by hash stay unresolved)."""
+    lines = [ln.rstrip() for ln in text.splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    g, pos = _parse_block(lines, 0, 0)
+    if pos != len(lines):
+        raise IRError(f"cannot parse graph line: {lines[pos].strip()!r}")
+    return g
+
+
+def _depth(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _parse_block(lines: list[str], pos: int, indent: int) -> tuple[Graph, int]:
+    """Parse the graph whose section titles are indented by `indent` spaces, from line `pos`;
+    returns it and the index of the first line that is not part of it."""
     g = Graph()
     ids: dict[int, int] = {}
     pending_of: list[tuple[int, int]] = []
     section = None
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if not line or line.startswith("#"):
+    last: int | None = None  # the node a following `region` belongs to
+    while pos < len(lines):
+        line = lines[pos]
+        depth, body = _depth(line), line.strip()
+        if depth < indent:
+            break
+        if depth == indent:
+            if body.startswith("yield"):
+                refs = [r.strip() for r in body[len("yield"):].split(",") if r.strip()]
+                for k, r in enumerate(refs):
+                    g.outputs[str(k)] = ids[int(r[1:])]
+                    g.output_kinds[str(k)] = "result"
+                pos += 1
+                break
+            section = body
+            pos += 1
             continue
-        if not line.startswith("  "):
-            section = line.strip()
+        if depth == indent + 4 and body == "region":
+            if last is None:
+                raise IRError("a region follows no node")
+            region, pos = _parse_block(lines, pos + 1, indent + 6)
+            n = g.nodes[last]
+            g.replace_node(last, regions=(*n.regions, region))
             continue
-        body = line.strip()
+        if depth != indent + 2:
+            raise IRError(f"cannot parse graph line: {body!r}")
+        pos += 1
         if section == "outputs":
             kind, rest = body.split(" ", 1)
             name, ref = (p.strip() for p in rest.split("="))
@@ -482,13 +569,14 @@ def parse_text(text: str) -> Graph:
         name = pyast.literal_eval(meta["name"]) if "name" in meta else None
         nid = g.add(op, args, attrs, parse_type(m.group("type")), role=role, name=name)
         ids[int(m.group("id"))] = nid
+        last = nid
         if "of" in meta:
             pending_of.append((nid, int(meta["of"][1:])))
         if op == "const" and not (isinstance(attrs.get("value"), str)):
             g.consts[nid] = np.asarray(attrs.get("value"), dtype=g.nodes[nid].type.np_dtype())
     for nid, of in pending_of:
         g.replace_node(nid, of=ids[of])
-    return g
+    return g, pos
 
 
 def to_dot(g: Graph) -> str:

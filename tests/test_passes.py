@@ -604,7 +604,8 @@ def test_fuse_respects_outputs_and_random_ops():
 def test_pipeline_names_and_order():
     assert [n for n, _ in PIPELINE] == ["stabilize", "fold_constants",
                                         "merge_common_subexpressions", "simplify",
-                                        "eliminate_dead_code", "fuse_elementwise"]
+                                        "hoist_loop_invariants", "eliminate_dead_code",
+                                        "fuse_elementwise"]
     assert set(PASSES) == {n for n, _ in PIPELINE}
 
 

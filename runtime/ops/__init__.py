@@ -5,4 +5,4 @@ from runtime.ops.builder import Builder, Val
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
 
 __all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "register"]
-from runtime.ops import conv, norm  # noqa: E402, F401
+from runtime.ops import control, conv, norm  # noqa: E402, F401

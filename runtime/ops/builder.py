@@ -26,6 +26,9 @@ class Builder:
         self.loc = loc
         self.of: int | None = None
         self._const_cache: dict[tuple, int] = {}
+        # the reverse-mode driver (`runtime.autodiff.vjp`), set while it runs VJPs: a VJP that
+        # differentiates a region of its own (a loop's) calls it without importing autodiff
+        self.differentiate: Any = None
 
     @contextlib.contextmanager
     def context(self, role: str | None = None, loc: Loc | None = None,
@@ -45,7 +48,8 @@ class Builder:
     def val(self, nid: int) -> Val:
         return Val(self, nid)
 
-    def emit(self, op: str, *inputs: Val, name: str | None = None, **attrs: Any) -> Val:
+    def emit(self, op: str, *inputs: Val, name: str | None = None,
+             regions: tuple[Graph, ...] = (), **attrs: Any) -> Val:
         opdef = REGISTRY.get(op)
         if opdef is None:
             raise ShapeError(f"unknown op {op!r}")
@@ -57,9 +61,9 @@ class Builder:
         full = {**opdef.attrs, **attrs}
         full = {k: _norm_attr(v) for k, v in full.items()}
         types = [self.graph[v.id].type for v in inputs]
-        out_type = opdef.shape(full, *types)
+        out_type = opdef.infer(full, types, regions)
         nid = self.graph.add(op, [v.id for v in inputs], full, out_type, role=self.role,
-                             name=name, loc=self.loc, of=self.of)
+                             name=name, loc=self.loc, of=self.of, regions=regions)
         return Val(self, nid)
 
     def const(self, value: Any, dtype: str = "f32") -> Val:

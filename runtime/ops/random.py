@@ -3,8 +3,10 @@ reproducible from its seed and resumable from the generator state in a checkpoin
 
 from __future__ import annotations
 
+import functools
+
 from runtime.ir import TensorType
-from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
 
 
 def _rand_shape(op):
@@ -35,6 +37,12 @@ def _randint(xp, rng, shape, low, high, dtype):
     return rng.integers(low, high, tuple(shape)).astype(_np(dtype), copy=False)
 
 
+def with_generator(ctx, node, attrs):
+    """The compile hook of every random op: its kernel draws from the plan's generator."""
+    forward = REGISTRY[node.op].forward
+    return functools.partial(forward, ctx.xp, ctx.rng, **attrs)
+
+
 for _name, _fwd, _attrs in [
     ("random_normal", _normal, {"mean": 0.0, "std": 1.0}),
     ("random_uniform", _uniform, {"low": 0.0, "high": 1.0}),
@@ -44,4 +52,4 @@ for _name, _fwd, _attrs in [
     register(OpDef(_name, _rand_shape(_name), _fwd, None,
                    attrs={"shape": (), **_attrs,
                           "dtype": "i64" if _name == "random_randint" else "f32"},
-                   arity=0, random=True, nondiff=True))
+                   arity=0, random=True, nondiff=True, compile=with_generator))

@@ -36,7 +36,18 @@ class OpDef:
     elementwise: bool = False
     nondiff: bool = False  # the output carries no gradient (comparisons, argmax, ...)
     branch: Callable[..., Any] | None = None  # piecewise ops: the piece of each element
+    # ops with regions (a loop's body): `shape(attrs, *types, regions=...)` sees them too
+    regions: bool = False
+    # a kernel that needs context (a generator, the plan of a region): compile(ctx, node,
+    # attrs) -> fn(*arrays), called once when a plan is built (see `runtime.plan.PlanContext`)
+    compile: Callable[..., Any] | None = None
     doc: str = ""
+
+    def infer(self, attrs: dict[str, Any], types: Any, regions: tuple = ()) -> Any:
+        """The result type for these attributes, input types and regions."""
+        if self.regions:
+            return self.shape(attrs, *types, regions=regions)
+        return self.shape(attrs, *types)
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -9,10 +9,12 @@ Every pass is a function `Graph -> Graph` that works on a copy and never mutates
 - `merge_common_subexpressions`: compute equal subexpressions once.
 - `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...), one rule
   engine (`runtime.passes.rewrite`) over data tables (`runtime.passes.rules`).
-- `eliminate_dead_code`: drop what no output or update needs.
+- `hoist_loop_invariants`: compute once, before a loop, what its body reads only from outside.
+- `eliminate_dead_code`: drop what no output or update needs (and what loops make for nobody).
 - `fuse_elementwise`: group elementwise ops into `fused_elementwise` nodes (a lowering: the
   result has no VJP, so it runs last, after differentiation).
 
+Every pass of `PIPELINE` also runs inside regions (loop bodies, `regions.everywhere`).
 `run_pipeline` runs `PIPELINE` (or a chosen list), optionally verifying the invariants
 (`verify_graph`) after every pass and dumping the canonical text after one of them.
 """
@@ -26,6 +28,7 @@ from runtime.passes.cse import merge_common_subexpressions
 from runtime.passes.dce import eliminate_dead_code
 from runtime.passes.fold import fold_constants
 from runtime.passes.fuse import FUSED, fuse_elementwise
+from runtime.passes.regions import everywhere, hoist_loop_invariants
 from runtime.passes.rewrite import (
     Attr,
     Const,
@@ -52,14 +55,15 @@ def simplify(graph: Graph) -> Graph:
     return rewrite(graph, SIMPLIFY_RULES)[0]
 
 
-PIPELINE: list[tuple[str, Pass]] = [
+PIPELINE: list[tuple[str, Pass]] = [(name, everywhere(fn)) for name, fn in [
     ("stabilize", stabilize),
     ("fold_constants", fold_constants),
     ("merge_common_subexpressions", merge_common_subexpressions),
     ("simplify", simplify),
+    ("hoist_loop_invariants", hoist_loop_invariants),
     ("eliminate_dead_code", eliminate_dead_code),
     ("fuse_elementwise", fuse_elementwise),
-]
+]]
 
 PASSES: dict[str, Pass] = dict(PIPELINE)
 
@@ -112,6 +116,7 @@ def _verify(g: Graph, where: str) -> None:
 __all__ = [
     "ALGEBRAIC_RULES", "FUSED", "PASSES", "PIPELINE", "SIMPLIFY_RULES", "STABILIZING_RULES",
     "Attr", "Const", "Pass", "RewriteStats", "Rule", "Var", "VerifyError",
-    "eliminate_dead_code", "fold_constants", "fuse_elementwise", "merge_common_subexpressions",
+    "eliminate_dead_code", "fold_constants", "fuse_elementwise", "hoist_loop_invariants",
+    "merge_common_subexpressions",
     "rewrite", "run_pipeline", "simplify", "stabilize", "verify_graph",
 ]

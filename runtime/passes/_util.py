@@ -55,9 +55,10 @@ def attrs_key(op: str, attrs: dict[str, Any]) -> Any:
     return canon(full_attrs(op, attrs))
 
 
-def infer_type(op: str, attrs: dict[str, Any], types: Iterable[TensorType]) -> TensorType:
+def infer_type(op: str, attrs: dict[str, Any], types: Iterable[TensorType],
+               regions: tuple = ()) -> Any:
     """The op's shape rule applied to input types (raises on unknown ops or bad operands)."""
-    return REGISTRY[op].shape(full_attrs(op, attrs), *types)
+    return REGISTRY[op].infer(full_attrs(op, attrs), tuple(types), regions)
 
 
 def is_random(op: str) -> bool:

@@ -28,7 +28,8 @@ def merge_common_subexpressions(graph: Graph) -> Graph:
         if n.op == "const":
             key: Any = const_key(g, n)
         else:
-            key = (n.op, tuple(label[i] for i in n.inputs), attrs_key(n.op, n.attrs), n.type)
+            key = (n.op, tuple(label[i] for i in n.inputs), attrs_key(n.op, n.attrs), n.type,
+                   tuple(id(r) for r in n.regions))  # two loops are one if one body
         members = classes.setdefault(key, [])
         members.append(nid)
         label[nid] = members[0]

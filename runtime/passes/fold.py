@@ -30,7 +30,7 @@ def fold_constants(graph: Graph, max_elements: int = MAX_FOLD_ELEMENTS) -> Graph
         if n.op in LEAF_OPS:
             continue
         opdef = REGISTRY.get(n.op)
-        if opdef is None or opdef.random:
+        if opdef is None or opdef.random or n.regions:  # a loop runs through its plan
             continue
         if any(g.nodes[i].op != "const" for i in n.inputs):
             continue

@@ -4,7 +4,8 @@
 inputs exist, the edge index agrees with each node's inputs, the graph is acyclic, each
 op is registered with the right arity, each non-leaf type equals the type its shape rule
 re-infers from its inputs, const nodes carry a value of their type, outputs and updates name
-live nodes, and an update has the type of the variable it writes.
+live nodes, an update has the type of the variable it writes, and every region (a loop's
+body) is itself a sound graph.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def verify_graph(graph: Graph) -> None:
                             f"expected {opdef.arity}")
             continue
         try:
-            t = infer_type(n.op, n.attrs, (nodes[i].type for i in n.inputs))
+            t = infer_type(n.op, n.attrs, (nodes[i].type for i in n.inputs), n.regions)
         except Exception as e:  # any shape-rule failure is a violation
             problems.append(f"node %{nid} ({n.op}): shape rule fails: {e}")
             continue
@@ -75,6 +76,12 @@ def verify_graph(graph: Graph) -> None:
         if nid in nodes and var is not None and var.type != nodes[nid].type:
             problems.append(f"update {name!r} has type {nodes[nid].type}, "
                             f"variable has {var.type}")
+    for nid, n in nodes.items():  # a region (a loop's body) is a graph of its own
+        for k, region in enumerate(n.regions):
+            try:
+                verify_graph(region)
+            except VerifyError as e:
+                problems.append(f"in region {k} of node %{nid} ({n.op}): {e}")
     if problems:
         raise VerifyError("graph invariants violated:\n  " + "\n  ".join(problems))
 
