@@ -2,13 +2,20 @@
 
 A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evaluate()`,
 `model(**inputs)` (forward outputs), `.graph(stage)` (a networkx graph), `.graph_text(stage)`,
-`.params` (name -> array), `.save(path)` / `.load(path)`.
+`.params` (name -> array), `.save(path)` / `.load(path)` / `.init_from(path)`, and
+`.start_run()`: a run directory (`runtime.train.runs`) with `run.json` (the spec's overrides,
+seed, dtype, versions) and a snapshot of the spec, where `fit` writes its checkpoints and
+`metrics.csv`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +26,71 @@ from dsl.data_check import check_data
 from dsl.errors import DslError
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
+from runtime.train.runs import RunDir, new_run, open_run, versions
+from runtime.train.weights import WeightMatch
 
 if TYPE_CHECKING:
     import networkx as nx
 
 
 
+@dataclass
+class Origin:
+    """Where a Model came from, as `run.json` records it: the spec as named (a path, a shipped
+    spec's name or "<string>"), the file the compiler read, its text, and how it was compiled
+    (overrides as given, dtype, seed)."""
+
+    spec: str
+    file: str
+    text: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    seed: int | None = None
+
+
+def spec_files(text: str, file: str) -> tuple[dict[str, str], list[str]]:
+    """The spec snapshot of a run: `spec.dl` (the text) and each included file (recursively)
+    under its path relative to the spec's directory, or `includes/NAME` when that path leaves
+    it; and notes on what could not be copied."""
+    from dsl import ast as A
+    from dsl.cache import parse_cached
+
+    base = Path(file).parent if file != "<string>" else Path.cwd()
+    files, notes = {"spec.dl": text}, []
+    todo = [(text, file, base)]
+    seen: set[Path] = set()
+    while todo:
+        src, name, where = todo.pop()
+        try:
+            body = parse_cached(src, name).body
+        except DslError:
+            break
+        for st in body:
+            if not isinstance(st, A.Include):
+                continue
+            target = (where / st.path).resolve()
+            if target in seen:
+                continue
+            seen.add(target)
+            try:
+                inc = target.read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                notes.append(f"include {st.path}: not copied ({e})")
+                continue
+            rel = os.path.relpath(target, base.resolve())
+            if rel.startswith("..") or os.path.isabs(rel) or rel == "spec.dl":
+                rel = f"includes/{target.name}"
+                notes.append(f"include {st.path} is copied as {rel}")
+            files[Path(rel).as_posix()] = inc
+            todo.append((inc, str(target), target.parent))
+    return files, notes
+
+
 class Model:
     """One compiled spec, ready to train, evaluate and run."""
+
+    origin: Origin | None = None  # set by `compile`/`load` (and the CLI), for run.json
+    run: RunDir | None = None  # set by `start_run`
 
     def __init__(self, compiled: Compiled, backend: str = "numpy",
                  out_dir: str | Path | None = None,
@@ -64,14 +128,23 @@ class Model:
 
     def fit(self, steps: int | None = None, epochs: int | None = None,
             batch: int | None = None, **kw: Any) -> FitResult:
-        """Train; see `runtime.train.loop.Trainer.fit`."""
+        """Train; see `runtime.train.loop.Trainer.fit`. With an `out_dir` the first call
+        starts the run there (`start_run`)."""
+        if self.out_dir is not None and self.run is None:
+            self.start_run(self.out_dir)
         return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
 
-    def evaluate(self, split: str = "test", batch: int | None = None) -> dict[str, float]:
-        """Objectives and metrics averaged over a split ('test' falls back to 'train')."""
-        if split == "test" and (self.dataset is None or self.dataset.test is None):
-            split = "train"
-        return self.trainer.evaluate(split=split, batch=batch)
+    @property
+    def default_split(self) -> str:
+        """The split `evaluate()` reports without one: test, else valid, else train."""
+        have = self.trainer.evaluator.splits()
+        return next(s for s in ("test", "valid", "train") if s in have)
+
+    def evaluate(self, split: str | None = None, batch: int | None = None) -> dict[str, float]:
+        """Objectives and metrics averaged over a split: "train", "valid" (held out by the
+        `validation` setting) or "test"; None: `default_split`. A split the data does not
+        have is an error saying how to get one."""
+        return self.trainer.evaluate(split=split or self.default_split, batch=batch)
 
     def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
         """Forward outputs (objectives, metrics and outputs) for the given inputs."""
@@ -105,6 +178,56 @@ class Model:
     def load(self, path: str | Path, weights_only: bool = False) -> dict[str, Any]:
         return self.trainer.load(path, weights_only=weights_only)
 
+    def init_from(self, path: str | Path, strict: bool = False) -> WeightMatch:
+        """Take the parameters of a checkpoint that fit (fine-tuning); `WeightMatch.summary()`
+        says what was loaded and skipped. `strict`: all or an error."""
+        return self.trainer.init_from(path, strict=strict)
+
+    def start_run(self, out_dir: str | Path | None = None, root: str | Path = "runs",
+                  **facts: Any) -> RunDir:
+        """Start recording a run: `out_dir`, or a new `root/<model>/<run id>` (and
+        `root/<model>/latest`). Writes `run.json` (spec, overrides, seed, dtype, settings,
+        versions, and `facts` such as the command line) and the spec snapshot; a model
+        restored from a checkpoint of the run in `out_dir` continues it (`run.json` gets a
+        `resumes` entry). Checkpoints, best.npz and metrics.csv then go there."""
+        trainer = self.trainer
+        run = open_run(out_dir) if out_dir is not None else new_run(root, self.program.name)
+        o = self.origin or _origin_of_source(self.program.source)
+        digest = hashlib.sha256(o.text.encode()).hexdigest()
+        old = run.info() if trainer.step > 0 else {}
+        if old:
+            old.setdefault("resumes", []).append(
+                {"step": trainer.step, "started": _now(), "spec_changed":
+                 old.get("spec_sha256") != digest, **facts})
+            run.write_info(old)
+        else:
+            run.prepare_fresh()
+            files, notes = spec_files(o.text, o.file) if o.text else ({}, [])
+            settings = asdict(trainer.settings)
+            run.write_info({
+                "model": self.program.name, "run_id": run.id, "started": _now(),
+                "spec": o.spec, "spec_file": o.file, "spec_sha256": digest,
+                "snapshot": sorted(run.write_spec(files)), "snapshot_notes": notes,
+                "overrides": dict(o.overrides), "seed": int(trainer.settings.seed),
+                "dtype": o.dtype, "backend": trainer.backend.name, "settings": settings,
+                "start_step": trainer.step, "versions": versions(), **facts})
+        trainer.out_dir = self.out_dir = run.path
+        self.run = run
+        return run
+
+
+def _origin_of_source(file: str) -> Origin:
+    """The Origin of a Model made from a Compiled directly: its source file, when readable."""
+    try:
+        text = Path(file).read_text() if file != "<string>" else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return Origin(file, file, text)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
 
 def _warned(compiled: Compiled) -> Compiled:
     """The compiler's warnings go to Python's `warnings` (the CLI prints them itself)."""
@@ -123,13 +246,26 @@ def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | No
             dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
             **settings: Any) -> Model:
     """Compile spec text into a Model (raises `dsl.errors.DslError` on mistakes)."""
-    return Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed))), backend,
-                 **settings)
+    model = Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed))),
+                  backend, **settings)
+    model.origin = Origin(file, file, text, dict(overrides or {}), dtype, seed)
+    return model
 
 
 def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
          dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
          **settings: Any) -> Model:
     """Compile a spec file, or a shipped spec by name (`dsl.load("mlp_digits")`)."""
-    return Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed))),
-                 backend, **settings)
+    model = Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed))),
+                  backend, **settings)
+    model.origin = origin(str(path_or_name), overrides, dtype, seed)
+    return model
+
+
+def origin(spec: str, overrides: Mapping[str, Any] | None, dtype: str,
+           seed: int | None) -> Origin:
+    """The Origin of a spec file or shipped spec compiled with these options."""
+    from dsl.compiler import display_path, read_spec, resolve_spec
+
+    path = resolve_spec(spec)
+    return Origin(spec, display_path(path), read_spec(path), dict(overrides or {}), dtype, seed)

@@ -44,17 +44,25 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dslrun", description="Train and inspect dslrun specs.")
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a spec (the default command)")
     _common(t)
+    t.set_defaults(dtype=None)  # None: float32, or the dtype of the run --resume continues
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int)
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--steps", type=int, help="train up to this step in total")
+    g.add_argument("--epochs", type=int, help="train up to this epoch in total")
     t.add_argument("--batch", type=int)
     t.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    t.add_argument("--out", default=None, help="directory for the checkpoint (runs/<model>)")
-    t.add_argument("--resume", metavar="CKPT", help="continue exactly from a checkpoint")
-    t.add_argument("--init-from", metavar="CKPT", help="load weights only (fine-tuning)")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="the run directory (default: a new runs/<model>/<run id>)")
+    t.add_argument("--resume", metavar="CKPT",
+                   help="continue exactly from a checkpoint (a file or a run directory), "
+                        "with the overrides, dtype and seed of its run")
+    t.add_argument("--init-from", metavar="CKPT",
+                   help="load the parameters that fit (fine-tuning); says what it skipped")
+    t.add_argument("--init-strict", action="store_true",
+                   help="with --init-from: every parameter must be in the checkpoint")
     t.add_argument("--json", metavar="PATH")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--nan-check", action="store_true",
@@ -72,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     _common(pa)
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     _common(e)
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--split", choices=("test", "train"), default="test")
+    e.set_defaults(dtype=None)  # None: the dtype of the checkpoint's run
+    e.add_argument("--checkpoint", metavar="CKPT",
+                   help="a checkpoint file or run directory (default: the latest run)")
+    e.add_argument("--split", choices=("test", "valid", "train"), default=None,
+                   help="default: test, else valid, else train")
     e.add_argument("--json", metavar="PATH")
     e.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     cg = sub.add_parser("check-grad", help="finite-difference check of the spec's gradients")
@@ -86,15 +97,29 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     b.add_argument("--json", metavar="PATH")
+    d = sub.add_parser("doc", help="the language reference, or the entry of one name")
+    d.add_argument("name", nargs="?", help="a layer, loss, optimizer, primitive, data set, ...")
+    sub.add_parser("list", help="the shipped specs, one line each")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMAND_FUNCS and not argv[0].startswith("-"):
+        from dsl.reference import mistyped_command
+
+        typo = mistyped_command(argv[0], COMMAND_FUNCS)
+        if typo:
+            print(f"error: {typo}", file=sys.stderr)
+            return 2
         argv = ["train", *argv]
     ap = _parser()
     args = ap.parse_args(argv)
+    if args.version:
+        from dsl.reference import version
+
+        print(f"dslrun {version()}")
+        return 0
     if args.command is None:
         ap.print_help()
         return 2
@@ -268,55 +293,173 @@ def _data_free_outputs(model: Any) -> dict[str, np.ndarray]:
     return model.trainer.predict({}, outputs=names) if names else {}
 
 
+def _adopt_run(args: argparse.Namespace, run: Any, quiet: bool = False) -> None:
+    """Take the overrides, dtype and seed of the run a checkpoint belongs to (its run.json)
+    for what the command line does not give; an explicit flag that differs wins, with a note."""
+    info = run.info()
+    where = run.path / "run.json"
+    given = _sets(args.set)
+    saved = info.get("overrides") or {}
+    notes = []
+    for k, v in saved.items():
+        text = ("true" if v else "false") if isinstance(v, bool) else (
+            v if isinstance(v, str) else json.dumps(v))
+        if k not in given:
+            args.set = [f"{k}={text}", *args.set]
+        elif given[k] != text:
+            notes.append(f"--set {k}={given[k]} replaces {k}={text} of the run")
+    for flag, key in (("dtype", "dtype"), ("seed", "seed")):
+        mine, theirs = getattr(args, flag), info.get(key)
+        if theirs is None:
+            continue
+        if mine is None:
+            setattr(args, flag, theirs)
+        elif mine != theirs:
+            notes.append(f"--{flag} {mine} replaces {flag} {theirs} of the run")
+    if notes and not quiet:
+        print(f"note: {'; '.join(notes)} ({where})", file=sys.stderr)
+
+
+def _model_name(spec: str) -> str:
+    """The `model NAME` of a spec, from its (cached) parse: enough to find its runs."""
+    from dsl import ast as A
+    from dsl.cache import parse_cached
+    from dsl.compiler import display_path, read_spec, resolve_spec
+
+    path = resolve_spec(spec)
+    body = parse_cached(read_spec(path), display_path(path)).body
+    return next((s.name for s in body if isinstance(s, A.ModelDecl)), Path(spec).stem)
+
+
+def _length_note(model: Any, args: argparse.Namespace) -> str | None:
+    """A spec that says nothing about the run's length trains one epoch: say so, and how to
+    train longer."""
+    p = model.program
+    if args.steps is not None or args.epochs is not None or p.train.steps is not None \
+            or p.train.epochs is not None:
+        return None
+    per = model.trainer.steps_per_epoch(args.batch)
+    full = per == 1 and model.trainer.settings.batch is None
+    what = "1 full-batch step (one epoch)" if full else (
+        f"one epoch ({per} step{'s' if per != 1 else ''})")
+    return (f"note: the spec sets no length: training {what}; to train longer give "
+            "train { steps = N } (or epochs = N) in the spec, or --steps N / --epochs N")
+
+
+def _results_text(p: Any, result: Any, outputs: dict[str, Any]) -> str:
+    """The final report: evaluation figures with one column per split (train, valid, test),
+    the objective over the training steps, best and early stop, outputs, checkpoint."""
+    from runtime.train.progress import format_table
+
+    lines = []
+    if result is not None:
+        head = (f"{p.name}: step {result.step}, {result.epochs:.4g} epochs "
+                f"({result.steps} steps in {result.seconds:.3g} s)")
+        lines.append(head)
+        splits = list(result.metrics)
+        names = list(dict.fromkeys(n for s in splits for n in result.metrics[s]))
+        if names:
+            rows = [(n, *(_fmt(result.metrics[s][n]) if n in result.metrics[s] else ""
+                          for s in splits)) for n in names]
+            lines.append(format_table(rows, ("evaluation", *splits)).rstrip("\n"))
+        for key, values in result.losses.items():
+            if values:
+                lines.append(f"{key} over the training steps (training mode): first "
+                             f"{_fmt(values[0])}, last {_fmt(values[-1])}")
+        b = result.best
+        if b is not None and b.get("value") is not None:
+            where = f" -> {b['path']}" if b.get("path") else ""
+            lines.append(f"best {b['metric']} ({b['mode']}) on the {b['split']} split: "
+                         f"{_fmt(b['value'])} at step {b['step']}{where}")
+        if result.stopped == "early_stop" and b is not None:
+            lines.append(f"stopped early at step {result.step}: {b['metric']} had not "
+                         f"improved since step {b['step']}")
+    if outputs:
+        lines.append(format_table([(k, _fmt(v)) for k, v in outputs.items()],
+                                  ("output", "value")).rstrip("\n"))
+    if result is not None and result.checkpoint:
+        lines.append(f"checkpoint: {result.checkpoint}")
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from dsl.api import Model
-    from runtime.train.progress import Progress, format_table
+    from dsl.api import Model, origin
+    from runtime.train import runs
+    from runtime.train.progress import Progress
 
     if args.resume and args.init_from:
         raise _usage_error("--resume and --init-from exclude each other")
-    c = _compile(args)
+    if args.init_strict and not args.init_from:
+        raise _usage_error("--init-strict goes with --init-from CKPT")
+    if args.json:  # a mistake in an output path must not cost a finished training
+        runs.check_file_target(args.json, "--json")
+    resume = runs.resolve_checkpoint(args.resume) if args.resume else None
+    resumed_run = runs.run_of_checkpoint(resume) if resume is not None else None
+    if args.out:
+        runs.check_dir_target(args.out, "--out")
+    elif resumed_run is not None:
+        runs.check_dir_target(resumed_run.path, "the run directory of --resume")
+    else:
+        runs.check_dir_target("runs", "the runs directory")
+    if resumed_run is not None:
+        _adopt_run(args, resumed_run, args.quiet)
+    dtype = args.dtype or "float32"
+    c = _compile(args, dtype=dtype)
     p = c.program
-    out_dir = Path(args.out) if args.out else Path("runs") / p.name
-    args._out_dir = out_dir
-    model = Model(c, backend=args.backend, out_dir=out_dir if p.phases else None,
-                  batch=args.batch)
-    if args.resume:
-        model.load(args.resume)
+    model = Model(c, backend=args.backend, batch=args.batch)
+    model.origin = origin(args.spec, _sets(args.set), dtype, args.seed)
+    if resume is not None:
+        model.load(resume)
         if not args.quiet:
             print(f"resumed from {args.resume} at step {model.trainer.step}", file=sys.stderr)
     elif args.init_from:
-        model.load(args.init_from, weights_only=True)
+        match = model.init_from(args.init_from, strict=args.init_strict)
+        if not args.quiet:
+            print(f"init-from: {match.summary()}", file=sys.stderr)
     t0 = time.perf_counter()
     result = None
     if p.phases:
+        total = model.trainer.target(args.steps, args.epochs)
+        if model.trainer.step >= total:
+            where = (f"the checkpoint {resume} is already at step {model.trainer.step}, and "
+                     if resume is not None else "")
+            print(f"nothing to train: {where}this run ends at step {total}; give a larger "
+                  "--steps or --epochs to train on" + (" (dslrun eval shows its metrics)"
+                                                       if resume is not None else ""),
+                  file=sys.stderr)
+            return 0
+        note = _length_note(model, args)
+        if note and not args.quiet:
+            print(note, file=sys.stderr)
+        out = args.out
+        if out is None and resumed_run is not None:
+            out = resumed_run.path  # a resumed run goes on in its own directory
+        facts = {"command": ["dslrun", *sys.argv[1:]],
+                 "resumed_from": str(resume) if resume else None, "init_from": args.init_from}
+        run = model.start_run(out, **facts)
+        args._out_dir = run.path
         progress = Progress(quiet=args.quiet)
         result = model.fit(steps=args.steps, epochs=args.epochs, nan_check=args.nan_check,
                            progress=progress)
     seconds = time.perf_counter() - t0
-    metrics: dict[str, float] = {}
-    if result is not None:
-        split = "test" if "test" in result.metrics else "train"
-        metrics = dict(result.metrics.get(split, {}))
     outputs = _data_free_outputs(model) if p.outputs else {}
     if not args.quiet:
-        rows = [(k, _fmt(v)) for k, v in metrics.items()]
-        if result is not None:
-            rows = [("steps", str(result.step)), ("loss first", _fmt(result.loss_first)),
-                    ("loss final", _fmt(result.loss_final))] + rows
-        rows += [(k, _fmt(v)) for k, v in outputs.items()]
-        title = f"{p.name}: " + (f"{split} split" if result is not None else "outputs")
-        print(title)
-        print(format_table(rows, ("name", "value")))
-        if result is not None and result.checkpoint:
-            print(f"checkpoint: {result.checkpoint}")
+        print(_results_text(p, result, outputs))
     if args.json:
+        by_split = result.metrics if result is not None else {}
+        split = next((s for s in ("test", "valid", "train") if s in by_split), None)
         data = {
             "spec": args.spec, "steps": result.step if result else 0,
             "epochs": result.epochs if result else 0,
             "loss_first": result.loss_first if result else None,
             "loss_final": result.loss_final if result else None,
-            "metrics": metrics, "params": p.param_count(), "seconds": seconds,
+            "metrics": dict(by_split.get(split, {})) if split else {}, "split": split,
+            "metrics_by_split": by_split, "params": p.param_count(), "seconds": seconds,
             "checkpoint": result.checkpoint if result else None,
+            "run_dir": str(model.run.path) if model.run is not None else None,
+            "stopped": result.stopped if result else None,
+            "best": result.best if result else None,
+            "lr": result.lr if result else {},
             "outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()
                         if np.asarray(v).size <= 1000},
         }
@@ -326,29 +469,50 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dsl.api import Model
+    from runtime.train import runs
     from runtime.train.progress import format_table
 
-    c = _compile(args)
-    model = Model(c, backend=args.backend)
-    model.load(args.checkpoint)
-    metrics = model.evaluate(split=args.split)
-    print(format_table([(k, _fmt(v)) for k, v in metrics.items()], ("name", "value")))
     if args.json:
-        Path(args.json).write_text(json.dumps({"spec": args.spec, "metrics": metrics},
-                                              indent=2) + "\n")
+        runs.check_file_target(args.json, "--json")
+    if args.checkpoint:
+        ckpt = runs.resolve_checkpoint(args.checkpoint)
+        run = runs.run_of_checkpoint(ckpt)
+    else:
+        run, note = runs.find_run("runs", _model_name(args.spec))
+        ckpt = run.checkpoint
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    if run is not None:
+        _adopt_run(args, run)
+    c = _compile(args, dtype=args.dtype or "float32")
+    model = Model(c, backend=args.backend)
+    meta = model.load(ckpt)
+    split = args.split or model.default_split
+    if args.split is None and split != "test":
+        print(f"note: the data has no test split; reporting the {split} split",
+              file=sys.stderr)
+    metrics = model.evaluate(split=split)
+    print(f"{c.program.name}: {split} split, checkpoint {ckpt} (step {meta.get('step')})")
+    print(format_table([(k, _fmt(v)) for k, v in metrics.items()], ("name", split)), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"spec": args.spec, "checkpoint": str(ckpt), "step": meta.get("step"),
+             "split": split, "metrics": metrics}, indent=2) + "\n")
     return 0
 
 
 def cmd_check_grad(args: argparse.Namespace) -> int:
     from dsl.api import Model
-    from runtime.gradcheck import check_gradients
+    from runtime.gradcheck import gradient_report
     from runtime.train.progress import format_table
 
     c = _compile(args, dtype="float64")
     p = c.program
     model = Model(c)
     feeds, dims = _one_batch(model)
-    worst_all = 0.0
+    errors: list[float] = []
+    moved = skipped = 0
+    kinks: list[str] = []
     rows = []
     objectives = p.meta.get("minimized") or p.objectives
     graph = c.stages["step" if p.phases else "forward"][0][1]
@@ -359,16 +523,30 @@ def cmd_check_grad(args: argparse.Namespace) -> int:
     for obj in objectives:
         if obj not in graph.outputs:
             continue
-        res = check_gradients(graph, obj, params, values, feeds, dims, order=args.order,
-                              seed=p.train.seed)
-        for n, err in res.items():
-            rows.append((obj, n, f"{err:.2e}", "ok" if err <= args.tol else "FAIL"))
-            worst_all = max(worst_all, err)
+        for r in gradient_report(graph, obj, params, values, feeds, dims, order=args.order,
+                                 seed=p.train.seed):
+            # a probe across a kink measures no derivative: counted, never an error
+            status = "kink" if r.error is None else "ok" if r.error <= args.tol else "FAIL"
+            if r.skipped and r.error is not None:
+                status += f" ({r.skipped}/{r.probes} probes at kinks)"
+            rows.append((obj, r.name, "-" if r.error is None else f"{r.error:.2e}", status))
+            errors += [] if r.error is None else [r.error]
+            moved += r.moved
+            skipped += r.skipped
+            kinks += [k for k in r.kinks if k not in kinks]
     print(format_table(rows, ("objective", "parameter", "rel. error", "")))
     kind = "Hessian-vector products" if args.order == 2 else "gradients"
-    verdict = "pass" if worst_all <= args.tol else "FAIL"
-    print(f"{kind}: worst relative error {worst_all:.2e} (tolerance {args.tol:g}): {verdict}")
-    return 0 if worst_all <= args.tol else 1
+    worst = max(errors, default=0.0)
+    verdict = "pass" if worst <= args.tol else "FAIL"
+    note = ""
+    if kinks:
+        counts = [f"{k} probe{'s' if k > 1 else ''} {what}" for k, what in (
+            (moved, "moved off kinks"), (skipped, "skipped at kinks")) if k]
+        more = f" and {len(kinks) - 3} more" if len(kinks) > 3 else ""
+        note = f" ({', '.join(counts)}: {', '.join(kinks[:3])}{more})"
+    shown = f"{worst:.2e}" if errors else "- (every probe at a kink)"
+    print(f"{kind}: worst relative error {shown} (tolerance {args.tol:g}): {verdict}{note}")
+    return 0 if worst <= args.tol else 1
 
 
 def _one_batch(model: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -389,21 +567,24 @@ def _one_batch(model: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from dsl.api import Model
+    from runtime.train.runs import check_file_target
 
+    if args.json:
+        check_file_target(args.json, "--json")
     t0 = time.perf_counter()
     c = _compile(args)
     compile_ms = (time.perf_counter() - t0) * 1000
     model = Model(c, backend=args.backend)
     if not c.program.phases:
         raise _usage_error("bench: the spec has no training step")
-    model.fit(steps=args.warmup, final_eval=False)
+    model.fit(steps=args.warmup, evaluate=False)
     stamps: list[float] = []
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    model.fit(steps=args.warmup + args.steps, on_step=on_step, final_eval=False)
+    model.fit(steps=args.warmup + args.steps, on_step=on_step, evaluate=False)
     times = np.diff([start, *stamps]) * 1000
     data = {"spec": args.spec, "compile_ms": round(compile_ms, 3),
             "step_ms_median": round(float(np.median(times)), 4),
@@ -414,9 +595,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doc(args: argparse.Namespace) -> int:
+    from dsl.reference import entry_text, reference_text
+
+    print(reference_text() if args.name is None else entry_text(args.name), end="")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from dsl.reference import spec_summaries
+
+    rows = spec_summaries()
+    width = max(len(name) for name, _ in rows)
+    for name, summary in rows:
+        print(f"{name:<{width}}  {summary}".rstrip())
+    return 0
+
+
 COMMAND_FUNCS = {"train": cmd_train, "check": cmd_check, "graph": cmd_graph,
                  "params": cmd_params, "eval": cmd_eval, "check-grad": cmd_check_grad,
-                 "bench": cmd_bench}
+                 "bench": cmd_bench, "doc": cmd_doc, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

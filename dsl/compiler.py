@@ -31,8 +31,10 @@ from dsl.errors import (
 )
 from dsl.lower import Lowerer, OptUse
 from runtime.ir import Graph, to_text
+from runtime.ops import Val
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
+from runtime.train.best import direction
 from runtime.train.data import DataError, check_dataset, load_dataset
 
 STAGES = ("forward", "grad", "step", "optimized")
@@ -179,12 +181,16 @@ def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtyp
         raise DataErr(str(e), span) from None
 
 
-def _settings(low: Lowerer) -> TrainSettings:
+def _settings(low: Lowerer, warnings: list[DslWarning]) -> TrainSettings:
+    """The `train { }` settings, each checked at its span; spec-level doubts go to
+    `warnings`."""
     ts = TrainSettings()
     spans = {s.name: s.span for s in (low.train_decl.settings if low.train_decl else ())}
     checks = {"batch": (int, 1), "epochs": (int, 0), "steps": (int, 0), "seed": (int, 0),
-              "eval_every": (int, 0), "checkpoint_every": (int, 0), "log_every": (int, 0)}
-    for k, v in low.train_settings.items():
+              "eval_every": (int, 0), "checkpoint_every": (int, 0), "log_every": (int, 0),
+              "early_stop": (int, 0)}
+    given = low.train_settings
+    for k, v in given.items():
         if k in ("order",):
             continue
         if k in checks:
@@ -200,8 +206,68 @@ def _settings(low: Lowerer) -> TrainSettings:
                                   "shuffle", "with_replacement", "sequential"]), spans.get(k))
         elif k == "drop_last" and not isinstance(v, bool):
             raise TypeErr("drop_last must be true or false", spans.get(k))
+        elif k == "validation":
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+                    or not 0 <= v < 1:
+                raise TypeErr(f"validation is the fraction of the training data held out, "
+                              f"from 0 to below 1 (e.g. 0.1), got {v!r}", spans.get(k))
+            v = float(v)
+        elif k == "keep_best":
+            results = [*low.objectives, *low.metrics]
+            if not isinstance(v, str) or v not in results:
+                what = f"'{v}'" if isinstance(v, str) else repr(v)
+                raise TypeErr(f"keep_best names an objective or metric, and {what} is none "
+                              f"(they are: {', '.join(results) or 'none'})"
+                              + (did_you_mean(v, results) if isinstance(v, str) else ""),
+                              spans.get(k))
+        elif k == "keep_best_mode" and v not in ("min", "max"):
+            raise TypeErr(f"keep_best_mode must be \"min\" or \"max\", got {v!r}",
+                          spans.get(k))
         setattr(ts, k, v)
+    if "steps" in given and "epochs" in given:
+        later = max(("steps", "epochs"), key=lambda k: (spans[k].line, spans[k].col))
+        raise TypeErr("give steps or epochs, not both: the run ends at whichever is given "
+                      "(--steps/--epochs on the command line replace it)", spans.get(later))
+    if "keep_best_mode" in given and "keep_best" not in given:
+        raise TypeErr("keep_best_mode needs keep_best = METRIC", spans.get("keep_best_mode"))
+    judged = ts.keep_best or (next(iter(low.objectives), None) if ts.early_stop else None)
+    if judged is not None:
+        kind = "objective" if judged in low.objectives else "metric"
+        if ts.keep_best_mode is None and direction(judged, kind) is None:
+            raise TypeErr(f"cannot tell whether a high or a low '{judged}' is better: add "
+                          "keep_best_mode = \"max\" (or \"min\")", spans.get("keep_best"))
+        if not ts.validation:
+            setting = "keep_best" if ts.keep_best else "early_stop"
+            warnings.append(DslWarning(
+                f"{setting} without validation judges '{judged}' on the test split (or the "
+                "training data when there is none), so the model is chosen on the data it is "
+                "reported on; hold some training data out with validation = 0.1",
+                spans.get(setting)))
     return ts
+
+
+def _lr_outputs(low: Lowerer, uses: list[OptUse], dtype: str,
+                taken: list[str]) -> dict[int, tuple[str, int]]:
+    """The learning rate of each optimizer use that has a scalar `lr` option (a number, or an
+    expression of step and epoch such as a schedule): id(use) -> (output name, node). The
+    name is `lr` when one optimizer has one, else `lr.<objective>` (`lr.<objective>.2` for a
+    second optimizer of the same objective)."""
+    found: list[tuple[OptUse, int]] = []
+    for u in uses:
+        v = u.options.get("lr")
+        if isinstance(v, Val):
+            if v.type.rank == 0 and v.type.is_float:
+                found.append((u, v.id))
+        elif isinstance(v, int | float | np.number) and not isinstance(v, bool):
+            found.append((u, low.b.const(float(v), dtype).id))  # shares the rule's constant
+    out: dict[int, tuple[str, int]] = {}
+    for u, nid in found:
+        name = "lr" if len(found) == 1 and "lr" not in taken else f"lr.{u.objective}"
+        k = 2
+        while name in taken or name in {n for n, _ in out.values()}:
+            name, k = f"lr.{u.objective}.{k}", k + 1
+        out[id(u)] = (name, nid)
+    return out
 
 
 def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
@@ -244,7 +310,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
             f"objective '{name}' is minimized by no optimizer, so training changes nothing; "
             f"add 'optimizer adam() minimize {name}' (or declare a value that is only "
             "computed as an 'output')", tl.decl_spans.get(name)))
-    settings = _settings(tl)
+    settings = _settings(tl, warnings)
     if seed is not None:
         settings.seed = seed
     tl.seed = settings.seed  # initial values are drawn later, from this seed
@@ -279,6 +345,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     results = list(tl.objectives) + list(tl.metrics)
     outputs = {n: tl.graph.outputs[n] for n in results}
     kinds = {n: tl.graph.output_kinds[n] for n in results}
+    rates = _lr_outputs(tl, [u for _, uses, _ in phases_spec for u in uses], dtype, results)
     for name, uses, obj in phases_spec:
         label = name if len(phases_spec) > 1 else ""
         g = tl.graph.copy()
@@ -289,6 +356,10 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
                 grad_view.outputs[f"{var}.grad"] = gid
                 grad_view.output_kinds[f"{var}.grad"] = "grad"
         stages["grad"].append((label, grad_view))
+        for u in uses:  # read by the trainer with the objective, for progress and metrics.csv
+            if id(u) in rates:
+                g.outputs[rates[id(u)][0]] = rates[id(u)][1]
+                g.output_kinds[rates[id(u)][0]] = "lr"
         g.updates = {**tl.state_updates, **{k: v for u in uses for k, v in u.updates.items()}}
         stages["step"].append((label, g))
         opt, passes_run, d = run_pipeline(g, dump_after=dump_after) if optimize else (g, [], None)

@@ -44,18 +44,42 @@ class Variable:
         return math.prod(int(d) for d in self.type.shape)
 
 
+def _doc(default: Any, text: str) -> Any:
+    """A TrainSettings field with its description for `dslrun doc` (dsl/reference.py)."""
+    return field(default=default, metadata={"doc": text})
+
+
 @dataclass
 class TrainSettings:
+    """The `train { }` settings of a spec (the trainer's keyword arguments override them)."""
+
     batch: int | None = None
-    epochs: int | None = None
-    steps: int | None = None
+    epochs: int | None = _doc(None, "Train until this many passes over the training data are "
+                              "done in total (counted from step 0). Give `epochs` or `steps`, "
+                              "not both; without either, one epoch.")
+    steps: int | None = _doc(None, "Train until step N in total (counted from step 0, so a "
+                             "resumed run ends at the same step). Give `steps` or `epochs`, "
+                             "not both; without either, one epoch.")
     seed: int = 0
     sampling: str = "shuffle"  # shuffle | with_replacement | sequential
     drop_last: bool = False
-    eval_every: int = 0  # steps; 0 = at the end only
+    eval_every: int = _doc(0, "Evaluate every N steps (on the valid split, else test, else "
+                           "train). 0: at the end only, or about 20 times per run when "
+                           "`validation`, `keep_best` or `early_stop` is set.")
     checkpoint_every: int = 0  # steps; 0 = at the end only
-    log_every: int = 0
+    log_every: int = _doc(0, "Write a metrics.csv row and a progress line every N steps. 0: "
+                          "about 100 rows and 10 lines per run.")
     augment: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # B 6.1
+    validation: float = _doc(0.0, "Hold out this fraction of the training data as the "
+                             "`valid` split (seeded by `seed`, stratified by class); it is "
+                             "not trained on.")
+    keep_best: str | None = _doc(None, "Keep the checkpoint with the best evaluation of this "
+                                 "objective or metric as best.npz (`keep_best = acc`).")
+    keep_best_mode: str | None = _doc(None, '"min" or "max": which way keep_best is better '
+                                      "(default: objectives and loss-like names min, "
+                                      "accuracy-like names max).")
+    early_stop: int = _doc(0, "Stop after this many evaluations without improvement of "
+                           "keep_best's metric (else the first objective). 0: never.")
 
 
 @dataclass

@@ -234,11 +234,13 @@ def test_train_eval_resume_init_from(dslrun, tmp_path: Path) -> None:
 
     # 10 steps, then --resume to 20 in total: the same run as 20 at once
     ok(dslrun("train", "tiny.dl", "--steps", "10", "--quiet", "--json", "half.json"))
-    assert (tmp_path / "runs" / "tiny" / "checkpoint.npz").is_file()  # the default place
-    proc = dslrun("train", "tiny.dl", "--steps", "20", "--resume", "runs/tiny/checkpoint.npz",
+    run_id = (tmp_path / "runs" / "tiny" / "latest").read_text().strip()
+    ckpt = f"runs/tiny/{run_id}/checkpoint.npz"  # the default place: a new run directory
+    assert (tmp_path / ckpt).is_file()
+    proc = dslrun("train", "tiny.dl", "--steps", "20", "--resume", ckpt,
                   "--json", "resumed.json", "--out", "resumed")
     ok(proc)
-    assert "resumed from runs/tiny/checkpoint.npz at step 10" in proc.stderr
+    assert f"resumed from {ckpt} at step 10" in proc.stderr
     resumed = _json(tmp_path / "resumed.json")
     assert resumed["steps"] == 20
     assert resumed["loss_final"] == full["loss_final"]
@@ -279,7 +281,8 @@ def test_shipped_spec_by_name(dslrun, tmp_path: Path) -> None:
     ok(dslrun("mlp_digits", "--steps", "2", "--quiet", "--json", "o.json"))
     data = _json(tmp_path / "o.json")
     assert data["steps"] == 2 and data["spec"] == "mlp_digits"
-    assert (tmp_path / "runs" / "mlp_digits" / "checkpoint.npz").is_file()
+    assert (tmp_path / data["run_dir"] / "checkpoint.npz").is_file()
+    assert data["run_dir"].startswith("runs/mlp_digits/")
 
 
 def test_check_imports_no_heavy_modules(tmp_path: Path) -> None:

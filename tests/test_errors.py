@@ -343,18 +343,19 @@ def test_nan_loss_keeps_last_good_checkpoint(dslrun, tmp_path: Path) -> None:
     assert msg.startswith("error: training diverged at step "), msg
     bad_step = int(msg.split("at step ")[1].split(":")[0])
     assert bad_step > 1
-    ckpt = tmp_path / "runs" / "diverge" / "checkpoint.npz"
-    assert f"the last good checkpoint is runs/diverge/checkpoint.npz (step {bad_step - 1})" \
-        in msg, msg
+    run_id = (tmp_path / "runs" / "diverge" / "latest").read_text().strip()
+    ckpt = tmp_path / "runs" / "diverge" / run_id / "checkpoint.npz"
+    assert (f"the last good checkpoint is runs/diverge/{run_id}/checkpoint.npz "
+            f"(step {bad_step - 1})") in msg, msg
     from runtime.train.checkpoint import load_checkpoint
 
     variables, meta = load_checkpoint(ckpt)
     assert meta["step"] == bad_step - 1
     assert all(np.isfinite(v).all() for v in variables.values())
     before = ckpt.read_bytes()
-    # a run that diverges at once leaves the earlier checkpoint alone and says where it is
+    # a new run that diverges at once writes no checkpoint and leaves the earlier run alone
     (tmp_path / "d.dl").write_text(DIVERGES.replace("log(10 - w)", "log(w - 10)"))
     proc = dslrun("d.dl", "--quiet")
     assert proc.returncode == 1 and "training diverged at step 1" in proc.stderr, proc.stderr
-    assert "the last good checkpoint is runs/diverge/checkpoint.npz" in proc.stderr
+    assert "no checkpoint was written" in proc.stderr
     assert ckpt.read_bytes() == before

@@ -29,6 +29,7 @@ from runtime.train.loop import (
     TrainingDiverged,
     TrainingInterrupted,
 )
+from runtime.train.metrics_log import read_metrics
 from runtime.train.progress import Progress, format_table
 
 D = 3
@@ -564,9 +565,126 @@ def test_every_new_fed_shape_is_checked_even_when_a_plan_for_its_dims_exists():
     rng = np.random.default_rng(0)
     train = {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=16)}
     test = {"x": rng.normal(size=(16, 1)), "y": rng.normal(size=16)}  # one feature too few
-    m = dsl.compile("model m\ninput x: f64[B, 3]\ninput y: f64[B]\nparam w: [3] = zeros\n"
-                    "objective loss = mean((x @ w - y) ** 2)\n",
-                    data=Dataset(train=train, test=test), dtype="float64")
-    m.evaluate("train")
+    text = ("model m\ninput x: f64[B, 3]\ninput y: f64[B]\nparam w: [3] = zeros\n"
+            "objective loss = mean((x @ w - y) ** 2)\n")
+    with pytest.raises(dsl.DslError, match=r"axis 1 of its field has size 1, not 3 in the test"):
+        dsl.compile(text, data=Dataset(train=train, test=test), dtype="float64")
+    # the runtime checks too, for a Trainer made without the language
+    tr = Trainer(dsl.compile(text, dtype="float64").program, dataset=Dataset(train, test))
+    tr.evaluate("train")
     with pytest.raises(TrainError, match=r"has type f64\[B,3\], but the fed array has shape"):
-        m.evaluate("test")
+        tr.evaluate("test")
+
+
+# --------------------------------------------------------------------------- runs (issue 7)
+
+
+def test_resume_is_bit_exact_with_validation_keep_best_and_logs(tmp_path):
+    """10 + save + load + 10 == 20 with a validation split, keep_best and early_stop: the
+    tracker's best-so-far travels in the checkpoint, metrics.csv continues after step 10."""
+    kw = dict(eval_every=2, validation=0.25, keep_best="mae", early_stop=50, log_every=1)
+    prog, ds = _resumable(**kw)
+    full = Trainer(prog, dataset=ds, out_dir=tmp_path / "full")
+    ref = full.fit(steps=20)
+    first = Trainer(prog, dataset=ds, out_dir=tmp_path / "half")
+    first.fit(steps=10)
+    fresh = Trainer(prog, dataset=ds, out_dir=tmp_path / "half")
+    fresh.load(tmp_path / "half" / "checkpoint.npz")
+    tail = fresh.fit(steps=20)
+    assert tail.losses["loss"] == ref.losses["loss"][10:]
+    assert tail.best == {**ref.best, "path": str(tmp_path / "half" / "best.npz")}
+    a, b = full.get_variables(), fresh.get_variables()
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    best_a = load_checkpoint(tmp_path / "full" / "best.npz")
+    best_b = load_checkpoint(tmp_path / "half" / "best.npz")
+    assert best_a[1]["step"] == best_b[1]["step"] == ref.best["step"]
+    assert all(best_a[0][k].tobytes() == best_b[0][k].tobytes() for k in best_a[0])
+
+    def table(path):
+        return [{k: v for k, v in r.items() if k != "seconds"}
+                for r in read_metrics(path / "metrics.csv")]
+
+    full_rows = table(tmp_path / "full")
+    half_rows = [r for r in table(tmp_path / "half")
+                 if not (r["step"] == "10" and r["kind"] == "eval" and r["split"] != "valid")]
+    assert half_rows == full_rows  # (the first call's final evaluation rows aside)
+
+
+def test_validation_rows_are_not_trained_on():
+    prog, ds = linreg(n=40, batch=5, validation=0.25)
+    tr = Trainer(prog, dataset=ds)
+    assert len(tr.dataset.train["x"]) == 30 and len(tr.dataset.valid["x"]) == 10
+    seen = []
+    tr.fit(epochs=1, on_step=lambda s, _: seen.append(tr._batcher.n))
+    assert set(seen) == {30}
+    held = {r.tobytes() for r in tr.dataset.valid["x"]}
+    assert not held & {r.tobytes() for r in tr.dataset.train["x"]}
+
+
+def test_init_from_loads_what_fits_and_converts_float_dtypes(tmp_path):
+    prog, ds = linreg(momentum=0.9)
+    src = Trainer(prog, dataset=ds)
+    src.fit(steps=3, final_eval=False)
+    path = src.save(tmp_path / "a.npz")
+    prog32, ds32 = linreg(dt="f32", momentum=0.9)
+    tr = Trainer(prog32, dataset=ds32)
+    m = tr.init_from(path)
+    assert list(m.load) == ["w"] and m.converted == ["w"] and m.complete
+    np.testing.assert_allclose(tr.get_variables()["w"], src.get_variables()["w"], rtol=1e-6)
+    assert tr.get_variables()["v"].tolist() == [0.0] * D  # state is never taken
+    prog4, ds4 = linreg(d=4)
+    with pytest.raises(CheckpointError, match="no parameter that fits"):
+        Trainer(prog4, dataset=ds4).init_from(path)
+
+
+KILL_SPEC = """model killed
+data  blobs(n = 400, centers = 3, seed = 0)
+input x: f32[B, 2]
+input y: i64[B]
+net clf(x) { return dense(tanh(dense(x, 32)), 3) }
+objective loss = cross_entropy(clf(x), y)
+optimizer adam(lr = 1e-3) minimize loss
+train { batch = 8, steps = 1000000, checkpoint_every = 50, log_every = 10 }
+"""
+
+
+def test_resume_after_kill_9_is_exact(tmp_path):
+    """A run killed with SIGKILL between checkpoints resumes from its last checkpoint, in its
+    own run directory, to exactly the run trained at once; metrics.csv has each step once."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    (tmp_path / "k.dl").write_text(KILL_SPEC)
+    proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "k.dl", "--quiet"], cwd=tmp_path,
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = tmp_path / "runs" / "killed"
+    try:
+        deadline = time.monotonic() + 120
+        step = 0
+        while step < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                run = base / (base / "latest").read_text().strip()
+                step = load_checkpoint(run / "checkpoint.npz")[1]["step"]
+            except (OSError, CheckpointError):
+                continue
+    finally:
+        proc.kill()
+        proc.wait()
+    assert step >= 100, proc.stderr.read().decode()
+    step = load_checkpoint(run / "checkpoint.npz")[1]["step"]
+    target = str(step + 20)
+    env = cli_env()
+    for args in (["k.dl", "--quiet", "--resume", str(run.relative_to(tmp_path)), "--steps",
+                  target], ["k.dl", "--quiet", "--steps", target, "--out", "once"]):
+        done = subprocess.run([sys.executable, "-m", "dsl.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    a = load_checkpoint(run / "checkpoint.npz")[0]
+    b = load_checkpoint(tmp_path / "once" / "checkpoint.npz")[0]
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    logged = [int(r["step"]) for r in read_metrics(run / "metrics.csv") if r["kind"] == "step"]
+    assert logged == sorted(set(logged)) and logged[-1] == int(target)

@@ -36,6 +36,10 @@ Data sets and their options (defaults in parentheses):
 both parts keep the source order. Standardization uses the train part's mean and std.
 Unknown data sets and unknown or ill-typed options raise `DataError`.
 
+`split_validation(ds, fraction, seed)` holds a seeded, stratified part of the training rows out
+as `Dataset.valid` (the `validation` train setting); `Dataset.split(name)` gives "train",
+"valid" or "test".
+
 `Batcher` cuts a dict of equally long arrays into mini-batches, one epoch at a time, with
 "shuffle", "with_replacement" or "sequential" sampling; its `state()` and `set_state()` make a
 resumed run continue the identical batch sequence.
@@ -68,10 +72,14 @@ __all__ = [
     "DataError",
     "Dataset",
     "SAMPLINGS",
+    "SPLITS",
     "bilinear_resize",
     "check_dataset",
+    "dataset_options",
+    "dataset_summary",
     "known_datasets",
     "load_dataset",
+    "split_validation",
 ]
 
 
@@ -89,16 +97,44 @@ class Dataset:
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    valid: dict[str, np.ndarray] | None = None  # held out of train by `split_validation`
+
+    def split(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of split `name` ("train", "valid" or "test"; None when absent)."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {name!r}")
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
     def field_info(self, split: str = "train") -> dict[str, tuple[str, tuple[int, ...]]]:
-        """{field: (dtype string such as "f32", "f64" or "i64", shape)} of the train (or test)
-        arrays; the leading dimension is the number of samples in that split."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-        arrays = self.train if split == "train" else self.test
+        """{field: (dtype string such as "f32", "f64" or "i64", shape)} of the train (or
+        valid, or test) arrays; the leading dimension is the number of samples in that split."""
+        arrays = self.split(split)
         if arrays is None:
             return {}
         return {k: (_dtype_str(v.dtype), tuple(int(s) for s in v.shape)) for k, v in arrays.items()}
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """A copy of `ds` whose `valid` part is `fraction` of its training rows (at least one),
+    removed from `train`: a seeded shuffle split (the same `seed` holds out the same rows),
+    stratified by class when `y` holds integer labels; both parts keep the source order."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the validation fraction must be between 0 and 1, not {fraction!r}")
+    n = _n_samples(ds.train)
+    y = ds.train.get("y")
+    strata = y if y is not None and y.ndim == 1 and y.dtype.kind in "iu" else None
+    sub = int(np.random.SeedSequence([seed, 0x7A11D]).generate_state(1, np.uint32)[0])
+    try:
+        keep, held = _split_indices(n, fraction, sub, strata)
+    except DataError:
+        raise DataError(f"validation = {fraction:g} of {n} training samples leaves no "
+                        "training samples") from None
+    return Dataset({k: v[keep] for k, v in ds.train.items()}, ds.test,
+                   {**ds.info, "n_train": len(keep), "n_valid": len(held)},
+                   {k: v[held] for k, v in ds.train.items()})
 
 
 def _dtype_str(dtype: np.dtype) -> str:
@@ -228,6 +264,16 @@ def _register(name: str, **defaults: Any) -> Callable[[Callable], Callable]:
 def known_datasets() -> list[str]:
     """The names `load_dataset` accepts (besides paths ending in .csv or .npz)."""
     return sorted(_LOADERS)
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options data set `name` takes, with their defaults (for the reference)."""
+    return dict(_LOADERS[name].defaults)
+
+
+def dataset_summary(name: str) -> str:
+    """What data set `name` holds: its loader's docstring on one line."""
+    return " ".join((_LOADERS[name].func.__doc__ or "").split())
 
 
 def load_dataset(
@@ -423,6 +469,9 @@ _SPLIT_DEFAULTS = {"test_fraction": 0.2, "seed": 0}
 
 @_register("digits", **_SPLIT_DEFAULTS, image=False, size=None, binarize=False, standardize=False)
 def _load_digits(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """scikit-learn's 8×8 digits: x [N, 64] scaled to [0, 1], y int64 in 0..9. `image` gives
+    x [N, 1, 8, 8]; `size` resizes the images bilinearly to size × size (and implies `image`);
+    `binarize` gives x > 0.5; `standardize` standardizes each pixel (train mean and std)."""
     x, y = _shipped("digits")
     x = x / 16.0
     size = opts.as_int("size", 1, 1024)
@@ -450,6 +499,8 @@ def _load_digits(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("breast_cancer", **_SPLIT_DEFAULTS, standardize=True, labels="01")
 def _load_breast_cancer(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """scikit-learn's breast cancer set: x [N, 30] standardized (`standardize`, on the train
+    part), y int64 0/1, or ±1 floats with `labels = "pm1"`."""
     x, y = _shipped("breast_cancer")
     return _finish_classification(
         "breast_cancer",
@@ -464,6 +515,7 @@ def _load_breast_cancer(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("iris", **_SPLIT_DEFAULTS, standardize=True)
 def _load_iris(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """scikit-learn's iris: x [N, 4] standardized (`standardize`), y int64 in 0..2."""
     x, y = _shipped("iris")
     return _finish_classification(
         "iris", x, y.astype(np.int64), opts, dtype, bool(opts.as_bool("standardize"))
@@ -472,6 +524,7 @@ def _load_iris(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("wine", **_SPLIT_DEFAULTS, standardize=True)
 def _load_wine(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """scikit-learn's wine: x [N, 13] standardized (`standardize`), y int64 in 0..2."""
     x, y = _shipped("wine")
     return _finish_classification(
         "wine", x, y.astype(np.int64), opts, dtype, bool(opts.as_bool("standardize"))
@@ -480,6 +533,9 @@ def _load_wine(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("diabetes", **_SPLIT_DEFAULTS, standardize=True)
 def _load_diabetes(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """scikit-learn's diabetes regression set: x [N, 10] as shipped, y [N] float. By default
+    `standardize` = true standardizes y (train mean and std, kept in the info); set it false
+    for the raw targets."""
     x, y = _shipped("diabetes")
     train, test = _split({"x": x, "y": y.astype(np.float64)}, opts, strata=None)
     info: dict[str, Any] = {"task": "regression", "n_features": int(x.shape[1])}
@@ -509,6 +565,8 @@ def _n(opts: _Opts) -> int:
 
 @_register("moons", **_GEN_DEFAULTS, noise=0.1)
 def _load_moons(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """Two interleaving half circles (scikit-learn's make_moons) with Gaussian `noise`:
+    x [n, 2], y 0/1 (±1 with `labels = "pm1"`)."""
     n, noise, seed, labels = _n(opts), opts.as_float("noise", 0.0), opts.seed(), opts.labels()
     if n < 2:
         raise DataError("option 'n' of data set 'moons' must be at least 2, one per moon")
@@ -518,6 +576,8 @@ def _load_moons(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("circles", **_GEN_DEFAULTS, noise=0.05, factor=0.5)
 def _load_circles(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """Two concentric circles (make_circles), the inner one `factor` times as large, with
+    Gaussian `noise`: x [n, 2], y 0/1 (±1 with `labels = "pm1"`)."""
     n, noise, seed, labels = _n(opts), opts.as_float("noise", 0.0), opts.seed(), opts.labels()
     factor = opts.as_float("factor", 0.0, 1.0, hi_open=True)
     if n < 2:
@@ -529,6 +589,8 @@ def _load_circles(opts: _Opts, dtype: np.dtype) -> Dataset:
 
 @_register("blobs", **_GEN_DEFAULTS, centers=2, std=1.0)
 def _load_blobs(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """Gaussian blobs (make_blobs) of standard deviation `std` around `centers` (a count of
+    random 2-D centers, or a list of points): x [n, d], y int64 (±1 with `labels = "pm1"`)."""
     n, seed, labels = _n(opts), opts.seed(), opts.labels()
     std = opts.as_float("std", 0.0)
     raw = opts.raw("centers")
@@ -562,6 +624,9 @@ def _load_blobs(opts: _Opts, dtype: np.dtype) -> Dataset:
     "linear_gaussian", n=200, d=None, noise=0.1, seed=0, bias=False, theta=None, test_fraction=0.0
 )
 def _load_linear_gaussian(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """y = x θ + noise·ε with x, ε ~ N(0, 1): x [n, d] (d = 5 unless `d` or `theta` says),
+    y [n] float; `bias` appends a column of ones to x (and an intercept to θ); θ is drawn
+    from the seed unless given. The info holds the true θ."""
     n, noise, seed, bias = _n(opts), opts.as_float("noise", 0.0), opts.seed(), opts.as_bool("bias")
     d = opts.as_int("d", 1, 10**6)
     raw_theta = opts.raw("theta")
@@ -631,6 +696,8 @@ def _resolve_path(opts: _Opts) -> Path:
 
 @_register("npz", path=None, test_fraction=0.0, seed=0)
 def _load_npz(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """A NumPy .npz file (`path`): every array becomes a field named by its key; float arrays
+    get the float dtype, integer ones int64. Pickled objects are never loaded."""
     path = _resolve_path(opts)
     try:
         arrays = read_npz(path)
@@ -690,6 +757,9 @@ def _is_number(cell: str) -> bool:
 
 @_register("csv", path=None, target=None, task="auto", header="auto", test_fraction=0.0, seed=0)
 def _load_csv(opts: _Opts, dtype: np.dtype) -> Dataset:
+    """A CSV file of numbers (`path`), with an optional header row: the `target` column
+    (the last by default; a name or an index) is y, the others x. y is int64 when every target
+    is an integer unless `task = "regression"`."""
     path = _resolve_path(opts)
     task = opts.choice("task", ("auto", "classification", "regression"))
     header_opt = opts.raw("header")

@@ -1,21 +1,26 @@
-"""The training loop: run a Program's phases over mini-batches, evaluate, checkpoint, resume.
+"""The training loop: run a Program's phases over mini-batches, log, checkpoint, resume.
 
 `Trainer(program, backend, dataset, seed, **settings)` owns the variables (one backend array
 per program variable, shared by every plan, so an update made by one phase is visible to all),
-the executor's random generator, the Batcher and a cache of compiled plans: one per (phase,
-binding of symbolic dims), so a short last batch simply gets a plan of its own.
+the executor's random generator, the Batcher and a `Runner` per phase (`runner.py`: one plan
+per binding of symbolic dims, so a short last batch simply gets a plan of its own). Evaluation
+is `evaluation.py`'s `Evaluator`; `metrics.csv` is `metrics_log.py`; `keep_best` and
+`early_stop` are `best.py`; `--init-from` matching is `weights.py`.
 
 A training step feeds one batch (plus `program.input_defaults`, and `step` = the 1-based index
 of the update being made and `epoch` = the 0-based epoch index) to every phase in order. Each
 phase is run in two halves (`Plan.compute`, then `Plan.commit`): the objective is checked for
 NaN/Inf before the update is written, so a diverging run stops with the variables of the last
 good step and no snapshot is needed (programs with several phases copy the variables an
-earlier phase updates, so a later phase's divergence can undo the earlier commit).
+earlier phase updates, so a later phase's divergence can undo the earlier commit). A phase's
+graph may have outputs of kind "lr" (the learning rate of its optimizer at that step); they
+are read with the objective and shown by the progress line and metrics.csv.
 
 `fit(steps=..., epochs=...)` counts steps and epochs for the whole run from step 0, so a run
 resumed from a checkpoint continues to the same total; `Trainer.load` restores variables (params
-and state buffers such as optimizer moments), the step counter, the position in the data and
-the generator, so 10 steps + save + load + 10 steps is bit-identical to 20 steps.
+and state buffers such as optimizer moments), the step counter, the position in the data, the
+generator and the best-so-far of keep_best/early_stop, so 10 steps + save + load + 10 steps is
+bit-identical to 20 steps.
 
 This module must not import `dsl`.
 """
@@ -27,7 +32,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,23 +40,22 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend, get_backend
-from runtime.errors import UserError
-from runtime.ir import DTYPES, Graph, TensorType, attr_symbols
-from runtime.plan import Plan
+from runtime.ir import DTYPES
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
+from runtime.train.best import MODES, BestTracker, direction
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from runtime.train.data import Batcher, DataError, Dataset, load_dataset
+from runtime.train.data import Batcher, DataError, Dataset, load_dataset, split_validation
+from runtime.train.evaluation import Evaluator
+from runtime.train.monitor import Monitor
 from runtime.train.progress import Progress
+from runtime.train.runner import TRAINER_INPUTS, Inputs, Machine, Runner, TrainError, bind_dims
+from runtime.train.weights import WeightMatch, match_weights
 
-__all__ = ["FitResult", "TrainError", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
+__all__ = ["FitResult", "TrainError", "Trainer", "TrainingDiverged", "TrainingInterrupted",
+           "bind_dims"]
 
-TRAINER_INPUTS = ("step", "epoch")
 CHECKPOINT_NAME = "checkpoint.npz"
-
-
-class TrainError(UserError):
-    """A training run cannot proceed (a user-facing sentence)."""
 
 
 class TrainingDiverged(TrainError):
@@ -77,7 +81,9 @@ class TrainingInterrupted(TrainError):
 class FitResult:
     """What one `fit` call did. `losses[objective]` has one float per step of this call;
     `loss_first`/`loss_final` are the first and last of the first phase's objective (None when
-    no step ran); `metrics[split][name]` is the evaluation at the end of the call."""
+    no step ran); `metrics[split][name]` is the evaluation at the end of the call on every
+    split there is data for ("train", and "valid" and "test" when present); `evals` the
+    periodic evaluations (step, values) on `eval_split`."""
 
     losses: dict[str, list[float]]
     loss_first: float | None
@@ -88,8 +94,11 @@ class FitResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     step: int = 0  # the run's step counter at the end
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    stopped: str = "done"  # done | callback | diverged | interrupted
+    stopped: str = "done"  # done | callback | early_stop | diverged | interrupted
     checkpoint: str | None = None  # the last checkpoint written by this call
+    eval_split: str = "train"  # the split of `evals`, keep_best and early_stop
+    lr: dict[str, float] = field(default_factory=dict)  # learning rates at the last step
+    best: dict[str, Any] | None = None  # keep_best/early_stop: metric, mode, value, step, path
 
 
 def _as_backend(backend: str | Backend) -> Backend:
@@ -101,106 +110,23 @@ def _data_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0xDA7A]).generate_state(1, np.uint32)[0])
 
 
-def _eval_seed(seed: int) -> int:
-    return int(np.random.SeedSequence([seed, 0xE7A1]).generate_state(1, np.uint32)[0])
-
-
-def bind_dims(inputs: Iterable[tuple[str, TensorType]], feeds: Mapping[str, Any],
-              label: str) -> dict[str, int]:
-    """The symbolic dims bound by the arrays fed to `inputs` (of `label`, for messages);
-    TrainError when an input is missing or a shape does not fit its type."""
-    dims: dict[str, int] = {}
-    where: dict[str, str] = {}
-    for name, t in inputs:
-        if name not in feeds:
-            raise TrainError(f"{label} needs input '{name}' ({t}), but it is neither a "
-                             "field of the data nor given a default value")
-        shape = tuple(np.shape(feeds[name]))
-        if len(shape) != t.rank:
-            raise TrainError(f"input '{name}' of {label} has type {t}, but the fed "
-                             f"array has shape {shape}")
-        for d, s in zip(t.shape, shape):
-            if isinstance(d, str):
-                if d in dims and dims[d] != s:
-                    raise TrainError(f"dimension {d} is {dims[d]} in input '{where[d]}' but "
-                                     f"{s} in input '{name}' ({label})")
-                dims.setdefault(d, int(s))
-                where.setdefault(d, name)
-            elif d != s:
-                raise TrainError(f"input '{name}' of {label} has type {t}, but the fed "
-                                 f"array has shape {shape}")
-    return dims
-
-
-class _Runner:
-    """One graph with fixed outputs: its inputs, the dims they bind, and its plans by dims."""
-
-    def __init__(self, trainer: Trainer, graph: Graph, outputs: list[str],
-                 apply_updates: bool, label: str) -> None:
-        self.trainer = trainer
-        self.graph = graph
-        self.outputs = outputs
-        self.apply_updates = apply_updates
-        self.label = label
-        targets = [graph.outputs[n] for n in outputs]
-        if apply_updates:
-            targets += list(graph.updates.values())
-        order = graph.topo_order(targets) if targets else []
-        self.inputs: list[tuple[str, TensorType]] = [
-            (graph[i].name, graph[i].type) for i in order if graph[i].op == "input"]
-        # A dim the graph uses only through a shape (noise sized by shape(x)[0] in a phase
-        # that does not read x) is bound by the program input that declares it.
-        used = set().union(*(attr_symbols(graph[i].attrs) for i in order))
-        used.update(d for i in order for d in graph[i].type.shape if isinstance(d, str))
-        unbound = used.difference(*(t.shape for _, t in self.inputs))
-        for name, t in trainer.program.inputs.items():
-            if unbound.intersection(t.shape) and name not in TRAINER_INPUTS:
-                self.inputs.append((name, t))
-                unbound.difference_update(t.shape)
-        self.keyed = [name for name, _ in self.inputs if name not in TRAINER_INPUTS]
-        self.update_names = list(graph.updates) if apply_updates else []
-        self.plans: dict[tuple[int, ...], Plan] = {}  # by the sizes of the symbolic dims
-        self._backup: dict[str, Any] | None = None
-        self._by_shapes: dict[tuple[Any, ...], Plan] = {}  # by the fed shapes, all checked
-
-    def plan(self, feeds: Mapping[str, Any]) -> Plan:
-        """The plan for the shapes of `feeds`; shapes not seen before are checked first."""
-        try:
-            key = tuple([feeds[n].shape for n in self.keyed])
-        except (KeyError, AttributeError):  # missing, or not an array: `dims` says what
-            key = tuple(np.shape(feeds[n]) if n in feeds else None for n in self.keyed)
-        plan = self._by_shapes.get(key)
-        if plan is None:
-            dims = self.dims(feeds)
-            plan = self.plans.get(tuple(dims.values()))
-            if plan is None:
-                tr = self.trainer
-                plan = Plan(self.graph, dims, tr.backend, tr.variables, self.outputs,
-                            apply_updates=self.apply_updates, rng=tr.rng)
-                self.plans[tuple(dims.values())] = plan
-            self._by_shapes[key] = plan
-        return plan
-
-    def backup(self, variables: Mapping[str, Any], xp: Any) -> dict[str, Any]:
-        """Copies of the variables this graph updates, in buffers kept from step to step (a
-        later phase that diverges restores them)."""
-        if self._backup is None:
-            self._backup = {n: xp.empty_like(variables[n]) for n in self.update_names}
-        for n, buf in self._backup.items():
-            xp.copyto(buf, variables[n])
-        return self._backup
-
-    def dims(self, feeds: Mapping[str, Any]) -> dict[str, int]:
-        return bind_dims(self.inputs, feeds, self.label)
+def _positive(key: str, v: Any, zero_ok: bool) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)
+                          or v < 0 or (v == 0 and not zero_ok)):
+        raise TrainError(f"the setting '{key}' must be a "
+                         f"{'non-negative' if zero_ok else 'positive'} integer, not {v!r}")
 
 
 class Trainer:
-    """Trains, evaluates, checkpoints and resumes one Program on one backend.
+    """Trains, checkpoints and resumes one Program on one backend (and evaluates it through
+    its `Evaluator`).
 
     `dataset`: a loaded `Dataset`, a dict of train arrays, or None to load `program.data` (a
     program without data trains full-batch on its defaults). `seed` and the keyword settings
-    override `program.train`. `out_dir`: where `checkpoint.npz` is written (every
-    `checkpoint_every` steps, at the end of `fit` and on Ctrl-C); None writes nothing.
+    override `program.train` (`steps` or `epochs` given here replaces both of the program's).
+    `out_dir`: the run directory, where `checkpoint.npz` (every `checkpoint_every` steps, at
+    the end of `fit` and on Ctrl-C), `best.npz` and `metrics.csv` are written; None writes
+    nothing.
     """
 
     def __init__(self, program: Program, backend: str | Backend = "numpy",
@@ -209,23 +135,35 @@ class Trainer:
                  epochs: int | None = None, steps: int | None = None,
                  sampling: str | None = None, drop_last: bool | None = None,
                  eval_every: int | None = None, checkpoint_every: int | None = None,
-                 log_every: int | None = None, out_dir: str | Path | None = None) -> None:
+                 log_every: int | None = None, validation: float | None = None,
+                 keep_best: str | None = None, keep_best_mode: str | None = None,
+                 early_stop: int | None = None, out_dir: str | Path | None = None) -> None:
         self.program = program
         self.backend = _as_backend(backend)
+        if steps is not None and epochs is not None:
+            raise TrainError("give steps or epochs, not both")
         given = {"batch": batch, "epochs": epochs, "steps": steps, "sampling": sampling,
                  "drop_last": drop_last, "eval_every": eval_every,
-                 "checkpoint_every": checkpoint_every, "log_every": log_every, "seed": seed}
+                 "checkpoint_every": checkpoint_every, "log_every": log_every, "seed": seed,
+                 "validation": validation, "keep_best": keep_best,
+                 "keep_best_mode": keep_best_mode, "early_stop": early_stop}
+        base = program.train
+        if steps is not None or epochs is not None:  # one length replaces the program's
+            base = replace(base, steps=steps, epochs=epochs)
         names = {f.name for f in fields(TrainSettings)}
         self.settings: TrainSettings = replace(
-            program.train, **{k: v for k, v in given.items() if v is not None and k in names})
+            base, **{k: v for k, v in given.items() if v is not None and k in names})
         s = self.settings
         if isinstance(s.seed, bool) or not isinstance(s.seed, int | np.integer) or s.seed < 0:
             raise TrainError(f"the seed must be a non-negative integer, not {s.seed!r}")
-        for key in ("batch", "epochs", "steps"):
-            v = getattr(s, key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0
-                                  or (key == "batch" and v == 0)):
-                raise TrainError(f"the setting '{key}' must be a positive integer, not {v!r}")
+        _positive("batch", s.batch, zero_ok=False)
+        for key in ("epochs", "steps", "eval_every", "checkpoint_every", "log_every",
+                    "early_stop"):
+            _positive(key, getattr(s, key), zero_ok=True)
+        v = s.validation
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
+            raise TrainError(f"the setting 'validation' must be a fraction of the training "
+                             f"data from 0 to 1 (0.1: a tenth), not {v!r}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.float_dtype = np.dtype(DTYPES[program.float_dtype])
         xp_asarray = self.backend.asarray
@@ -234,10 +172,11 @@ class Trainer:
             dt = self.float_dtype if var.type.is_float else var.type.np_dtype()
             self.variables[name] = xp_asarray(np.array(var.value, dtype=dt))
         self.rng = self.backend.make_rng(int(s.seed))
+        self.machine = Machine(program, self.backend, self.variables, self.rng)
         self.step = 0
-        self._input_types: dict[str, TensorType] = dict(program.inputs)
-        self._phases: list[_Runner] = []
+        self._phases: list[Runner] = []
         self._loss_keys: list[str] = []
+        self._lr_names: list[list[str]] = []  # per phase: its outputs of kind "lr"
         for ph in program.phases:
             if ph.objective not in ph.graph.outputs:
                 raise TrainError(f"phase '{ph.name}' has no output named after its objective "
@@ -246,60 +185,56 @@ class Trainer:
             if t.rank != 0 or not t.is_float:
                 raise TrainError(f"objective '{ph.objective}' of phase '{ph.name}' must be a "
                                  f"float scalar, not {t}")
-            r = _Runner(self, ph.graph, [ph.objective], True, f"phase '{ph.name}'")
+            lrs = [n for n, k in ph.graph.output_kinds.items() if k == "lr"]
+            r = Runner(self.machine, ph.graph, [ph.objective, *lrs], True,
+                       f"phase '{ph.name}'")
             self._phases.append(r)
+            self._lr_names.append(lrs)
             key = ph.objective if ph.objective not in self._loss_keys else (
                 f"{ph.objective}[{ph.name}]")
             self._loss_keys.append(key)
-            for name, tp in r.inputs:
-                self._input_types.setdefault(name, tp)
-        self._defaults = {k: self._cast(k, v) for k, v in program.input_defaults.items()
-                          if k not in TRAINER_INPUTS}
+        self.inputs = Inputs(program, self._phases)
+        self._defaults = self.inputs.defaults
         self.dataset = self._resolve_dataset(dataset)
-        self._train_arrays = self._data_fields(self.dataset.train) if self.dataset else None
+        self._train_arrays = (self.inputs.data_fields(self.dataset.train, self._phases)
+                              if self.dataset else None)
         if self._train_arrays is not None and not self._train_arrays:
             self._train_arrays = None  # the phases use no data field: train on the defaults
         self._check_phase_inputs()
+        self.evaluator = Evaluator(self.machine, self.inputs, self.dataset, int(s.seed), s.batch)
+        self.tracker = self._make_tracker()
         self._batcher: Batcher | None = None
         self._batcher_batch: int | None = None
-        self._fwd: dict[tuple[str, ...], _Runner] = {}
-        self._fwd_needs: dict[str, frozenset[str]] | None = None
         self._sigint = False
         self._in_step = False
 
     # ------------------------------------------------------------------ setup helpers
-    def _cast(self, name: str, value: Any) -> np.ndarray:
-        arr = np.asarray(value)
-        t = self._input_types.get(name)
-        if t is None:
-            return arr
-        dt = t.np_dtype()  # declared f32 already follows the program dtype
-        return arr.astype(dt, copy=False)
-
     def _resolve_dataset(self, dataset: Any) -> Dataset | None:
         if dataset is None:
             if self.program.data is None:
-                return None
-            name, options = self.program.data
+                ds = None
+            else:
+                name, options = self.program.data
+                try:
+                    ds = load_dataset(name, options, self.program.float_dtype)
+                except DataError as e:
+                    raise TrainError(str(e)) from e
+        elif isinstance(dataset, Dataset):
+            ds = dataset
+        elif isinstance(dataset, Mapping):
+            ds = Dataset(train={k: np.asarray(v) for k, v in dataset.items()})
+        else:
+            raise TrainError(f"dataset must be a Dataset or a dict of arrays, not "
+                             f"{type(dataset).__name__}")
+        frac = float(self.settings.validation)
+        if frac and ds is not None and ds.valid is None:
             try:
-                return load_dataset(name, options, self.program.float_dtype)
+                ds = split_validation(ds, frac, int(self.settings.seed))
             except DataError as e:
                 raise TrainError(str(e)) from e
-        if isinstance(dataset, Dataset):
-            return dataset
-        if isinstance(dataset, Mapping):
-            return Dataset(train={k: np.asarray(v) for k, v in dataset.items()})
-        raise TrainError(f"dataset must be a Dataset or a dict of arrays, not "
-                         f"{type(dataset).__name__}")
-
-    def _data_fields(self, arrays: Mapping[str, np.ndarray] | None,
-                     runners: list[_Runner] | None = None) -> dict[str, np.ndarray] | None:
-        """The data fields the given graphs read (cast once to their input dtypes)."""
-        if arrays is None:
-            return None
-        used = {n for r in (runners or self._phases) for n, _ in r.inputs}
-        return {k: self._cast(k, v) for k, v in arrays.items()
-                if k in used and k not in TRAINER_INPUTS}
+        elif frac and ds is None:
+            raise TrainError("validation needs data to hold out, but the program has none")
+        return ds
 
     def _check_phase_inputs(self) -> None:
         have = set(self._defaults) | set(TRAINER_INPUTS) | set(self._train_arrays or ())
@@ -309,6 +244,30 @@ class Trainer:
                     src = "the data has no such field" if self.dataset else "there is no data"
                     raise TrainError(f"{r.label} needs input '{name}' ({t}), but {src} and it "
                                      "has no default value")
+
+    def _make_tracker(self) -> BestTracker | None:
+        """keep_best/early_stop: which metric, which way (None when neither is set)."""
+        s = self.settings
+        if not s.keep_best and not s.early_stop:
+            return None
+        names = self.evaluator.names()
+        metric = s.keep_best or (self.program.objectives[0] if self.program.objectives
+                                 else None)
+        if metric is None:
+            raise TrainError("early_stop judges keep_best's metric or the first objective, "
+                             "and this program has neither")
+        if metric not in names:
+            raise TrainError(f"keep_best names '{metric}', which is no objective or metric of "
+                             f"this program (they are: {', '.join(names) or 'none'})")
+        kind = "objective" if metric in self.program.objectives else "metric"
+        mode = s.keep_best_mode if s.keep_best else None
+        if mode is not None and mode not in MODES:
+            raise TrainError(f"keep_best_mode must be \"min\" or \"max\", not {mode!r}")
+        mode = mode or direction(metric, kind)
+        if mode is None:
+            raise TrainError(f"cannot tell whether the metric '{metric}' is better low or high: "
+                             "set keep_best_mode = \"min\" or \"max\"")
+        return BestTracker(metric, mode, keep=bool(s.keep_best), patience=int(s.early_stop))
 
     def _make_batcher(self, b: int | None) -> Batcher:
         assert self._train_arrays is not None
@@ -342,21 +301,31 @@ class Trainer:
             return float(self.step) if self._train_arrays is None else 0.0
         return b.epochs_done + b.position / max(1, len(b))
 
-    # ------------------------------------------------------------------ training
-    def fit(self, steps: int | None = None, epochs: int | None = None,
-            batch: int | None = None,
-            on_step: Callable[[int, dict[str, float]], Any] | None = None,
-            nan_check: bool = False, progress: Progress | None = None,
-            final_eval: bool = True) -> FitResult:
-        """Train until the run has made `steps` steps or completed `epochs` epochs in total
-        (counted from step 0, including steps restored from a checkpoint); with neither, the
-        program's settings (one epoch if they have neither either). A step feeds one batch to
-        every phase in order; without data every step is one full-batch epoch.
+    @property
+    def loss_keys(self) -> list[str]:
+        """The objective of each phase, as FitResult.losses and metrics.csv name them."""
+        return list(self._loss_keys)
 
-        `on_step(step, losses)` runs after every step; returning True stops training.
-        `nan_check`: run every node checked and let `NonFiniteError` name the first non-finite
-        one. Raises TrainingDiverged on a NaN/Inf objective, TrainingInterrupted on Ctrl-C.
-        """
+    @property
+    def lr_names(self) -> list[str]:
+        """The learning-rate outputs of the phases (`lr`, or `lr.<objective>` ...)."""
+        return [n for names in self._lr_names for n in names]
+
+    # ------------------------------------------------------------------ training
+    def target(self, steps: int | None = None, epochs: int | None = None,
+               batch: int | None = None) -> int:
+        """The step counter `fit(steps, epochs, batch)` trains up to (without training)."""
+        return self._plan_run(steps, epochs, batch)[1]
+
+    def steps_per_epoch(self, batch: int | None = None) -> int:
+        """Batches in one epoch of the training data (1 without data)."""
+        batcher = self._get_batcher(batch)
+        return len(batcher) if batcher is not None else 1
+
+    def _plan_run(self, steps: int | None, epochs: int | None,
+                  batch: int | None) -> tuple[Batcher | None, int]:
+        if steps is not None and epochs is not None:
+            raise TrainError("give steps or epochs, not both")
         if steps is None and epochs is None:
             steps, epochs = self.settings.steps, self.settings.epochs
             if steps is None and epochs is None:
@@ -369,22 +338,43 @@ class Trainer:
         per_epoch = len(batcher) if batcher is not None else 1
         targets = [t for t in (steps, None if epochs is None else epochs * per_epoch)
                    if t is not None]
-        total = min(targets)
-        s = self.settings
-        ckpt_every = s.checkpoint_every if self.out_dir is not None else 0
-        eval_every = s.eval_every
+        return batcher, min(targets)
+
+    def fit(self, steps: int | None = None, epochs: int | None = None,
+            batch: int | None = None,
+            on_step: Callable[[int, dict[str, float]], Any] | None = None,
+            nan_check: bool = False, progress: Progress | None = None,
+            final_eval: bool = True, evaluate: bool = True) -> FitResult:
+        """Train until the run has made `steps` steps or completed `epochs` epochs in total
+        (counted from step 0, including steps restored from a checkpoint); with neither, the
+        program's settings (one epoch if they have neither either). A step feeds one batch to
+        every phase in order; without data every step is one full-batch epoch.
+
+        Around the steps a `Monitor` logs `metrics.csv` rows and progress lines every
+        `log_every` steps, evaluates every `eval_every` steps and applies keep_best and
+        early_stop. `on_step(step, losses)` runs after every step; returning True stops
+        training. `nan_check`: run every node checked and let `NonFiniteError` name the first
+        non-finite one. `final_eval=False`: no evaluation at the end; `evaluate=False`: none
+        at all (timing runs). Raises TrainingDiverged on a NaN/Inf objective,
+        TrainingInterrupted on Ctrl-C.
+        """
+        batcher, total = self._plan_run(steps, epochs, batch)
+        per_epoch = len(batcher) if batcher is not None else 1
+        ckpt_every = self.settings.checkpoint_every if self.out_dir is not None else 0
         start = self.step
         rec: list[list[float]] = [[] for _ in self._phases]
-        evals: list[tuple[int, dict[str, float]]] = []
         cur = dict.fromkeys(self._loss_keys, math.nan)
+        lr: dict[str, float] = {}
         result_ckpt: list[Path] = []
         saved_at = [-1]
+        t0 = time.perf_counter()
+        stopped = "error"  # done | callback | early_stop | diverged | interrupted | error
+        final_eval = final_eval and evaluate
+        monitor = Monitor(self, total, per_epoch, progress, final_eval, evaluate)
 
         def checkpoint() -> None:
             result_ckpt.append(self.save())
             saved_at[0] = self.step
-        t0 = time.perf_counter()
-        stopped = "done"
 
         def result() -> FitResult:
             losses = dict(zip(self._loss_keys, rec))
@@ -393,33 +383,29 @@ class Trainer:
                 losses=losses, loss_first=first[0] if first else None,
                 loss_final=first[-1] if first else None, steps=self.step - start,
                 epochs=self.epoch, seconds=time.perf_counter() - t0, step=self.step,
-                evals=evals, stopped=stopped,
-                checkpoint=str(result_ckpt[-1]) if result_ckpt else None)
+                evals=monitor.evals, stopped=stopped,
+                checkpoint=str(result_ckpt[-1]) if result_ckpt else None,
+                eval_split=monitor.split, lr=dict(lr), best=monitor.best())
 
-        if progress is not None:
-            progress.start(total, initial=min(start, total))
         self._sigint = False
         try:
             # NaN/Inf objectives are reported by TrainingDiverged, not by numpy warnings
             with self._sigint_guard(), np.errstate(over="ignore", invalid="ignore",
                                                    divide="ignore"):
-                for _ in self._steps(batcher, total, rec, cur, nan_check):
+                for _ in self._steps(batcher, total, rec, cur, lr, nan_check):
                     st = self.step
                     if ckpt_every and st % ckpt_every == 0:
                         checkpoint()
-                    if eval_every and st % eval_every == 0 and (st < total or not final_eval):
-                        ev = self.evaluate(self._eval_split())
-                        evals.append((st, ev))
-                        if progress is not None:
-                            progress.note(f"step {st}: " + ", ".join(
-                                f"{k} {v:.4g}" for k, v in ev.items()))
-                    if progress is not None:
-                        progress.update(st, cur)
+                    if monitor.after_step(cur, lr):
+                        stopped = "early_stop"
+                        break
                     if on_step is not None and on_step(st, dict(cur)) is True:
                         stopped = "callback"
                         break
                     if self._sigint:
                         raise KeyboardInterrupt
+                else:
+                    stopped = "done"
         except TrainingDiverged as e:
             stopped = "diverged"
             e.result = result()
@@ -438,22 +424,30 @@ class Trainer:
             raise TrainingInterrupted(path, self.step, result()) from None
         finally:
             self._in_step = False
-            if progress is not None:
-                progress.finish()
-        if self.out_dir is not None and saved_at[0] != self.step:
-            checkpoint()
+            monitor.steps_done()
+            if stopped in ("diverged", "interrupted", "error"):
+                monitor.close()
+        metrics: dict[str, dict[str, float]] = {}
+        try:
+            if final_eval:  # judged before the checkpoint, which keeps the tracker's state
+                metrics = self.evaluate_all()
+                monitor.finish(metrics)
+        finally:
+            monitor.close()
+            if self.out_dir is not None and saved_at[0] != self.step:
+                checkpoint()
         res = result()
-        if final_eval:
-            res.metrics = self.evaluate_all()
+        res.metrics = metrics
         res.seconds = time.perf_counter() - t0
         return res
 
     def _steps(self, batcher: Batcher | None, total: int, rec: list[list[float]],
-               cur: dict[str, float], nan_check: bool) -> Iterator[None]:
+               cur: dict[str, float], lr: dict[str, float], nan_check: bool) -> Iterator[None]:
         """Make steps until `self.step == total`, yielding after each one."""
         base = dict(self._defaults)
         phases = self._phases
         keys = self._loss_keys
+        lr_names = self._lr_names
         multi = len(phases) > 1
         xp = self.backend.xp
         variables = self.variables
@@ -480,7 +474,8 @@ class Trainer:
                 try:
                     for k, r in enumerate(phases):
                         plan = r.plan(feeds)
-                        v = float(plan.compute(feeds, nan_check)[0])
+                        outs = plan.compute(feeds, nan_check)
+                        v = float(outs[0])
                         if not math.isfinite(v):
                             self._restore(backups)
                             for j in range(k):
@@ -496,6 +491,8 @@ class Trainer:
                         plan.commit()
                         rec[k].append(v)
                         cur[keys[k]] = v
+                        for name, value in zip(lr_names[k], outs[1:]):
+                            lr[name] = float(value)
                 except BaseException:
                     self._restore(backups)
                     raise
@@ -541,107 +538,19 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_split(self) -> str:
-        return "test" if self.dataset is not None and self.dataset.test is not None else "train"
-
-    def _eval_names(self) -> list[str]:
-        g = self.program.forward
-        names = [n for n in g.outputs if g.output_kinds.get(n) in ("objective", "metric")]
-        if not g.output_kinds:
-            names = [n for n in (*self.program.objectives, *self.program.metrics)
-                     if n in g.outputs]
-        return names
-
-    def _fwd_runner(self, outputs: tuple[str, ...]) -> _Runner:
-        r = self._fwd.get(outputs)
-        if r is None:
-            r = _Runner(self, self.program.forward, list(outputs), False, "the forward graph")
-            self._fwd[outputs] = r
-        return r
-
-    def _base_feeds(self) -> dict[str, Any]:
-        feeds: dict[str, Any] = dict(self._defaults)
-        feeds["step"] = float(self.step)
-        feeds["epoch"] = float(int(self.epoch))
-        return feeds
-
-    def _run_eval(self, plan: Plan, feeds: Mapping[str, Any], rng: Any) -> list[Any]:
-        plan.rng = rng
-        try:
-            return plan.run(feeds)
-        finally:
-            plan.rng = self.rng
-
     def evaluate(self, split: str = "test", batch: int | None = None) -> dict[str, float]:
-        """Objectives and metrics of the forward graph (eval mode) on a data split, computed in
-        batches and averaged weighted by batch size. User outputs are not included."""
-        if split not in ("train", "test"):
-            raise TrainError(f"split must be 'train' or 'test', not {split!r}")
-        names = tuple(self._eval_names())
-        if not names:
-            return {}
-        runner = self._fwd_runner(names)
-        rng = self.backend.make_rng(_eval_seed(int(self.settings.seed)))
-        base = self._base_feeds()
-        if self.dataset is None:
-            outs = self._run_eval(runner.plan(base), base, rng)
-            return {n: float(np.mean(self.backend.to_numpy(v))) for n, v in zip(names, outs)}
-        arrays = self.dataset.train if split == "train" else self.dataset.test
-        if arrays is None:
-            raise TrainError("there is no test split: the data set has no test part "
-                             "(give it a test_fraction)")
-        data = self._data_fields(arrays, [runner]) or {}
-        if not data:
-            outs = self._run_eval(runner.plan(base), base, rng)
-            return {n: float(np.mean(self.backend.to_numpy(v))) for n, v in zip(names, outs)}
-        n = int(next(iter(data.values())).shape[0])
-        b = batch or self.settings.batch or n
-        sums = np.zeros(len(names), dtype=np.float64)
-        to_numpy = self.backend.to_numpy
-        for lo in range(0, n, b):
-            feeds = base.copy()
-            for k, v in data.items():
-                feeds[k] = v[lo:lo + b]
-            m = min(b, n - lo)
-            outs = self._run_eval(runner.plan(feeds), feeds, rng)
-            for i, v in enumerate(outs):
-                sums[i] += float(np.mean(to_numpy(v))) * m
-        return {nm: float(sums[i] / n) for i, nm in enumerate(names)}
+        """Objectives and metrics of the forward graph (eval mode) on a data split ("train",
+        "valid" or "test"); see `Evaluator.evaluate`."""
+        return self.evaluator.evaluate(split, batch, self.step, self.epoch)
 
     def evaluate_all(self, batch: int | None = None) -> dict[str, dict[str, float]]:
-        """`evaluate` on the train split and, when there is one, the test split."""
-        out = {"train": self.evaluate("train", batch)}
-        if self.dataset is not None and self.dataset.test is not None:
-            out["test"] = self.evaluate("test", batch)
-        return out
+        """`evaluate` on the train split and, when there are, the valid and test splits."""
+        return self.evaluator.evaluate_all(batch, self.step, self.epoch)
 
     def predict(self, inputs: Mapping[str, Any], outputs: list[str] | None = None,
                 seed: int | None = None) -> dict[str, np.ndarray]:
-        """Forward-graph (eval mode) outputs for `inputs` (missing inputs from the program's
-        defaults). Without `outputs`, every output whose inputs are available is computed.
-        `seed` picks the random draws of eval-mode random ops (MC dropout)."""
-        g = self.program.forward
-        feeds = self._base_feeds()
-        feeds.update({k: self._cast(k, v) for k, v in inputs.items()})
-        if self._fwd_needs is None:
-            self._fwd_needs = {
-                n: frozenset(g[i].name for i in g.topo_order([nid]) if g[i].op == "input")
-                for n, nid in g.outputs.items()}
-        if outputs is None:
-            names = [n for n, need in self._fwd_needs.items() if need <= feeds.keys()]
-            if not names:
-                raise TrainError("no output of the forward graph can be computed from the "
-                                 f"given inputs ({', '.join(sorted(inputs)) or 'none'})")
-        else:
-            names = list(outputs)
-            for n in names:
-                if n not in g.outputs:
-                    raise TrainError(f"the forward graph has no output named '{n}'")
-        runner = self._fwd_runner(tuple(names))
-        rng = self.backend.make_rng(_eval_seed(int(self.settings.seed)) if seed is None
-                                    else int(seed))
-        outs = self._run_eval(runner.plan(feeds), feeds, rng)
-        return {n: np.array(self.backend.to_numpy(v)) for n, v in zip(names, outs)}
+        """Forward-graph (eval mode) outputs for `inputs`; see `Evaluator.predict`."""
+        return self.evaluator.predict(inputs, outputs, seed, self.step, self.epoch)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -675,7 +584,8 @@ class Trainer:
             "float_dtype": self.program.float_dtype,
             "settings": {"batch": self._batcher_batch if b is not None else s.batch,
                          "sampling": s.sampling, "seed": int(s.seed),
-                         "drop_last": s.drop_last},
+                         "drop_last": s.drop_last, "validation": float(s.validation)},
+            "best": self.tracker.state() if self.tracker is not None else None,
             "variables": {k: {"role": v.role, "dtype": str(np.dtype(self.variables[k].dtype)),
                               "shape": list(self.variables[k].shape)}
                           for k, v in self.program.variables.items()},
@@ -691,64 +601,88 @@ class Trainer:
             raise TrainError("cannot save a checkpoint in the middle of a step")
         return save_checkpoint(path, self.get_variables(), self.state_meta())
 
+    def init_from(self, path: str | Path, strict: bool = False) -> WeightMatch:
+        """Load the parameters of a checkpoint that fit this program (`--init-from`): same
+        name and shape (a float dtype is converted). State buffers (optimizer moments), the
+        step counter, the data position and the generator are left as they are. `strict`:
+        every parameter must be loaded and the checkpoint must have no other. Nothing is
+        changed when it raises (CheckpointError). Returns what was loaded and skipped."""
+        saved, meta = load_checkpoint(path)
+        params = [k for k, v in self.program.variables.items() if v.role == "param"]
+        m = match_weights(str(path), saved, meta, params, self.variables)
+        if strict and not m.complete:
+            if m.missing:
+                raise CheckpointError(f"checkpoint {path} has no variable '{m.missing[0]}', "
+                                      f"which this program has ({len(m.missing)} missing in "
+                                      "all)")
+            if m.unexpected:
+                raise CheckpointError(f"checkpoint {path} has a variable '{m.unexpected[0]}' "
+                                      "that this program does not have; it was written by "
+                                      "another program")
+            name, have, want = m.mismatched[0]
+            raise CheckpointError(f"variable '{name}' in checkpoint {path} is {have}, but this "
+                                  f"program's is {want}")
+        if not m.load:
+            raise CheckpointError(f"checkpoint {path} has no parameter that fits this program "
+                                  f"({m.summary()})")
+        copyto = self.backend.xp.copyto
+        for k, arr in m.load.items():
+            copyto(self.variables[k], self.backend.asarray(arr))
+        return m
+
     def load(self, path: str | Path, weights_only: bool = False) -> dict[str, Any]:
         """Restore a checkpoint. Fully (the default): every variable, the step counter, the
-        position in the data and the random generator, so training continues exactly.
-        `weights_only` (`--init-from`): the params only; state buffers (optimizer moments),
-        the step counter, the data position and the generator are left as they are (fresh for
-        a new Trainer). Nothing is changed when the checkpoint does not fit. Returns the meta.
+        position in the data, the random generator and the keep_best/early_stop state, so
+        training continues exactly. `weights_only`: `init_from(path, strict=True)`. Nothing is
+        changed when the checkpoint does not fit. Returns the checkpoint's meta.
         """
+        if weights_only:
+            self.init_from(path, strict=True)
+            return load_checkpoint(path)[1]
         saved, meta = load_checkpoint(path)
         batcher: Batcher | None = None
         b: int | None = None
         progvars = self.program.variables
-        wanted = [k for k, v in progvars.items() if v.role == "param" or not weights_only]
-        missing = [k for k in wanted if k not in saved]
+        missing = [k for k in progvars if k not in saved]
         if missing:
             raise CheckpointError(f"checkpoint {path} has no variable '{missing[0]}', which "
                                   f"this program has ({len(missing)} missing in all)")
-        saved_roles = {k: (v or {}).get("role") for k, v in
-                       (meta.get("variables") or {}).items() if isinstance(v, dict)}
-        extra = [k for k in saved if k not in progvars and
-                 (not weights_only or saved_roles.get(k, "param") == "param")]
+        extra = [k for k in saved if k not in progvars]
         if extra:
             raise CheckpointError(f"checkpoint {path} has a variable '{extra[0]}' that this "
                                   "program does not have; it was written by another program")
-        for k in wanted:
+        for k in progvars:
             have, want = saved[k], self.variables[k]
             if tuple(have.shape) != tuple(want.shape) or have.dtype != np.dtype(want.dtype):
                 raise CheckpointError(
                     f"variable '{k}' in checkpoint {path} is {have.dtype}{list(have.shape)}, "
                     f"but this program's is {np.dtype(want.dtype)}{list(want.shape)}")
-        if not weights_only:
-            step = meta.get("step")
-            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise CheckpointError(f"checkpoint {path} has no valid step counter")
-            rng_state = meta.get("rng")
-            if rng_state is not None:
-                probe = self.backend.make_rng(0)
-                try:
-                    probe.bit_generator.state = rng_state
-                except (AttributeError, TypeError, ValueError, KeyError) as e:
-                    raise CheckpointError(f"checkpoint {path} has a random generator state "
-                                          f"this backend cannot restore: {e}") from e
-            data_state = meta.get("batcher")
-            if data_state is not None and self._train_arrays is not None:
-                b = (meta.get("settings") or {}).get("batch")
-                if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-                    raise CheckpointError(f"checkpoint {path} has a malformed batch size")
-                try:
-                    batcher = self._make_batcher(b)
-                    batcher.set_state(data_state)
-                except (TrainError, DataError) as e:
-                    raise CheckpointError(f"checkpoint {path} does not fit this run's data: "
-                                          f"{e}") from e
+        step = meta.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"checkpoint {path} has no valid step counter")
+        rng_state = meta.get("rng")
+        if rng_state is not None:
+            probe = self.backend.make_rng(0)
+            try:
+                probe.bit_generator.state = rng_state
+            except (AttributeError, TypeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"checkpoint {path} has a random generator state "
+                                      f"this backend cannot restore: {e}") from e
+        data_state = meta.get("batcher")
+        if data_state is not None and self._train_arrays is not None:
+            b = (meta.get("settings") or {}).get("batch")
+            if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+                raise CheckpointError(f"checkpoint {path} has a malformed batch size")
+            try:
+                batcher = self._make_batcher(b)
+                batcher.set_state(data_state)
+            except (TrainError, DataError) as e:
+                raise CheckpointError(f"checkpoint {path} does not fit this run's data: "
+                                      f"{e}") from e
         # everything fits: write
         copyto = self.backend.xp.copyto
-        for k in wanted:
+        for k in progvars:
             copyto(self.variables[k], self.backend.asarray(saved[k]))
-        if weights_only:
-            return meta
         self.step = int(meta["step"])
         if meta.get("rng") is not None:
             self.rng.bit_generator.state = meta["rng"]
@@ -756,4 +690,6 @@ class Trainer:
             self._batcher, self._batcher_batch = batcher, b
         elif self._train_arrays is not None:
             self._batcher, self._batcher_batch = None, None
+        if self.tracker is not None:
+            self.tracker.set_state(meta.get("best"))
         return meta

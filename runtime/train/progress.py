@@ -1,11 +1,14 @@
 """Progress display for training runs, and a plain text table for final metrics.
 
-`Progress` is driven by the trainer: `start(total, initial)` once, `update(step, losses)` after
-every step, `note(text)` for interleaved messages (evaluation results, checkpoints) and
-`finish()` at the end. On a terminal it redraws one line (a bar, step/total, the running loss
-as an exponential average, steps per second) at most `refresh` times per second; on a pipe or
-file it prints plain lines, about `lines` per run (or every `every` steps); `quiet` prints
-nothing at all.
+`Progress` is driven by the trainer: `start(total, initial)` once, `update(step, losses,
+epoch, lr)` after every step, `note(text)` for interleaved messages (evaluation results,
+checkpoints) and `finish()` at the end. On a terminal it redraws one line (a bar, step/total,
+the epoch, the running loss as an exponential average, the learning rate, steps per second and
+the time left) at most `refresh` times per second; on a pipe or file it prints the same as
+plain lines, about `lines` per run (or every `every` steps: the run's `log_every`); `quiet`
+prints nothing at all.
+
+    step 120/200  epoch 2.50  loss 0.3412  lr 0.001  85.3 steps/s  ETA 0:01
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ def _fmt_loss(v: float) -> str:
         return str(v)
     a = abs(v)
     return f"{v:.4g}" if a != 0 and (a < 1e-3 or a >= 1e5) else f"{v:.4f}"
+
+
+def _fmt_duration(seconds: float) -> str:
+    """`0:07`, `12:30`, `2:05:00`: minutes and seconds, hours when there are some."""
+    s = int(math.ceil(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 class Progress:
@@ -52,6 +63,8 @@ class Progress:
         self.initial = 0
         self.step = 0
         self.ema: dict[str, float] = {}
+        self.epoch: float | None = None
+        self.lr: dict[str, float] = {}
         self._t0 = 0.0
         self._last_draw = -math.inf
         self._line_len = 0
@@ -59,20 +72,29 @@ class Progress:
         self._printed_step = -1
 
     # -- driven by the trainer
-    def start(self, total: int | None, initial: int = 0) -> None:
-        """Begin a run of `total` steps (None: unknown) that starts after step `initial`."""
+    def start(self, total: int | None, initial: int = 0, every: int | None = None) -> None:
+        """Begin a run of `total` steps (None: unknown) that starts after step `initial`;
+        `every`: print plain lines every that many steps (else the constructor's)."""
         self.total = total
         self.initial = self.step = initial
         self.ema = {}
+        self.epoch = None
+        self.lr = {}
         self._t0 = time.monotonic()
         self._last_draw = -math.inf
         self._printed_step = -1
         todo = (total - initial) if total is not None else 0
-        self._every = self.every or max(1, math.ceil(todo / self.lines) if todo > 0 else 100)
+        every = every if every and every > 0 else self.every
+        self._every = every or max(1, math.ceil(todo / self.lines) if todo > 0 else 100)
 
-    def update(self, step: int, losses: Mapping[str, float]) -> None:
-        """Record step `step` (1-based, global) with its losses."""
+    def update(self, step: int, losses: Mapping[str, float], epoch: float | None = None,
+               lr: Mapping[str, float] | None = None) -> None:
+        """Record step `step` (1-based, global) with its losses, the epochs completed and the
+        learning rate(s) of the step."""
         self.step = step
+        self.epoch = epoch
+        if lr:
+            self.lr = dict(lr)
         a = self.smoothing
         ema = self.ema
         for k, v in losses.items():
@@ -88,7 +110,7 @@ class Progress:
             if now - self._last_draw >= self.min_interval:
                 self._last_draw = now
                 self._draw(now)
-        elif (step - self.initial) % self._every == 0 or step == self.total:
+        elif step % self._every == 0 or step == self.total:
             self._print_line()
 
     def note(self, text: str) -> None:
@@ -128,11 +150,17 @@ class Progress:
         else:
             count = f"{self.step}"
         parts = [f"{self.label} " if self.label else "", f"step {count}"]
+        if self.epoch is not None:
+            parts.append(f"  epoch {self.epoch:.2f}")
         if len(self.ema) == 1:
             parts.append(f"  loss {_fmt_loss(next(iter(self.ema.values())))}")
         else:
             parts.extend(f"  {k} {_fmt_loss(v)}" for k, v in self.ema.items())
-        parts.append(f"  {self.rate(now):.1f} steps/s")
+        parts.extend(f"  {k} {v:.3g}" for k, v in self.lr.items())
+        rate = self.rate(now)
+        parts.append(f"  {rate:.1f} steps/s")
+        if self.total and rate > 0 and self.step < self.total:
+            parts.append(f"  ETA {_fmt_duration((self.total - self.step) / rate)}")
         return "".join(parts)
 
     def _draw(self, now: float) -> None:

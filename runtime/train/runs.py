@@ -1,0 +1,266 @@
+"""Run directories: where one training run keeps its files, and how later commands find them.
+
+Layout (`root` is `runs` by default):
+
+    runs/<model>/latest                  a text file: the id of the newest run started here
+    runs/<model>/<run id>/checkpoint.npz the last checkpoint (written atomically)
+                          best.npz       the best one by `keep_best` (when set)
+                          metrics.csv    logged steps and evaluations (metrics_log.py)
+                          run.json       what the run was: overrides, seed, dtype, versions ...
+                          spec.dl        the spec's text (and its includes, see `write_spec`)
+
+A run id is the UTC start time `YYYYmmdd-HHMMSS`, with `-02`, `-03` ... appended when that
+name is taken, so ids sort by start time and two runs never share a directory. `latest` is a
+plain file rather than a symbolic link so that it works everywhere (Windows, zip archives,
+synced folders). `--out DIR` names a run directory directly; such runs do not touch `latest`.
+
+`check_file_target` and `check_dir_target` say before a run starts whether an output path can
+be written, so a mistake in a path never costs a finished training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import UserError
+
+__all__ = ["RUN_INFO", "RunDir", "RunDirError", "check_dir_target", "check_file_target",
+           "find_run", "latest_run", "new_run", "open_run", "resolve_checkpoint",
+           "run_of_checkpoint", "versions"]
+
+RUN_INFO = "run.json"
+LATEST = "latest"
+SPEC_NAME = "spec.dl"
+
+
+class RunDirError(UserError):
+    """An output path cannot be written, or a run directory cannot be found or read."""
+
+
+class RunDir:
+    """One run's directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.npz"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.npz"
+
+    def info(self) -> dict[str, Any]:
+        """The run's `run.json` ({} when it has none)."""
+        f = self.path / RUN_INFO
+        if not f.is_file():
+            return {}
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"cannot read {f}: {e}") from e
+        if not isinstance(data, dict):
+            raise RunDirError(f"{f} is not a run description (a JSON object)")
+        return data
+
+    def write_info(self, info: Mapping[str, Any]) -> Path:
+        """Write `run.json` (replacing it atomically)."""
+        return _write_text(self.path / RUN_INFO, json.dumps(info, indent=2, sort_keys=False,
+                                                            default=_jsonable) + "\n")
+
+    def write_spec(self, files: Mapping[str, str]) -> list[str]:
+        """Snapshot the spec: `files` maps a path relative to the run directory (`spec.dl` for
+        the main file, an include as written in the spec when it stays inside the directory)
+        to its text. Returns the paths written."""
+        written = []
+        for rel, text in files.items():
+            target = (self.path / rel).resolve()
+            if self.path.resolve() not in target.parents:
+                raise RunDirError(f"spec snapshot path {rel!r} leaves the run directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_text(target, text)
+            written.append(rel)
+        return written
+
+    def prepare_fresh(self) -> None:
+        """A new run in this directory (step 0): drop a `best.npz` left by an earlier run
+        here, which would not belong to this one."""
+        try:
+            self.best.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise RunDirError(f"cannot remove the old {self.best}: {e}") from e
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return str(v)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunDirError(f"cannot write {path}: {e.strerror or e}") from e
+    return path
+
+
+def versions() -> dict[str, str]:
+    """The versions a run depends on: dslrun, numpy, python."""
+    try:
+        own = metadata.version("dslrun")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {"dslrun": own, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def new_run(root: str | os.PathLike[str], model: str, now: float | None = None) -> RunDir:
+    """Create `root/model/<run id>` (a fresh id) and point `root/model/latest` at it."""
+    base = Path(root) / model
+    check_dir_target(base, "the runs directory")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create the runs directory {base}: {e.strerror or e}") from e
+    for k in range(1, 10_000):
+        name = stamp if k == 1 else f"{stamp}-{k:02d}"
+        try:
+            (base / name).mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {base / name}: "
+                              f"{e.strerror or e}") from e
+        _write_text(base / LATEST, name + "\n")
+        return RunDir(base / name)
+    raise RunDirError(f"cannot find a free run id under {base}")
+
+
+def open_run(path: str | os.PathLike[str]) -> RunDir:
+    """The run directory `path` (`--out DIR`), created when missing."""
+    p = Path(path)
+    check_dir_target(p, "--out")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create the run directory {p}: {e.strerror or e}") from e
+    return RunDir(p)
+
+
+def latest_run(root: str | os.PathLike[str], model: str) -> RunDir | None:
+    """The run `root/model/latest` names (when it exists), else the newest run directory."""
+    base = Path(root) / model
+    try:
+        name = (base / LATEST).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if name and "/" not in name and name not in (".", "..") and (base / name).is_dir():
+        return RunDir(base / name)
+    runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+    return RunDir(runs[-1]) if runs else None
+
+
+def find_run(root: str | os.PathLike[str], model: str) -> tuple[RunDir, str | None]:
+    """The run whose checkpoint `dslrun eval SPEC` reads: the latest run, or when that one has
+    no checkpoint (it stopped before writing one) the newest that has; with a note saying
+    so (None otherwise). RunDirError, saying how to get a run, when there is none."""
+    base = Path(root) / model
+    latest = latest_run(root, model)
+    if latest is not None and latest.checkpoint.is_file():
+        return latest, None
+    runs = sorted((p for p in base.glob("*") if (p / "checkpoint.npz").is_file()),
+                  reverse=True) if base.is_dir() else []
+    if runs:
+        note = None
+        if latest is not None:
+            note = (f"the latest run {latest.path} has no checkpoint; using {runs[0]}")
+        return RunDir(runs[0]), note
+    raise RunDirError(f"model '{model}' has no trained run under {base} to evaluate: train it "
+                      "first (dslrun train SPEC), or give --checkpoint CKPT")
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint given as a file, a run directory (its checkpoint.npz) or a `latest` file
+    (the checkpoint of the run it names)."""
+    p = Path(path)
+    if p.is_dir() and (p / "checkpoint.npz").is_file():
+        return p / "checkpoint.npz"
+    if p.name == LATEST and p.is_file() and p.stat().st_size < 256:
+        name = p.read_text(errors="replace").strip()
+        if name and (p.parent / name / "checkpoint.npz").is_file():
+            return p.parent / name / "checkpoint.npz"
+    return p
+
+
+def run_of_checkpoint(path: str | os.PathLike[str]) -> RunDir | None:
+    """The run directory a checkpoint file lies in (None when its directory has no run.json)."""
+    d = Path(path).parent
+    return RunDir(d) if (d / RUN_INFO).is_file() else None
+
+
+# --------------------------------------------------------------------------- output paths
+
+def _nearest_existing(p: Path) -> Path:
+    q = p.absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    return q
+
+
+def check_file_target(path: str | os.PathLike[str], what: str) -> None:
+    """RunDirError unless a file can be written at `path`: its directory exists and is
+    writable, and the path is not a directory (nor an existing read-only file)."""
+    p = Path(path)
+    parent = p.absolute().parent
+    if p.is_dir():
+        raise RunDirError(f"{what} {path}: is a directory; give a file path")
+    if not parent.is_dir():
+        thing = "is not a directory" if parent.exists() else "does not exist"
+        raise RunDirError(f"{what} {path}: the directory {parent} {thing}; create it first "
+                          "or give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"{what} {path}: the directory {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise RunDirError(f"{what} {path}: the file exists and is not writable")
+
+
+def check_dir_target(path: str | os.PathLike[str], what: str) -> None:
+    """RunDirError unless `path` is a writable directory or can be created as one."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise RunDirError(f"{what} {path}: exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise RunDirError(f"{what} {path}: the directory is not writable")
+        return
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise RunDirError(f"{what} {path}: cannot be created, {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunDirError(f"{what} {path}: cannot be created, {base} is not writable")
