@@ -124,3 +124,15 @@ def test_objective_without_optimizer_warns() -> None:
 def test_user_errors_are_not_bugs() -> None:
     with pytest.raises(UserError):
         dsl.compile(CLASSIFIER, dtype="float16")
+
+
+def test_a_model_too_large_for_memory_is_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before any weight is drawn (NumPy's allocation error otherwise)."""
+    from runtime.train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)
+    m = dsl.load(spec("mlp_digits"), overrides={"H": "4096", "DEPTH": "1"})
+    with pytest.raises(memory.ResourceError, match=r"the parameters and state of mlp_digits "
+                       r"\(307,210 parameters\) need 4 MiB, more than the 1 MiB"):
+        m.fit(steps=1)
+    assert all(callable(v.initial) for v in m.program.variables.values())

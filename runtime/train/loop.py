@@ -47,6 +47,7 @@ from runtime.train.best import MODES, BestTracker, direction
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtime.train.data import Batcher, DataError, Dataset, load_dataset, split_validation
 from runtime.train.evaluation import Evaluator
+from runtime.train.memory import check_fits, variable_bytes
 from runtime.train.monitor import Monitor
 from runtime.train.progress import Progress
 from runtime.train.runner import TRAINER_INPUTS, Inputs, Machine, Runner, TrainError, bind_dims
@@ -166,6 +167,11 @@ class Trainer:
                              f"data from 0 to 1 (0.1: a tenth), not {v!r}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.float_dtype = np.dtype(DTYPES[program.float_dtype])
+        # the variables must fit in memory before any is made
+        check_fits(variable_bytes((v.type for v in program.variables.values()),
+                                  self.float_dtype),
+                   f"the parameters and state of {program.name} "
+                   f"({program.param_count():,} parameters)")
         xp_asarray = self.backend.asarray
         self.variables: dict[str, Any] = {}
         for name, var in program.variables.items():
