@@ -1,5 +1,5 @@
 """The `loop` node: a body region compiled once and run N times, its text form, the passes
-that see into it, and reverse mode through it (a reverse loop over saved carries).
+that see into it, and reverse mode through it (a reverse loop over saved residuals).
 
 Gradients through a run-time loop must equal those of the same body unrolled (built here
 with a Python `for`) to 1e-12 in float64, first and second order.

@@ -10,10 +10,11 @@ results (the next carries, then the values of this iteration to stack). The loop
 is the trip count `length` (an int or a symbolic dim). Iteration k sees `t = start + k'`,
 slice k' and stores its stacked values at k', where k' = k, or length-1-k when `reverse`.
 
-The VJP of a loop is another loop, running the other way over residuals: the forward loop is
-extended in place to also stack the carry entering each iteration, and the backward body
-recomputes the forward body from that carry and applies the body's own VJP (gradients of
-gradients work, since the backward loop is a loop of registered ops again).
+The VJP of a loop is another loop, running the other way over residuals (as JAX's scan
+transpose): the backward body applies the forward body's own VJP, and the forward values that
+VJP reads (and the carry entering each iteration) are stacked by the forward loop, extended in
+place, instead of being recomputed. Gradients of gradients work, since the backward loop is a
+loop of registered ops again.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from runtime.ops.registry import OpDef, ShapeError, register
 
 __all__ = ["inline", "loop", "loop_type", "new_region", "set_results"]
 
-LOOP_ATTRS = {"length": 1, "n_carry": 0, "n_seq": 0, "reverse": False, "start": 0,
-              "saved": 0}
+LOOP_ATTRS = {"length": 1, "n_carry": 0, "n_seq": 0, "reverse": False, "start": 0}
 
 
 # ---------------------------------------------------------------- building regions
@@ -53,20 +53,25 @@ def set_results(region: Graph, results: Sequence[Val]) -> None:
 
 def inline(region: Graph, b: Builder, args: Sequence[Val]) -> list[Val]:
     """Copy `region`'s nodes into `b`'s graph with its args bound to `args`; its results."""
+    env = inline_env(region, b, args)
+    return [Val(b, env[i]) for i in region.results()]
+
+
+def inline_env(region: Graph, b: Builder, args: Sequence[Val]) -> dict[int, int]:
+    """`inline`, returning the map from `region`'s node ids to their copies."""
     g = b.graph
     env: dict[int, int] = {a: v.id for a, v in zip(region.args(), args)}
     for nid in region.topo_order():
         n = region[nid]
         if n.op == "arg":
             continue
-        if n.op == "const":
-            env[nid] = b.const(region.consts[nid], n.type.dtype).id if nid in region.consts \
-                else g.add("const", (), dict(n.attrs), n.type, role="const")
+        if n.op == "const" and nid in region.consts:
+            env[nid] = b.const(region.consts[nid], n.type.dtype).id
             continue
         env[nid] = g.add(n.op, [env[i] for i in n.inputs], dict(n.attrs), n.type,
-                         role=b.role, name=n.name, loc=n.loc or b.loc, of=b.of,
-                         regions=n.regions)
-    return [Val(b, env[i]) for i in region.results()]
+                         role=b.role if n.op != "const" else "const", name=n.name,
+                         loc=n.loc or b.loc, of=b.of, regions=n.regions)
+    return env
 
 
 # ---------------------------------------------------------------- item
@@ -151,26 +156,25 @@ def _loop_compile(ctx: Any, node: Any, attrs: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------- loop: VJP
 def _loop_vjp(gs: list[Val | None], out: Val, *inputs: Val, length: Any, n_carry: int,
-              n_seq: int, reverse: bool, start: int, saved: int) -> tuple[Val | None, ...]:
+              n_seq: int, reverse: bool, start: int) -> tuple[Val | None, ...]:
     b = out.b
-    node = out.node
-    body = node.regions[0]
+    body = out.node.regions[0]
     nc, ns = n_carry, n_seq
-    ny = len(body.results()) - nc  # stacked values, the saved carries among them
+    ny = len(body.results()) - nc
     carries, seqs, caps = inputs[:nc], inputs[nc:nc + ns], inputs[nc + ns:]
     floats = [k for k in range(nc) if carries[k].type.is_float]
     fcaps = [k for k in range(len(caps)) if caps[k].type.is_float]
     fseqs = [k for k in range(ns) if seqs[k].type.is_float]
     if not (floats or fcaps or fseqs):
         return (None,) * len(inputs)
-    saved_carries = _save_carries(out, nc)
     # cotangents of the final carries (zeros where none) and of the stacked values that have
     gc = [gs[k] if gs[k] is not None else _zeros(b, carries[k].type) for k in floats]
     gy = [(j, gs[nc + j]) for j in range(ny) if gs[nc + j] is not None]
-    # backward body args: t, ct carries, ct capture sums, saved carry, x_t, ct_y_t, captured
+    # the backward body: args t, ct carries, ct capture sums, carry in, x_t, ct_y_t, captured;
+    # it recomputes the forward body, takes its VJP, then reads the forward values that VJP
+    # needs (the residuals) from slices the forward loop stacks instead of recomputing them
     arg_types = ([TensorType("i64", ())] + [carries[k].type for k in floats]
-                 + [caps[k].type for k in fcaps]
-                 + [_slice(v.type) for v in saved_carries]
+                 + [caps[k].type for k in fcaps] + [c.type for c in carries]
                  + [_slice(s.type) for s in seqs] + [_slice(g.type) for _, g in gy]
                  + [c.type for c in caps])
     rg, rb, a = new_region(arg_types)
@@ -181,7 +185,9 @@ def _loop_vjp(gs: list[Val | None], out: Val, *inputs: Val, length: Any, n_carry
     x_t, a = a[:ns], a[ns:]
     ct_y, cap = a[:len(gy)], a[len(gy):]
     with rb.context(role=b.role):
-        res = inline(body, rb, [t, *c_t, *x_t, *cap])
+        env = inline_env(body, rb, [t, *c_t, *x_t, *cap])
+        res = [Val(rb, env[i]) for i in body.results()]
+        boundary = rg._next  # nodes from here on belong to the VJP
         seeds: dict[int, Val] = {}
         for k, g in zip(floats, ct_c):
             _seed(seeds, res[k], g)
@@ -197,10 +203,26 @@ def _loop_vjp(gs: list[Val | None], out: Val, *inputs: Val, length: Any, n_carry
         new_ct_cap = [acc + g if g is not None else acc for acc, g in zip(ct_cap, g_cap)]
         ys = [g if g is not None else _zeros(rb, x_t[k].type) for k, g in zip(fseqs, g_x)]
     set_results(rg, [*new_ct_c, *new_ct_cap, *ys])
+    residuals = [i for i in body.topo_order() if body[i].op not in ("arg", "const")
+                 and any(u >= boundary for u in rg.users(env[i]))]
+    res_args = []
+    for i in residuals:  # the VJP reads a stacked slice instead of the recomputed value
+        r = rg.add("arg", (), {"index": -1}, body[i].type, role="arg")
+        rg.redirect(env[i], r)
+        res_args.append(r)
+    live = rg.topo_order(rg.roots())
+    for i in reversed(rg.topo_order()):
+        if i not in live and rg[i].op != "arg":
+            rg.remove(i)
+    order = ([t.id] + [v.id for v in (*ct_c, *ct_cap, *c_t, *x_t, *ct_y)] + res_args
+             + [v.id for v in cap])
+    for k, i in enumerate(order):
+        rg.replace_node(i, attrs={"index": k})
+    stacked = _stack_in_forward(out, [*body.args()[1:1 + nc], *residuals])
     init = [*gc, *(_zeros(b, caps[k].type) for k in fcaps)]
-    back = b.emit("loop", *init, *saved_carries, *seqs, *(g for _, g in gy), *caps,
-                  regions=(rg,), length=length, n_carry=len(init),
-                  n_seq=nc + ns + len(gy), reverse=not reverse, start=start)
+    back = b.emit("loop", *init, *stacked[:nc], *seqs, *(g for _, g in gy), *stacked[nc:],
+                  *caps, regions=(rg,), length=length, n_carry=len(init),
+                  n_seq=nc + ns + len(gy) + len(residuals), reverse=not reverse, start=start)
     outs = [b.emit("item", back, index=k) for k in range(len(init) + len(fseqs))]
     grads_in: list[Val | None] = [None] * len(inputs)
     for pos, k in enumerate(floats):
@@ -224,22 +246,22 @@ def _zeros(b: Builder, t: TensorType) -> Val:
     return b.emit("full", shape=t.shape, value=0.0, dtype=t.dtype)
 
 
-def _save_carries(out: Val, nc: int) -> list[Val]:
-    """The carries entering each iteration, stacked: the forward loop is extended (once) to
-    yield its carry args as extra stacked results, which the backward loop reads."""
+def _stack_in_forward(out: Val, nodes: list[int]) -> list[Val]:
+    """Extend the forward loop (in place) to also stack the values of these body nodes (carry
+    args: the carry entering each iteration); their stacked arrays, as items. Dead-code
+    elimination drops the ones the backward loop ends up not reading."""
     b, node = out.b, out.node
-    if node.attrs["saved"] == 0 and nc:
-        body = node.regions[0]
-        ext = body.copy()
-        set_results(ext, [Val(Builder(ext), i) for i in ext.results()]
-                    + [Val(Builder(ext), i) for i in ext.args()[1:1 + nc]])
-        attrs = {**node.attrs, "saved": nc}
+    ext = node.regions[0].copy()
+    results = ext.results()
+    nc = node.attrs["n_carry"]
+    where = {r: k for k, r in enumerate(results) if k >= nc}  # already stacked: reuse
+    new = [i for i in dict.fromkeys(nodes) if i not in where]
+    where.update((i, len(results) + k) for k, i in enumerate(new))
+    if new:
+        set_results(ext, [Val(Builder(ext), i) for i in (*results, *new)])
         types = [b.graph[i].type for i in node.inputs]
-        b.graph.replace_node(node.id, regions=(ext,), attrs=attrs,
-                             type=loop_type(attrs, types, ext))
-        node = b.graph[node.id]
-    first = len(node.type.items) - nc
-    return [b.emit("item", out, index=first + k) for k in range(nc)]
+        b.graph.replace_node(node.id, regions=(ext,), type=loop_type(node.attrs, types, ext))
+    return [b.emit("item", out, index=where[i]) for i in nodes]
 
 
 register(OpDef("loop", _loop_shape, None, _loop_vjp, attrs=dict(LOOP_ATTRS), regions=True,

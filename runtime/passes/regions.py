@@ -110,7 +110,6 @@ def prune_loop(g: Graph, nid: int) -> None:
     node = g[nid]
     body = node.regions[0].copy()
     nc, ns = node.attrs["n_carry"], node.attrs["n_seq"]
-    saved = node.attrs["saved"]
     items: dict[int, list[int]] = {}
     for u in g.users(nid):
         if g[u].op == "item":
@@ -118,7 +117,7 @@ def prune_loop(g: Graph, nid: int) -> None:
     res = body.results()
     args = body.args()
     n_res = len(res)
-    keep_res = {k for k in range(nc, n_res) if k in items or k >= n_res - saved}
+    keep_res = {k for k in range(nc, n_res) if k in items}
     keep_carry = {k for k in range(nc) if k in items}
     while True:  # a carry the kept results read must stay, with its own result
         need = _with_ancestors(body, [res[k] for k in keep_res | keep_carry])
