@@ -327,9 +327,11 @@ class Return(Node):
 
 
 class Emit(Node):
-    """`emit e` inside a run-time loop: append e to the procedure's output series."""
+    """`emit e [as name]` inside a run-time loop: e of every iteration, stacked, is bound to
+    `name` (default: e's own name) after the loop."""
 
     value: Expr
+    name: str | None = None
     span: Span = NO_SPAN
 
 
@@ -358,12 +360,14 @@ class Repeat(Node):
 
 
 class Loop(Node):
-    """`loop s in a .. b { }`: a run-time loop, body compiled once (procedures)."""
+    """`loop t in [reversed] a .. b { }`: a run-time loop whose body is compiled once; t runs
+    over a, ..., b - 1 (downwards when reversed)."""
 
     var: str
     start: Expr
     stop: Expr
     body: tuple[Stmt, ...]
+    reverse: bool = False
     span: Span = NO_SPAN
 
 

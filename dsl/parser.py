@@ -297,8 +297,8 @@ class _Builder(Transformer_NonRecursive):
     def return_stmt(self, meta: Any, value: A.Expr) -> A.Return:
         return A.Return(value, span=self._span(meta))
 
-    def emit_stmt(self, meta: Any, value: A.Expr) -> A.Emit:
-        return A.Emit(value, span=self._span(meta))
+    def emit_stmt(self, meta: Any, value: A.Expr, name: Token | None) -> A.Emit:
+        return A.Emit(value, str(name) if name is not None else None, span=self._span(meta))
 
     # ---- compound statements
 
@@ -325,9 +325,15 @@ class _Builder(Transformer_NonRecursive):
         return A.Repeat(str(name), str(var), start, stop, body, span=self._span(meta))
 
     def loop_stmt(
-        self, meta: Any, var: Token, start: A.Expr, stop: A.Expr, body: tuple[A.Stmt, ...]
+        self,
+        meta: Any,
+        var: Token,
+        reverse: Token | None,
+        start: A.Expr,
+        stop: A.Expr,
+        body: tuple[A.Stmt, ...],
     ) -> A.Loop:
-        return A.Loop(str(var), start, stop, body, span=self._span(meta))
+        return A.Loop(str(var), start, stop, body, reverse is not None, span=self._span(meta))
 
     def if_stmt(
         self,

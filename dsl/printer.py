@@ -222,7 +222,8 @@ def _stmt_lines(s: A.Stmt, indent: str) -> list[str]:
         head = f"repeat {s.name} {s.var} in {format_expr(s.start)} .. {format_expr(s.stop)}"
         return _block(head, s.body, indent)
     if isinstance(s, A.Loop):
-        head = f"loop {s.var} in {format_expr(s.start)} .. {format_expr(s.stop)}"
+        rev = "reversed " if s.reverse else ""
+        head = f"loop {s.var} in {rev}{format_expr(s.start)} .. {format_expr(s.stop)}"
         return _block(head, s.body, indent)
     if isinstance(s, A.If):
         return _if_lines(s, indent)
@@ -256,7 +257,7 @@ def format_stmt(s: A.Stmt) -> str:
     if isinstance(s, A.Return):
         return f"return {_rhs(s.value)}"
     if isinstance(s, A.Emit):
-        return f"emit {format_expr(s.value)}"
+        return f"emit {format_expr(s.value)}" + (f" as {s.name}" if s.name else "")
     if isinstance(s, A.ObjectiveDecl):
         return f"objective {s.name} = {format_expr(s.value)}"
     if isinstance(s, A.MetricDecl):

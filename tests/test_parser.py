@@ -51,6 +51,7 @@ CANONICAL = [
     "for t in reversed 0 .. T {\n    h = cell(h, x[:, t])\n}",
     "repeat blocks i in 0 .. 4 {\n    h = h + block(h)\n}",
     "loop s in 0 .. T - 1 {\n    x = step(x, s)\n    emit x\n}",
+    "loop s in reversed 0 .. T {\n    x = step(x, s)\n    emit x as xs\n}",
     "if USE_SKIP {\n    h = h + x\n}",
     "if USE_SKIP {\n    h = h + x\n} else {\n    h = x\n}",
     "if X == 1 {\n    a = 1\n} else if X == 2 {\n    a = 2\n} else {\n    a = 3\n}",
