@@ -18,13 +18,23 @@ from runtime.ops.registry import REGISTRY, ShapeError
 
 
 class Builder:
-    """Emits nodes into `graph` with a current role, source location and `of` link."""
+    """Emits nodes into `graph` with a current role, source location and `of` link.
 
-    def __init__(self, graph: Graph, role: str = "forward", loc: Loc | None = None) -> None:
+    A builder of a region (a loop's body being built) has the builder of the enclosing graph
+    as `parent` and a `capture` function that turns a value of an enclosing graph into an
+    `arg` of the region (recording it as an input of the loop). An op whose inputs come from
+    several nesting levels is emitted by the innermost builder among them, which captures the
+    others, so `w @ h` with w outside the loop and h inside it lands in the body."""
+
+    def __init__(self, graph: Graph, role: str = "forward", loc: Loc | None = None,
+                 parent: Builder | None = None, capture: Any = None) -> None:
         self.graph = graph
         self.role = role
         self.loc = loc
         self.of: int | None = None
+        self.parent = parent
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.capture = capture
         self._const_cache: dict[tuple, int] = {}
         # the reverse-mode driver (`runtime.autodiff.vjp`), set while it runs VJPs: a VJP that
         # differentiates a region of its own (a loop's) calls it without importing autodiff
@@ -50,6 +60,11 @@ class Builder:
 
     def emit(self, op: str, *inputs: Val, name: str | None = None,
              regions: tuple[Graph, ...] = (), **attrs: Any) -> Val:
+        inner = max((v.b for v in inputs), key=lambda b: b.depth, default=self)
+        if inner.depth > self.depth:
+            return inner.emit(op, *inputs, name=name, regions=regions, **attrs)
+        if any(v.b.graph is not self.graph for v in inputs):
+            inputs = tuple(self.bring(v) for v in inputs)
         opdef = REGISTRY.get(op)
         if opdef is None:
             raise ShapeError(f"unknown op {op!r}")
@@ -65,6 +80,15 @@ class Builder:
         nid = self.graph.add(op, [v.id for v in inputs], full, out_type, role=self.role,
                              name=name, loc=self.loc, of=self.of, regions=regions)
         return Val(self, nid)
+
+    def bring(self, v: Val) -> Val:
+        """`v` as a value of this builder's graph: itself, or captured from an enclosing
+        graph (a value of a sibling or inner region cannot be reached: a bug)."""
+        if v.b.graph is self.graph:
+            return v
+        if self.capture is None or self.parent is None:
+            raise ShapeError(f"value %{v.id} belongs to another graph than the one being built")
+        return self.capture(self.parent.bring(v))
 
     def const(self, value: Any, dtype: str = "f32") -> Val:
         arr = np.asarray(value, dtype=TensorType(dtype, ()).np_dtype())

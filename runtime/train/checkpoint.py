@@ -25,7 +25,7 @@ import numpy as np
 from runtime.errors import UserError
 from runtime.train.npz import NpzError, read_npz
 
-__all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_arrays", "save_checkpoint"]
 
 FORMAT = "dslrun.checkpoint/1"
 META_KEY = "__meta__"
@@ -52,12 +52,23 @@ def save_checkpoint(path: str | os.PathLike[str], variables: Mapping[str, np.nda
         if arr.dtype.hasobject:
             raise CheckpointError(f"variable {name!r} holds Python objects and cannot be saved")
         arrays[VAR_PREFIX + name] = arr
+    return save_arrays(path, arrays, "checkpoint")
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
+                what: str = "file") -> Path:
+    """Write `arrays` to the `.npz` file `path` atomically (a temporary file in the same
+    directory, fsynced, renamed over the target; nothing pickled); returns the path."""
+    path = Path(path)
     directory = path.parent
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype.hasobject:
+            raise CheckpointError(f"{name!r} holds Python objects and cannot be saved")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot write {what} {path}: {e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -68,7 +79,7 @@ def save_checkpoint(path: str | os.PathLike[str], variables: Mapping[str, np.nda
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {e}") from e
+            raise CheckpointError(f"cannot write {what} {path}: {e}") from e
         raise
     _fsync_dir(directory)
     return path

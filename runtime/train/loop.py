@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend, get_backend
-from runtime.ir import DTYPES
+from runtime.ir import DTYPES, Graph
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.best import MODES, BestTracker, direction
@@ -49,6 +49,7 @@ from runtime.train.data import Batcher, DataError, Dataset, load_dataset, split_
 from runtime.train.evaluation import Evaluator
 from runtime.train.memory import check_fits, variable_bytes
 from runtime.train.monitor import Monitor
+from runtime.train.procedures import run_graph
 from runtime.train.progress import Progress
 from runtime.train.runner import TRAINER_INPUTS, Inputs, Machine, Runner, TrainError, bind_dims
 from runtime.train.weights import WeightMatch, match_weights
@@ -552,6 +553,13 @@ class Trainer:
     def evaluate_all(self, batch: int | None = None) -> dict[str, dict[str, float]]:
         """`evaluate` on the train split and, when there are, the valid and test splits."""
         return self.evaluator.evaluate_all(batch, self.step, self.epoch)
+
+    def run_graph(self, graph: Graph, feeds: Mapping[str, Any], seed: int,
+                  label: str) -> dict[str, np.ndarray]:
+        """Run a graph that is not a step (a procedure) with the current variables."""
+        base = {**self.inputs.defaults, **{k: self.inputs.cast(k, v) for k, v in feeds.items()}}
+        base.update(step=float(self.step), epoch=float(int(self.epoch)))
+        return run_graph(self.machine, graph, base, seed, label)
 
     def predict(self, inputs: Mapping[str, Any], outputs: list[str] | None = None,
                 seed: int | None = None) -> dict[str, np.ndarray]:
