@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 def _label(plan: Any, nid: int) -> str:
     n = plan.graph[nid]
     if n.op == "fused_elementwise":
-        return "fused[" + ",".join(op for op, _r, _a in n.attrs["body"]) + "]"
+        body = n.regions[0]
+        ops = (body[i].op for i in body.topo_order(body.results()) if body[i].op != "arg")
+        return "fused[" + ",".join(ops) + "]"
     return n.op
 
 

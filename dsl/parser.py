@@ -10,7 +10,7 @@ basic lexer (keywords are reserved words) and `propagate_positions=True`. Three 
 * `_syntax_error` turns any Lark exception into a `SyntaxErr` with a readable message.
 
 The Lark parser is built once per process. Building the LALR tables costs ~0.4 s, so the
-built parser is cached (Lark's `cache=` option) in the private directory of `dsl.cache`,
+built parser is cached (Lark's `cache=` option) in the private store of `dsl.store`,
 published with an atomic rename. A missing, unusable or corrupt cache only costs the rebuild.
 `dsl.cache.parse_cached` also keeps parsed ASTs of unchanged files there.
 """
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dsl import ast as A
-from dsl.cache import cache_dir, grammar_path, is_own_file, publish
 from dsl.errors import DslError, SyntaxErr, did_you_mean, register_source
+from dsl.store import cache_dir, grammar_path, is_own_file, publish
+from runtime.dtypes import DTYPES
 
 if "lark" not in sys.modules and "regex" not in sys.modules:
     # Lark imports the third-party `regex` package when installed (~15 ms) but only uses it
@@ -50,9 +51,7 @@ from lark.exceptions import (  # noqa: E402
 from lark.lexer import PatternStr  # noqa: E402
 from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
-__all__ = ["DTYPES", "parse", "get_parser"]
-
-DTYPES = ("f16", "f32", "f64", "i32", "i64", "bool")
+__all__ = ["parse", "get_parser"]
 
 _LARK_OPTIONS: dict[str, Any] = {
     "parser": "lalr",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from runtime.ir import LEAF_OPS, TupleType
+from runtime.ir import LEAF_OPS, Role, TupleType
 from runtime.ops import REGISTRY, Builder, Val
 from runtime.ops.shapes import broadcast_shapes
 
@@ -30,7 +30,7 @@ def _fit(c: Val, shape: tuple) -> Val:
 
 
 def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
-              role: str = "grad") -> list[Val | None]:
+              role: Role = Role.GRAD) -> list[Val | None]:
     """d y / d w for each w in `wrt` as new nodes in `b.graph` (None where y does not depend
     on w). `y` must be a scalar unless a `seed` cotangent of y's shape is given."""
     yt = b.graph[y].type
@@ -45,7 +45,7 @@ def gradients(b: Builder, y: int, wrt: Sequence[int], seed: Val | None = None,
 
 
 def vjp(b: Builder, seeds: Mapping[int, Val], wrt: Sequence[int],
-        role: str = "grad") -> list[Val | None]:
+        role: Role = Role.GRAD) -> list[Val | None]:
     """The vector-Jacobian product: Σ_y seeds[y] · d y / d w for each w in `wrt` (None where
     no y depends on w). Nodes with several results (a loop) get one cotangent per result,
     gathered from the `item` nodes that read them."""

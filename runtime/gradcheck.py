@@ -25,7 +25,7 @@ import numpy as np
 
 from runtime.autodiff import gradients, or_zeros
 from runtime.backends import get_backend
-from runtime.ir import Graph, TensorType, concrete_attrs
+from runtime.ir import Graph, Role, TensorType, concrete_attrs
 from runtime.ops import REGISTRY, Builder, Val
 from runtime.plan import Plan
 
@@ -76,7 +76,7 @@ def gradient_report(graph: Graph, objective: str, params: list[str],
     """One `ParamCheck` per parameter with a gradient, in the order of `params`."""
     g = graph.copy()
     g.updates = {}
-    b = Builder(g, role="grad")
+    b = Builder(g, role=Role.GRAD)
     obj = g.outputs[objective]
     pid = {g[i].name: i for i in g.variables() if g[i].name in params}
     names = [p for p in params if p in pid]
@@ -90,7 +90,7 @@ def gradient_report(graph: Graph, objective: str, params: list[str],
         total: Val | None = None
         for n, gr in zip(names, grads):
             t = g[pid[n]].type
-            v = Val(b, g.add("input", (), {}, TensorType(t.dtype, t.shape), role="input",
+            v = Val(b, g.add("input", (), {}, TensorType(t.dtype, t.shape), role=Role.INPUT,
                              name=f"__v:{n}"))
             s = b.emit("sum", gr * v)
             total = s if total is None else total + s

@@ -1,12 +1,14 @@
 """The graph IR: typed nodes with ordered inputs, their networkx view, and their text form.
 
-A `Graph` owns `Node`s (id, op, ordered inputs, attributes, result type, role, name, span,
-`of` = the forward node a gradient node differentiates). A users index (node -> the nodes that
+A `Graph` owns `Node`s (id, op, ordered inputs, attributes, result type, `Role`, name, span,
+`of` = the forward node a gradient node differentiates) and names its outputs, each with an
+`OutputKind`. A users index (node -> the nodes that
 read it) serves traversal; `to_networkx` gives users and tools a networkx DiGraph. networkx is
 imported only there: importing it costs more than parsing and lowering a spec together, and
-`dslrun check` must start fast. `to_text` prints the canonical form (deterministic ids and
-order, a type on every value, all attribute defaults filled in by the op registry) and
-`parse_text` reads it back.
+`dslrun check` must start fast. `to_text` prints the text form (deterministic ids and order,
+a type on every value, attribute defaults filled in from the `defaults` it is given: the
+canonical text is `runtime.ops.to_text`, which passes the op registry's) and `parse_text`
+reads it back. Nothing here depends on which other modules were imported.
 """
 
 from __future__ import annotations
@@ -17,27 +19,57 @@ import heapq
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from runtime import dtypes
+from runtime.dtypes import DTYPES, NP_TO_DTYPE  # noqa: F401  (re-exported until callers switch)
 
 if TYPE_CHECKING:
     import networkx as nx
 
 Dim = int | str
 LEAF_OPS = ("input", "param", "state", "const", "arg")  # "arg": a region's inputs
-DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i32": np.int32,
-          "i64": np.int64, "bool": np.bool_}
-NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
 class IRError(Exception):
     """A malformed graph or graph text (a bug or a bad golden file, not a user mistake)."""
 
 
+class Role(StrEnum):
+    """What a node is for: a computing node is part of the forward computation, of a gradient
+    or of an update (a variable's new value); a leaf's role is its op. Members are the strings
+    the text prints (`Role.GRAD == "grad"`)."""
+
+    FORWARD = "forward"
+    GRAD = "grad"
+    UPDATE = "update"
+    INPUT = "input"
+    PARAM = "param"
+    STATE = "state"
+    CONST = "const"
+    ARG = "arg"
+
+
+class OutputKind(StrEnum):
+    """What a named output of a graph is: an objective, a metric, a user output, a gradient,
+    an optimizer's learning rate, or (in a region) a result. Members are the strings the text
+    prints."""
+
+    OBJECTIVE = "objective"
+    METRIC = "metric"
+    OUTPUT = "output"
+    GRAD = "grad"
+    LR = "lr"
+    RESULT = "result"
+
+
 @dataclass(frozen=True)
 class TensorType:
-    """dtype ('f32', 'i64', ...) and shape; a dim is an int or a symbol such as 'B'."""
+    """dtype (a name of `runtime.dtypes`: 'f32', 'i64', ...) and shape; a dim is an int or a
+    symbol such as 'B'."""
 
     dtype: str
     shape: tuple[Dim, ...]
@@ -48,13 +80,13 @@ class TensorType:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype.startswith("f")
+        return dtypes.is_float(self.dtype)
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
 
     def np_dtype(self) -> np.dtype:
-        return np.dtype(DTYPES[self.dtype])
+        return dtypes.np_dtype(self.dtype)
 
     def concrete(self, dims: Mapping[str, int]) -> tuple[int, ...]:
         """The shape with symbols replaced from `dims`."""
@@ -143,7 +175,7 @@ class Node:
     inputs: tuple[int, ...]
     attrs: dict[str, Any]
     type: TensorType
-    role: str = "forward"
+    role: Role = Role.FORWARD
     name: str | None = None
     loc: Loc | None = field(default=None, compare=False)
     of: int | None = None  # gradient nodes: the forward node whose adjoint this is
@@ -164,7 +196,7 @@ class Graph:
         self._users: dict[int, set[int]] = {}
         self.nodes: dict[int, Node] = {}
         self.outputs: dict[str, int] = {}
-        self.output_kinds: dict[str, str] = {}
+        self.output_kinds: dict[str, OutputKind] = {}
         self.updates: dict[str, int] = {}
         self.consts: dict[int, np.ndarray] = {}
         self.meta: dict[str, Any] = {}
@@ -172,15 +204,16 @@ class Graph:
 
     # -- construction
     def add(self, op: str, inputs: Iterable[int], attrs: dict[str, Any] | None, type: Type,
-            role: str = "forward", name: str | None = None, loc: Loc | None = None,
+            role: Role | str = Role.FORWARD, name: str | None = None, loc: Loc | None = None,
             of: int | None = None, regions: tuple[Graph, ...] = ()) -> int:
+        """Add a node; returns its id. `role` may be given by its string."""
         nid = self._next
         self._next += 1
         ins = tuple(inputs)
         for i in ins:
             if i not in self.nodes:
                 raise IRError(f"node {nid} ({op}) uses unknown node {i}")
-        self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, role, name, loc, of,
+        self.nodes[nid] = Node(nid, op, ins, dict(attrs or {}), type, Role(role), name, loc, of,
                                tuple(regions))
         self._users[nid] = set()
         for i in ins:
@@ -189,11 +222,13 @@ class Graph:
 
     def add_const(self, value: np.ndarray, type: TensorType, loc: Loc | None = None) -> int:
         arr = np.asarray(value)
-        nid = self.add("const", (), {"value": const_attr(arr)}, type, role="const", loc=loc)
+        nid = self.add("const", (), {"value": const_attr(arr)}, type, role=Role.CONST, loc=loc)
         self.consts[nid] = arr
         return nid
 
     def replace_node(self, nid: int, **changes: Any) -> None:
+        if "role" in changes:
+            changes["role"] = Role(changes["role"])
         old = self.nodes[nid]
         new = replace(old, **changes)
         if new.inputs != old.inputs:
@@ -322,6 +357,8 @@ class Graph:
         return g
 
     def __str__(self) -> str:
+        """The text with the attributes the nodes hold (graphs built by `Builder.emit` hold
+        all of them; `runtime.ops.to_text` also fills in the registered defaults)."""
         return to_text(self)
 
 
@@ -349,14 +386,7 @@ def _nested(v: Any, conv: Callable[[float], float]) -> Any:
 
 # ----------------------------------------------------------------- canonical text
 
-AttrDefaults = Callable[[str], dict[str, Any]]
-_default_attrs: AttrDefaults = lambda op: {}
-
-
-def set_attr_defaults(fn: AttrDefaults) -> None:
-    """Installed by the op registry so printing fills in every default attribute."""
-    global _default_attrs
-    _default_attrs = fn
+AttrDefaults = Callable[[str], Mapping[str, Any]]  # op name -> its default attributes
 
 
 def _fmt_value(v: Any) -> str:
@@ -368,8 +398,9 @@ def _fmt_value(v: Any) -> str:
 
 
 def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
-            locs: bool = False) -> str:
-    """Canonical text: renumbered ids in deterministic topological order.
+            locs: bool = False, defaults: AttrDefaults | None = None) -> str:
+    """The text of `g`: renumbered ids in deterministic topological order; each node's
+    attributes are `defaults(op)` (none when not given) updated with its own.
 
     Sections: header, then `inputs`, `params`, `state`, `consts`, `body` (computing nodes in
     topological order), `outputs`, `updates`. Each node line is
@@ -381,15 +412,20 @@ def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
     if stage:
         lines.append(f"# stage: {stage}")
     lines.append(f"# passes: {', '.join(passes) if passes else '(none)'}")
-    lines += _graph_lines(g, "", locs)
+    lines += _graph_lines(g, "", locs, defaults or _no_defaults)
     return "\n".join(lines) + "\n"
+
+
+def _no_defaults(op: str) -> Mapping[str, Any]:
+    return {}
 
 
 _TITLES = {"input": "inputs", "param": "params", "state": "state", "const": "consts",
            "arg": "args"}
 
 
-def _graph_lines(g: Graph, indent: str, locs: bool, region: bool = False) -> list[str]:
+def _graph_lines(g: Graph, indent: str, locs: bool, defaults: AttrDefaults,
+                 region: bool = False) -> list[str]:
     order = g.topo_order(g.roots()) if g.roots() else g.topo_order()
     used = set(order)
     # leaves that nobody uses still belong to the graph (e.g. a declared but unused input)
@@ -415,22 +451,22 @@ def _graph_lines(g: Graph, indent: str, locs: bool, region: bool = False) -> lis
     for k in leaves:
         if leaf_sorted[k]:
             lines.append(indent + _TITLES[k])
-            lines.extend(indent + "  " + _node_line(g, i, numbering, locs)
+            lines.extend(indent + "  " + _node_line(g, i, numbering, locs, defaults)
                          for i in leaf_sorted[k])
     if sections["body"]:
         lines.append(indent + "body")
         for i in sections["body"]:
-            lines.append(indent + "  " + _node_line(g, i, numbering, locs))
+            lines.append(indent + "  " + _node_line(g, i, numbering, locs, defaults))
             for r in g.nodes[i].regions:
                 lines.append(indent + "    region")
-                lines += _graph_lines(r, indent + "      ", locs, region=True)
+                lines += _graph_lines(r, indent + "      ", locs, defaults, region=True)
     if region:
         lines.append(indent + "yield " + ", ".join(f"%{numbering[i]}" for i in g.results()))
         return lines
     if g.outputs:
         lines.append(indent + "outputs")
         for name in sorted(g.outputs):
-            kind = g.output_kinds.get(name, "output")
+            kind = g.output_kinds.get(name, OutputKind.OUTPUT)
             lines.append(f"{indent}  {kind} {name} = %{numbering[g.outputs[name]]}")
     if g.updates:
         lines.append(indent + "updates")
@@ -439,16 +475,20 @@ def _graph_lines(g: Graph, indent: str, locs: bool, region: bool = False) -> lis
     return lines
 
 
-def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool) -> str:
+_UNPRINTED_ROLES = (Role.FORWARD, Role.INPUT, Role.PARAM, Role.STATE, Role.CONST, Role.ARG)
+
+
+def _node_line(g: Graph, i: int, num: dict[int, int], locs: bool,
+               defaults: AttrDefaults) -> str:
     n = g.nodes[i]
-    attrs = {**_default_attrs(n.op), **n.attrs}
+    attrs = {**defaults(n.op), **n.attrs}
     s = f"%{num[i]}:{n.type} = {n.op}"
     if n.inputs:
         s += " " + ", ".join(f"%{num[j]}" for j in n.inputs)
     if attrs:
         s += " {" + ", ".join(f"{k}={_fmt_value(attrs[k])}" for k in sorted(attrs)) + "}"
     meta = []
-    if n.role not in ("forward", *LEAF_OPS):
+    if n.role not in _UNPRINTED_ROLES:
         meta.append(f"role={n.role}")
     if n.name is not None:
         meta.append(f"name={n.name!r}")
@@ -524,7 +564,7 @@ def _parse_block(lines: list[str], pos: int, indent: int) -> tuple[Graph, int]:
                 refs = [r.strip() for r in body[len("yield"):].split(",") if r.strip()]
                 for k, r in enumerate(refs):
                     g.outputs[str(k)] = ids[int(r[1:])]
-                    g.output_kinds[str(k)] = "result"
+                    g.output_kinds[str(k)] = OutputKind.RESULT
                 pos += 1
                 break
             section = body
@@ -544,7 +584,7 @@ def _parse_block(lines: list[str], pos: int, indent: int) -> tuple[Graph, int]:
             kind, rest = body.split(" ", 1)
             name, ref = (p.strip() for p in rest.split("="))
             g.outputs[name] = ids[int(ref[1:])]
-            g.output_kinds[name] = kind
+            g.output_kinds[name] = _enum(OutputKind, kind, body)
             continue
         if section == "updates":
             name, ref = (p.strip() for p in body.split("<-"))
@@ -564,7 +604,7 @@ def _parse_block(lines: list[str], pos: int, indent: int) -> tuple[Graph, int]:
                                   m.group("meta")):
                 meta[tok[0]] = tok[1]
         op = m.group("op")
-        role = meta.get("role") or (op if op in LEAF_OPS else "forward")
+        role = _enum(Role, meta.get("role") or (op if op in LEAF_OPS else "forward"), body)
         args = [ids[int(a.strip()[1:])] for a in m.group("args").split(",") if a.strip()]
         name = pyast.literal_eval(meta["name"]) if "name" in meta else None
         nid = g.add(op, args, attrs, parse_type(m.group("type")), role=role, name=name)
@@ -579,12 +619,19 @@ def _parse_block(lines: list[str], pos: int, indent: int) -> tuple[Graph, int]:
     return g, pos
 
 
+def _enum(kind: type[StrEnum], value: str, line: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise IRError(f"unknown {kind.__name__} {value!r} in graph line: {line!r}") from None
+
+
 def to_dot(g: Graph) -> str:
     """Graphviz DOT: one box per node labelled with op and type, edges labelled by position."""
     order = g.topo_order()
     num = {i: k for k, i in enumerate(order)}
-    colors = {"input": "lightblue", "param": "khaki", "state": "plum", "const": "lightgrey",
-              "grad": "salmon", "update": "palegreen"}
+    colors = {Role.INPUT: "lightblue", Role.PARAM: "khaki", Role.STATE: "plum",
+              Role.CONST: "lightgrey", Role.GRAD: "salmon", Role.UPDATE: "palegreen"}
     out = ["digraph dslgraph {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
     for i in order:
         n = g.nodes[i]

@@ -17,8 +17,9 @@ import numpy as np
 
 from runtime.backends import Backend
 from runtime.errors import UserError
-from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
+from runtime.ir import LEAF_OPS, Graph, IRError, Loc, Node, concrete_attrs
 from runtime.ops import REGISTRY
+from runtime.ops.fused import FUSED
 from runtime.ops.shape_ops import sum_to_axes
 
 
@@ -115,6 +116,7 @@ class Plan:
                  variables: dict[str, Any], outputs: list[str] | None = None,
                  apply_updates: bool = True, rng: Any = None) -> None:
         self.graph = graph
+        self.dims = dict(dims)
         self.backend = backend
         self.variables = variables  # name -> persistent backend array (updated in place)
         self.output_names = list(graph.outputs) if outputs is None else list(outputs)
@@ -269,7 +271,7 @@ class Plan:
             node = self.graph[ins.nid]
             args = [vals[i] for i in ins.ins]
             res = vals[ins.out]
-            spec = _out_spec(xp, node.op, ins.attrs, args, res,
+            spec = _out_spec(xp, node, ins.attrs, self.dims, args, res,
                              [zero.get(i, False) for i in ins.ins])
             if spec is not None and _spec_matches(spec, args, res):
                 specs[k] = spec
@@ -388,7 +390,7 @@ class Plan:
                 continue
             args = [vals[i] for i in ins.ins]
             alias = [i == var_slot.get(name) for i in ins.ins]
-            spec = _out_spec(self.backend.xp, self.graph[ins.nid].op, ins.attrs, args, res,
+            spec = _out_spec(self.backend.xp, self.graph[ins.nid], ins.attrs, self.dims, args, res,
                              [zero.get(i, False) for i in ins.ins], alias)
             if spec is None:
                 continue
@@ -484,15 +486,18 @@ def _spec_matches(spec: _OutSpec, args: list[Any], res: Any) -> bool:
     return got is out and _same(out, res)
 
 
-def _out_spec(xp: Any, op: str, attrs: Mapping[str, Any], args: list[Any], res: Any,
-              zero: list[bool], alias: list[bool] | None = None) -> _OutSpec | None:
-    """The `out=` form of `op` for these operands (the plain kernel's `args` and result
-    `res`), computing the same values by the same NumPy calls; None when there is none.
+def _out_spec(xp: Any, node: Node, attrs: Mapping[str, Any], dims: Mapping[str, int],
+              args: list[Any], res: Any, zero: list[bool],
+              alias: list[bool] | None = None) -> _OutSpec | None:
+    """The `out=` form of `node` (with these concrete `attrs`) for these operands (the plain
+    kernel's `args` and result `res`), computing the same values by the same NumPy calls;
+    None when there is none.
     `zero[i]`: input i is a constant +0.0; `alias[i]`: input i will be the output buffer itself
     (an in-place update: only elementwise kernels, which NumPy makes overlap-safe)."""
     if not _fresh(res, args) or not all(isinstance(a, (np.ndarray, np.generic)) for a in args):
         return None
     alias = alias or [False] * len(args)
+    op = node.op
     rdt = res.dtype
     dts = [a.dtype for a in args]
     same_float = rdt.kind == "f" and all(d == rdt for d in dts)
@@ -526,8 +531,8 @@ def _out_spec(xp: Any, op: str, attrs: Mapping[str, Any], args: list[Any], res: 
         return None if any(alias) else _sum_to_spec(xp, attrs, args[0], res)
     if op == "where":
         return _where_spec(xp, args, res, zero)
-    if op == "fused_elementwise":
-        return _fused_spec(xp, attrs["body"], args, res, zero, alias)
+    if op == FUSED:
+        return _fused_spec(xp, node.regions[0], dims, args, res, zero, alias)
     return None
 
 
@@ -581,23 +586,33 @@ def _where_spec(xp: Any, args: list[Any], res: Any, zero: list[bool]) -> _OutSpe
     return _OutSpec(make, [np.empty(c.shape, dtype=np.int8)])
 
 
-def _fused_spec(xp: Any, body: Any, args: list[Any], res: Any, zero: list[bool],
-                alias: list[bool]) -> _OutSpec | None:
-    """A fused elementwise body with each member in its out= form where it has one (the others
+def _fused_spec(xp: Any, body: Graph, dims: Mapping[str, int], args: list[Any], res: Any,
+                zero: list[bool], alias: list[bool]) -> _OutSpec | None:
+    """A fused node's body with each member in its out= form where it has one (the others
     allocate as before). The last member writes the output buffer; an intermediate of the
     output's layout is computed in the output buffer too while that holds no live value
     (elementwise ops may read and write the same buffer) and no later member reads an input
     that is the output buffer (`alias`), otherwise in scratch."""
     n_in = len(args)
+    ref = {a: k for k, a in enumerate(body.args())}  # body node -> position in `vals`
     vals = list(args)
     members = []
-    for op, refs, pairs in body:
-        opdef = REGISTRY[op]
-        attrs = {**opdef.attrs, **dict(pairs)}
+    for i in body.topo_order(body.results()):
+        n = body[i]
+        if n.op == "arg":
+            continue
+        opdef = REGISTRY.get(n.op)  # a const in the body: no out= form
+        if opdef is None or opdef.forward is None or opdef.compile is not None:
+            return None
+        attrs = concrete_attrs(n.attrs, dims)  # as `PlanContext.kernel`
+        refs = tuple(ref[j] for j in n.inputs)
         margs = [vals[r] for r in refs]
         v = opdef.forward(xp, *margs, **attrs)
+        ref[i] = len(vals)
         vals.append(v)
-        members.append((op, refs, attrs, margs, v, opdef))
+        members.append((n, refs, attrs, margs, v, opdef))
+    if not members or ref[body.results()[0]] != len(vals) - 1:
+        return None
     last: dict[int, int] = {}
     for k, m in enumerate(members):
         for r in m[1]:
@@ -609,9 +624,9 @@ def _fused_spec(xp: Any, body: Any, args: list[Any], res: Any, zero: list[bool],
     plan: list[tuple[Any, Any, tuple[int, ...], int, int]] = []  # (spec|fn, target, refs, ...)
     holder: int | None = None  # the ref whose value is in the output buffer
     final = len(members) - 1
-    for k, (op, refs, attrs, margs, v, opdef) in enumerate(members):
+    for k, (n, refs, attrs, margs, v, opdef) in enumerate(members):
         z = [r < n_in and zero[r] for r in refs]
-        spec = _out_spec(xp, op, attrs, margs, v, z, [r < n_in and alias[r] for r in refs])
+        spec = _out_spec(xp, n, attrs, dims, margs, v, z, [r < n_in and alias[r] for r in refs])
         if spec is None and k == final:
             return None
         if spec is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.ir import Graph, TensorType
+from runtime.ir import Graph, Role, TensorType
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Variable:
     name: str
     type: TensorType
     initial: np.ndarray | Callable[[], np.ndarray]
-    role: str  # "param" | "state"
+    role: Role  # Role.PARAM or Role.STATE
     trainable: bool = True
     kind: str = "weight"  # weight | bias | scale | buffer
     init: str = ""  # the init scheme as written, for `dslrun params`
@@ -110,4 +110,4 @@ class Program:
 
     def param_count(self, trainable_only: bool = False) -> int:
         return int(sum(v.size for v in self.variables.values()
-                       if v.role == "param" and (v.trainable or not trainable_only)))
+                       if v.role == Role.PARAM and (v.trainable or not trainable_only)))

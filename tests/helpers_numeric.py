@@ -123,6 +123,8 @@ class Row:
     nondiff: str | None = None  # why this row has no gradient (op nondiff / VJP gives None)
     novjp: str | None = None  # why the op has no VJP at all (differentiating it must raise)
     stats: tuple[float, float] | None = None  # random ops: expected mean and std
+    # ops with regions: regions(input types) -> the regions of the node
+    regions: Callable[[list[TensorType]], tuple[Graph, ...]] | None = None
     eps: float = 1e-6
     rtol: float = 1e-5
 
@@ -158,4 +160,5 @@ def build_row(row: Row) -> tuple[Builder, list[Val], Val]:
     _, b = new_graph()
     xs = [add_input(b, f"x{i}", dt, shape)
           for i, (dt, shape) in enumerate(zip(row.input_dtypes(), row.input_shapes, strict=True))]
-    return b, xs, b.emit(row.op, *xs, **row.attrs)
+    regions = row.regions([x.type for x in xs]) if row.regions else ()
+    return b, xs, b.emit(row.op, *xs, regions=regions, **row.attrs)

@@ -2,7 +2,7 @@
 
 from runtime.ops import elementwise, linalg, nn, random, reduce, shape_ops  # noqa: F401
 from runtime.ops.builder import Builder, Val
-from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
+from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register, to_text
 
-__all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "register"]
-from runtime.ops import control, conv, norm  # noqa: E402, F401
+__all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "register", "to_text"]
+from runtime.ops import control, conv, fused, norm  # noqa: E402, F401

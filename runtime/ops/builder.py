@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.ir import Graph, Loc, TensorType
+from runtime.ir import Graph, Loc, Role, TensorType
 from runtime.ops.registry import REGISTRY, ShapeError
 
 
@@ -26,7 +26,7 @@ class Builder:
     several nesting levels is emitted by the innermost builder among them, which captures the
     others, so `w @ h` with w outside the loop and h inside it lands in the body."""
 
-    def __init__(self, graph: Graph, role: str = "forward", loc: Loc | None = None,
+    def __init__(self, graph: Graph, role: Role = Role.FORWARD, loc: Loc | None = None,
                  parent: Builder | None = None, capture: Any = None) -> None:
         self.graph = graph
         self.role = role
@@ -41,7 +41,7 @@ class Builder:
         self.differentiate: Any = None
 
     @contextlib.contextmanager
-    def context(self, role: str | None = None, loc: Loc | None = None,
+    def context(self, role: Role | None = None, loc: Loc | None = None,
                 of: int | None = None) -> Iterator[None]:
         saved = (self.role, self.loc, self.of)
         if role is not None:

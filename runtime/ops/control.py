@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.ir import Graph, TensorType, TupleType
+from runtime.ir import Graph, OutputKind, Role, TensorType, TupleType
 from runtime.ops.builder import Builder, Val
 from runtime.ops.registry import OpDef, ShapeError, register
 
@@ -41,14 +41,14 @@ def new_region(arg_types: Sequence[TensorType], names: Sequence[str | None] = ()
     g = Graph()
     b = Builder(g)
     names = list(names) + [None] * (len(arg_types) - len(names))
-    args = [Val(b, g.add("arg", (), {"index": k}, t, role="arg", name=n))
+    args = [Val(b, g.add("arg", (), {"index": k}, t, role=Role.ARG, name=n))
             for k, (t, n) in enumerate(zip(arg_types, names))]
     return g, b, args
 
 
 def set_results(region: Graph, results: Sequence[Val]) -> None:
     region.outputs = {str(k): v.id for k, v in enumerate(results)}
-    region.output_kinds = dict.fromkeys(region.outputs, "result")
+    region.output_kinds = dict.fromkeys(region.outputs, OutputKind.RESULT)
 
 
 def inline(region: Graph, b: Builder, args: Sequence[Val]) -> list[Val]:
@@ -69,7 +69,7 @@ def inline_env(region: Graph, b: Builder, args: Sequence[Val]) -> dict[int, int]
             env[nid] = b.const(region.consts[nid], n.type.dtype).id
             continue
         env[nid] = g.add(n.op, [env[i] for i in n.inputs], dict(n.attrs), n.type,
-                         role=b.role if n.op != "const" else "const", name=n.name,
+                         role=b.role if n.op != "const" else Role.CONST, name=n.name,
                          loc=n.loc or b.loc, of=b.of, regions=n.regions)
     return env
 
@@ -207,7 +207,7 @@ def _loop_vjp(gs: list[Val | None], out: Val, *inputs: Val, length: Any, n_carry
                  and any(u >= boundary for u in rg.users(env[i]))]
     res_args = []
     for i in residuals:  # the VJP reads a stacked slice instead of the recomputed value
-        r = rg.add("arg", (), {"index": -1}, body[i].type, role="arg")
+        r = rg.add("arg", (), {"index": -1}, body[i].type, role=Role.ARG)
         rg.redirect(env[i], r)
         res_args.append(r)
     live = rg.topo_order(rg.roots())

@@ -6,6 +6,14 @@ sums them back to each input's shape.
 
 from __future__ import annotations
 
+from runtime.dtypes import (
+    DEFAULT_FLOAT,
+    NP_TO_DTYPE,
+    float_result_dtype,
+    is_float,
+    np_dtype,
+    result_dtype,
+)
 from runtime.ir import TensorType
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import elementwise, float_elementwise
@@ -14,6 +22,7 @@ ew = lambda op: (lambda attrs, *ts: elementwise(op, *ts))
 ew_float = lambda op: (lambda attrs, *ts: float_elementwise(op, *ts))
 ew_bool = lambda op: (lambda attrs, *ts: elementwise(op, *ts, dtype="bool"))
 same = lambda attrs, t: t
+_DEFAULT = np_dtype(DEFAULT_FLOAT)  # float-valued kernels of non-float operands
 
 
 def numeric(op, rule):
@@ -28,23 +37,23 @@ def numeric(op, rule):
 
 
 def promote(xp, *xs):
-    """Operands as the shape rule types them (`result_dtype`): when floats meet integers or
-    bools, the non-floats become the widest float operand's dtype (NumPy would pick f64 for
-    f32 with i64); operands of one kind are returned unchanged."""
-    floats = [a.dtype for a in xs if a.dtype.kind == "f"]
+    """Operands as the shape rule types them (`runtime.dtypes.result_dtype`): when floats
+    meet integers or bools, the non-floats become the widest float operand's dtype (NumPy
+    would pick f64 for f32 with i64); operands of one kind are returned unchanged."""
+    floats = [NP_TO_DTYPE[a.dtype] for a in xs if a.dtype.kind == "f"]
     if not floats or len(floats) == len(xs):
         return xs
-    dt = max(floats, key=lambda d: d.itemsize)
+    dt = np_dtype(result_dtype(*floats))
     return tuple(a if a.dtype.kind == "f" else a.astype(dt) for a in xs)
 
 
 def to_float(xp, *xs):
     """Operands of a float-valued op: non-floats become the widest float operand's dtype, or
-    f32 when none is a float (the shape rule's `float_elementwise` type)."""
-    floats = [a.dtype for a in xs if a.dtype.kind == "f"]
+    the default float when none is a float (`runtime.dtypes.float_result_dtype`)."""
+    floats = [NP_TO_DTYPE[a.dtype] for a in xs if a.dtype.kind == "f"]
     if len(floats) == len(xs):
         return xs
-    dt = max(floats, key=lambda d: d.itemsize) if floats else "float32"
+    dt = np_dtype(float_result_dtype(*floats))
     return tuple(a if a.dtype.kind == "f" else a.astype(dt) for a in xs)
 
 
@@ -69,7 +78,7 @@ def promoting(fwd):
 def unary(name, fwd, vjp, shape=None, doc="", **kw):
     if shape is None:  # float-valued: integer and bool inputs are computed in f32
         shape, f = ew_float(name), fwd
-        fwd = lambda xp, x, **attrs: f(xp, x if x.dtype.kind == "f" else x.astype("float32"),
+        fwd = lambda xp, x, **attrs: f(xp, x if x.dtype.kind == "f" else x.astype(_DEFAULT),
                                        **attrs)
     register(OpDef(name, shape, fwd, vjp, arity=1, elementwise=True, doc=doc, **kw))
 
@@ -180,16 +189,15 @@ unary("leaky_relu",
       shape=same, branch=at_zero)
 unary("swish", lambda xp, x: (x * _sigmoid(xp, x)).astype(x.dtype, copy=False),
       lambda g, out, x: (g * (lambda s: s + out * (1.0 - s))(x.b.emit("sigmoid", x)),))
-unary("step", lambda xp, x: (x >= 0).astype(x.dtype if x.dtype.kind == "f" else "float32"),
+unary("step", lambda xp, x: (x >= 0).astype(x.dtype if x.dtype.kind == "f" else _DEFAULT),
       lambda g, out, x: (None,), doc="1 where x >= 0 else 0 (zero gradient)", branch=at_zero)
 
 # ---- casts and gradient barriers
 register(OpDef("cast", lambda attrs, t: TensorType(attrs["dtype"], t.shape),
-               lambda xp, x, dtype: x.astype(TensorType(dtype, ()).np_dtype(), copy=False),
+               lambda xp, x, dtype: x.astype(np_dtype(dtype), copy=False),
                lambda g, out, x, dtype: (g.b.emit("cast", g, dtype=x.type.dtype)
                                          if x.type.is_float else None,),
                attrs={"dtype": "f32"}, arity=1, elementwise=True,  # to integers: a staircase
-               branch=lambda xp, x, dtype: None if dtype.startswith("f") else
-               x.astype(TensorType(dtype, ()).np_dtype())))
+               branch=lambda xp, x, dtype: None if is_float(dtype) else x.astype(np_dtype(dtype))))
 register(OpDef("stop_gradient", same, lambda xp, x: x, lambda g, out, x: (None,), arity=1,
                elementwise=True, doc="identity whose gradient is zero"))

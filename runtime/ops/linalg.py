@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from runtime.dtypes import float_result_dtype, result_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import promoting, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import broadcast_shapes, result_dtype
+from runtime.ops.shapes import broadcast_shapes
 
 
 def _matmul_shape(attrs, a, b):
@@ -17,7 +18,7 @@ def _matmul_shape(attrs, a, b):
         raise ShapeError(f"matmul: inner dimensions differ: {a} @ {b}")
     batch = broadcast_shapes("matmul", ash[:-2], bsh[:-2])
     out = batch + (ash[-2],) * (a.rank > 1) + (bsh[-1],) * (b.rank > 1)
-    return TensorType(result_dtype("matmul", a, b), out)
+    return TensorType(result_dtype(a.dtype, b.dtype), out)
 
 
 def _swap(x):
@@ -59,12 +60,12 @@ def _solve_shape(attrs, a, b):
     _square("solve", a)
     if b.rank == 0 or b.shape[0 if b.rank == 1 else -2] != a.shape[-1]:
         raise ShapeError(f"solve: {a} and right-hand side {b} do not fit")
-    dt = result_dtype("solve", a, b)
+    dt = float_result_dtype(a.dtype, b.dtype)
     if b.rank == 1:  # one vector, solved against every matrix of the batch
         shape = a.shape[:-1]
     else:
         shape = broadcast_shapes("solve", a.shape[:-2], b.shape[:-2]) + b.shape[-2:]
-    return TensorType(dt if dt.startswith("f") else "f32", shape)
+    return TensorType(dt, shape)
 
 
 def _solve_vjp(g, out, a, b):
@@ -83,7 +84,7 @@ register(OpDef("solve", _solve_shape, lambda xp, a, b: xp.linalg.solve(*to_float
 
 def _inv_shape(attrs, a):
     _square("inv", a)
-    return a if a.is_float else TensorType("f32", a.shape)
+    return TensorType(float_result_dtype(a.dtype), a.shape)
 
 
 register(OpDef("inv", _inv_shape, lambda xp, a: xp.linalg.inv(*to_float(xp, a)),

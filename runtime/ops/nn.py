@@ -4,6 +4,7 @@ sigmoid binary cross-entropy on logits."""
 
 from __future__ import annotations
 
+from runtime.dtypes import float_result_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
@@ -17,7 +18,7 @@ def _sm_shape(op):
         norm_axes(op, attrs["axis"], t.rank)
         if attrs["temperature"] <= 0:
             raise ShapeError(f"{op}: temperature must be positive")
-        return t if t.is_float else TensorType("f32", t.shape)
+        return TensorType(float_result_dtype(t.dtype), t.shape)
     return rule
 
 
@@ -64,7 +65,7 @@ def _ce_shape(attrs, z, y):
         raise ShapeError(f"softmax_cross_entropy: labels {y} do not match logits {z}")
     if attrs["smoothing_mode"] not in ("m-1", "m"):
         raise ShapeError("softmax_cross_entropy: smoothing_mode must be 'm-1' or 'm'")
-    return TensorType(z.dtype if z.is_float else "f32", z.shape[:-1])
+    return TensorType(float_result_dtype(z.dtype), z.shape[:-1])
 
 
 def _smooth_weights(eps, mode, m):

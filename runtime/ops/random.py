@@ -5,36 +5,33 @@ from __future__ import annotations
 
 import functools
 
+from runtime.dtypes import INTS, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
 
 
 def _rand_shape(op):
     def rule(attrs):
-        if op == "random_randint" and attrs["dtype"] not in ("i32", "i64"):
+        if op == "random_randint" and attrs["dtype"] not in INTS:
             raise ShapeError(f"{op}: dtype must be an integer type")
         return TensorType(attrs["dtype"], tuple(attrs["shape"]))
     return rule
 
 
-def _np(dtype):
-    return TensorType(dtype, ()).np_dtype()
-
-
 def _normal(xp, rng, shape, mean, std, dtype):
-    return (rng.standard_normal(tuple(shape)) * std + mean).astype(_np(dtype), copy=False)
+    return (rng.standard_normal(tuple(shape)) * std + mean).astype(np_dtype(dtype), copy=False)
 
 
 def _uniform(xp, rng, shape, low, high, dtype):
-    return rng.uniform(low, high, tuple(shape)).astype(_np(dtype), copy=False)
+    return rng.uniform(low, high, tuple(shape)).astype(np_dtype(dtype), copy=False)
 
 
 def _bernoulli(xp, rng, shape, p, dtype):
-    return (rng.random(tuple(shape)) < p).astype(_np(dtype), copy=False)
+    return (rng.random(tuple(shape)) < p).astype(np_dtype(dtype), copy=False)
 
 
 def _randint(xp, rng, shape, low, high, dtype):
-    return rng.integers(low, high, tuple(shape)).astype(_np(dtype), copy=False)
+    return rng.integers(low, high, tuple(shape)).astype(np_dtype(dtype), copy=False)
 
 
 def with_generator(ctx, node, attrs):

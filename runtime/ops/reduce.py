@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtime.dtypes import DEFAULT_FLOAT, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import to_float
 from runtime.ops.registry import OpDef, ShapeError, register
@@ -17,8 +18,8 @@ def _red_shape(op, dtype=None):
     def rule(attrs, t):
         shape = reduced_shape(op, t.shape, attrs["axis"], attrs["keepdims"])
         dt = dtype or t.dtype
-        if op in FLOAT_VALUED and not t.is_float:
-            dt = "f32"
+        if op in FLOAT_VALUED:
+            dt = float_result_dtype(t.dtype)
         elif op == "sum" and dt == "bool":
             dt = "i64"  # a count, as in NumPy
         return TensorType(dt, shape)
@@ -75,7 +76,7 @@ def _sum_fwd(xp, x, axis, keepdims):
 
 def _mean_fwd(xp, x, axis, keepdims):
     m = xp.mean(x, axis=axis, keepdims=keepdims)  # integers: f64 accumulation, f32 result
-    return m if x.dtype.kind == "f" else m.astype("float32")
+    return m if x.dtype.kind == "f" else m.astype(np_dtype(DEFAULT_FLOAT))
 
 
 register(OpDef("sum", _red_shape("sum"), _sum_fwd,  # d Σx = broadcast g
@@ -120,7 +121,7 @@ register(OpDef("argmax", _argmax_shape, lambda xp, x, axis: xp.argmax(x, axis=ax
 
 def _size_shape(attrs, t):
     norm_axes("size", attrs["axis"], t.rank)
-    return TensorType("f32" if not t.is_float else t.dtype, ())
+    return TensorType(float_result_dtype(t.dtype), ())
 
 
 def _size_fwd(xp, x, axis):
@@ -128,7 +129,7 @@ def _size_fwd(xp, x, axis):
     n = 1
     for a in axes:
         n *= x.shape[a]
-    return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float32")
+    return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else np_dtype(DEFAULT_FLOAT))
 
 
 register(OpDef("size", _size_shape, _size_fwd, lambda g, out, x, axis: (None,),

@@ -9,15 +9,19 @@ An op defined piecewise (relu, abs, maximum, comparisons, max pooling, ...) name
 each element is on: `branch(xp, *arrays, **attrs)` returns an array that changes exactly when
 an input crosses a kink or switch (the sign of x for relu, each window's argmax for max
 pooling). Finite-difference checks compare it on both sides of a probe (`runtime.gradcheck`).
+
+`to_text` is the canonical graph text: `runtime.ir.to_text` with every attribute default
+filled in from this registry (which `runtime.ops` fills completely when it is imported).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.ir import TensorType, set_attr_defaults
+from runtime import ir
+from runtime.ir import Graph, TensorType
 
 
 class ShapeError(Exception):
@@ -61,8 +65,12 @@ def register(op: OpDef) -> OpDef:
 
 
 def defaults(name: str) -> dict[str, Any]:
+    """The registered default attributes of op `name` (none for leaves and unknown ops)."""
     op = REGISTRY.get(name)
     return dict(op.attrs) if op else {}
 
 
-set_attr_defaults(defaults)
+def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
+            locs: bool = False) -> str:
+    """The canonical text of `g` (`runtime.ir.to_text` with the registered defaults)."""
+    return ir.to_text(g, stage, passes, locs, defaults=defaults)

@@ -7,10 +7,11 @@ Static indices are attributes: `getitem` takes `index`, a tuple whose items are
 
 from __future__ import annotations
 
+from runtime.dtypes import np_dtype, result_dtype
 from runtime.ir import Dim, TensorType
 from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape, result_dtype
+from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape
 
 # ---- reshape / transpose
 register(OpDef(
@@ -105,7 +106,7 @@ def _concat_shape(attrs, *ts):
             total += d
         else:
             raise ShapeError(f"concat: axis {axis} has a symbolic extent")
-    dt = result_dtype("concat", *ts)
+    dt = result_dtype(*(t.dtype for t in ts))
     return TensorType(dt, ts[0].shape[:axis] + (total,) + ts[0].shape[axis + 1:])
 
 
@@ -228,7 +229,7 @@ register(OpDef("take_grad", _take_grad_shape, _take_grad_fwd,
 
 
 def _one_hot_fwd(xp, idx, depth, dtype):
-    out = xp.zeros(idx.shape + (depth,), dtype=TensorType(dtype, ()).np_dtype())
+    out = xp.zeros(idx.shape + (depth,), dtype=np_dtype(dtype))
     xp.put_along_axis(out, idx[..., None].astype("int64"), 1, axis=-1)
     return out
 
@@ -246,7 +247,7 @@ register(OpDef("one_hot", _one_hot_shape, _one_hot_fwd, None,
 # ---- fills
 register(OpDef("full", lambda attrs: TensorType(attrs["dtype"], tuple(attrs["shape"])),
                lambda xp, shape, value, dtype: xp.full(tuple(shape), value,
-                                                       dtype=TensorType(dtype, ()).np_dtype()),
+                                                       dtype=np_dtype(dtype)),
                None, attrs={"shape": (), "value": 0.0, "dtype": "f32"}, arity=0, nondiff=True,
                doc="a constant-filled tensor; shape may be symbolic"))
 register(OpDef("full_like", lambda attrs, t: TensorType(t.dtype, t.shape),

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from runtime.dtypes import float_result_dtype, result_dtype
 from runtime.ir import Dim, TensorType
 from runtime.ops.registry import ShapeError
-
-FLOAT_RANK = {"f16": 0, "f32": 1, "f64": 2}
 
 
 def broadcast_shapes(op: str, *shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
@@ -29,34 +28,24 @@ def broadcast_shapes(op: str, *shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
     return tuple(out)
 
 
-def result_dtype(op: str, *types: TensorType) -> str:
-    """NumPy-like promotion restricted to our dtypes; scalars of int meet floats as floats."""
-    dts = [t.dtype for t in types]
-    floats = [d for d in dts if d.startswith("f")]
-    if floats:  # NumPy promotion of arrays: the widest float wins
-        return max(floats, key=FLOAT_RANK.__getitem__)
-    ints = [d for d in dts if d.startswith("i")]
-    if ints:
-        return "i64" if "i64" in ints else ints[0]
-    return "bool"
-
-
 def float_result(op: str, *types: TensorType) -> str:
     """The result dtype of an op that takes float tensors only."""
     for t in types:
         if not t.is_float:
             raise ShapeError(f"{op}: expects float tensors, got {', '.join(map(str, types))}")
-    return result_dtype(op, *types)
+    return result_dtype(*(t.dtype for t in types))
 
 
 def elementwise(op: str, *types: TensorType, dtype: str | None = None) -> TensorType:
+    """Broadcast shapes and promoted dtypes (`runtime.dtypes.result_dtype`), or `dtype`."""
     shape = broadcast_shapes(op, *(t.shape for t in types))
-    return TensorType(dtype or result_dtype(op, *types), shape)
+    return TensorType(dtype or result_dtype(*(t.dtype for t in types)), shape)
 
 
 def float_elementwise(op: str, *types: TensorType) -> TensorType:
-    t = elementwise(op, *types)
-    return t if t.is_float else TensorType("f32", t.shape)
+    """As `elementwise` for ops that compute in floats (`float_result_dtype`)."""
+    shape = broadcast_shapes(op, *(t.shape for t in types))
+    return TensorType(float_result_dtype(*(t.dtype for t in types)), shape)
 
 
 def norm_axes(op: str, axis: Any, rank: int) -> tuple[int, ...]:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from runtime.ir import Graph, IRError, to_text
+from runtime.ir import Graph, IRError
+from runtime.ops import to_text
+from runtime.ops.fused import FUSED
 from runtime.passes.cse import merge_common_subexpressions
 from runtime.passes.dce import eliminate_dead_code
 from runtime.passes.fold import fold_constants
-from runtime.passes.fuse import FUSED, fuse_elementwise
+from runtime.passes.fuse import fuse_elementwise
 from runtime.passes.regions import everywhere, hoist_loop_invariants
 from runtime.passes.rewrite import (
     Attr,
@@ -75,7 +77,7 @@ def run_pipeline(graph: Graph, passes: Sequence[str | tuple[str, Pass]] | None =
     `graph`, which is not modified.
 
     Returns the optimized graph (a new object), the names of the passes that ran, and the
-    canonical text (`runtime.ir.to_text`, with a `# passes:` header) after the last run of
+    canonical text (`runtime.ops.to_text`, with a `# passes:` header) after the last run of
     `dump_after` when it is given. An unknown pass name, or a `dump_after` that is not among
     the passes to run, raises ValueError listing the valid names. With `verify`,
     `verify_graph` runs on the input and after every pass; a violation raises `VerifyError`

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from runtime.ir import INLINE_CONST_MAX, LEAF_OPS, Graph, attr_symbols, const_attr
+from runtime.ir import INLINE_CONST_MAX, LEAF_OPS, Graph, Role, attr_symbols, const_attr
 from runtime.ops import REGISTRY
 from runtime.passes._util import const_value, drop_orphans, full_attrs
 
@@ -51,7 +51,7 @@ def fold_constants(graph: Graph, max_elements: int = MAX_FOLD_ELEMENTS) -> Graph
             continue
         if tuple(arr.shape) != tuple(n.type.shape):
             continue
-        role = n.role if n.role in ("grad", "update") else "const"
+        role = n.role if n.role in (Role.GRAD, Role.UPDATE) else Role.CONST
         g.replace_node(nid, op="const", inputs=(), attrs={"value": const_attr(arr)}, role=role)
         g.consts[nid] = arr
         orphans.extend(n.inputs)

@@ -2,78 +2,32 @@
 
 A group is a connected set of non-random elementwise nodes with one result (the group's root)
 whose other members are used only inside the group and are not outputs or updates. The group
-becomes one node (the root's id, role, name, loc and `of`) whose `body` attribute is the
-member ops in order:
+becomes one node (the root's id, role, name, loc and `of`) whose inputs are the group's
+external inputs in order of first use and whose body region holds the members: an `arg` leaf
+per input and a copy of each member (op, complete attributes, type, role, name), the root's
+copy its one result. Fused members that are themselves fused are inlined, so bodies never nest.
 
-    body = ((op, (ref, ...), ((attr, value), ...)), ...)
-
-A ref below the number of node inputs names an input; ref `n_inputs + k` names the result of
-instruction k; the last instruction is the result. The fused kernel runs the members' own
-forward kernels in that order (so values are bit-identical) and drops each intermediate
-after its last use: the plan keeps one slot for the group instead of one per member, and
-runs one instruction instead of many. The shape rule re-runs each member's shape rule, so
-`verify_graph` checks fused nodes too. There is no VJP: fusion is a lowering for graphs that
-are already differentiated (run it last). Fused members that are themselves fused are inlined.
-
-The op is registered in the op registry when this module is imported (importing
-`runtime.passes` does that), so graph text containing it parses and runs after that import.
+The op (`runtime.ops.fused`) runs the members' own kernels (values are bit-identical): the
+plan keeps one slot for the group instead of one per member and runs one instruction instead
+of many. The shape rule re-infers through the body, so `verify_graph` checks fused nodes too.
+There is no VJP: fusion is a lowering for graphs that are already differentiated (run it
+last); the other passes leave fused bodies alone (`regions.map_regions`).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
-from runtime.ir import Graph, TensorType
-from runtime.ops import REGISTRY, OpDef, register
+from runtime.ir import Graph
+from runtime.ops import REGISTRY, Val
+from runtime.ops.control import new_region, set_results
+from runtime.ops.fused import FUSED
 from runtime.passes._util import full_attrs
-
-FUSED = "fused_elementwise"
-Body = tuple[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]], ...]
-
-
-def _fused_shape(attrs: dict[str, Any], *types: TensorType) -> TensorType:
-    vals = list(types)
-    for op, refs, pairs in attrs["body"]:
-        vals.append(REGISTRY[op].shape(full_attrs(op, dict(pairs)), *(vals[r] for r in refs)))
-    if len(vals) == len(types):
-        raise ValueError(f"{FUSED}: empty body")
-    return vals[-1]
-
-
-@functools.lru_cache(maxsize=4096)
-def _schedule(body: Body) -> tuple[tuple[Any, tuple[int, ...], dict, tuple], ...]:
-    """(kernel, refs, attrs, values to drop afterwards) per instruction."""
-    last: dict[int, int] = {}
-    for k, (_op, refs, _pairs) in enumerate(body):
-        for r in refs:
-            last[r] = k
-    steps = []
-    for k, (op, refs, pairs) in enumerate(body):
-        drop = tuple(r for r in set(refs) if last[r] == k)
-        steps.append((REGISTRY[op].forward, refs, full_attrs(op, dict(pairs)), drop))
-    return tuple(steps)
-
-
-def _fused_forward(xp: Any, *arrays: Any, body: Body) -> Any:
-    vals: list[Any] = list(arrays)
-    for fn, refs, attrs, drop in _schedule(body):
-        vals.append(fn(xp, *[vals[r] for r in refs], **attrs))
-        for r in drop:
-            vals[r] = None
-    return vals[-1]
-
-
-if FUSED not in REGISTRY:
-    register(OpDef(FUSED, _fused_shape, _fused_forward, None, attrs={"body": ()},
-                   elementwise=True,
-                   doc="several elementwise ops run as one kernel (see runtime.passes.fuse)"))
 
 
 def _fusible(g: Graph, nid: int) -> bool:
     n = g.nodes[nid]
     opdef = REGISTRY.get(n.op)
-    return bool(opdef and opdef.elementwise and not opdef.random and opdef.forward is not None)
+    return bool(opdef and opdef.elementwise and not opdef.random
+                and (opdef.forward is not None or n.op == FUSED))
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
@@ -115,45 +69,40 @@ def fuse_elementwise(graph: Graph) -> Graph:
 
 
 def _fuse(g: Graph, root: int, order: list[int]) -> None:
-    """Replace the members `order` (topologically sorted, ending with `root`) by one node."""
+    """Replace the members `order` (topologically sorted, ending with `root`) by one node
+    whose body region holds them (with a fused member's own body inlined)."""
     group = set(order)
-    inputs: list[int] = []
-    ref: dict[int, int] = {}  # graph node -> ref, for external inputs
-    body: list[tuple[str, tuple[int, ...], tuple[tuple[str, Any], ...]]] = []
-    result: dict[int, int] = {}  # member -> ref of its value
-
-    def ext(i: int) -> int:
-        if i not in ref:
-            ref[i] = len(inputs)
-            inputs.append(i)
-        return ref[i]
-
-    for m in order:  # first pass: number the external inputs in order of first use
+    inputs: list[int] = []  # external inputs in order of first use: the body's args
+    for m in order:
         for i in g.nodes[m].inputs:
-            if i not in group:
-                ext(i)
-    n_in = len(inputs)
+            if i not in group and i not in inputs:
+                inputs.append(i)
+    body, builder, args = new_region([g.nodes[i].type for i in inputs])
+    env: dict[int, int] = {i: a.id for i, a in zip(inputs, args)}  # graph node -> body node
     for m in order:
         n = g.nodes[m]
-        args = [result[i] if i in group else ref[i] for i in n.inputs]
-        if n.op == FUSED:  # inline a fused member's body
-            inner = n.attrs["body"]
-            base = n_in + len(body)
-            k_in = len(n.inputs)
-            for op, refs, pairs in inner:
-                body.append((op, tuple(args[r] if r < k_in else base + r - k_in for r in refs),
-                             pairs))
+        if n.op == FUSED:
+            inner = n.regions[0]
+            local = {a: env[i] for a, i in zip(inner.args(), n.inputs)}
+            for j in inner.topo_order(inner.results()):
+                if inner[j].op != "arg":
+                    local[j] = _copy(inner, j, body, local)
+            env[m] = local[inner.results()[0]]
         else:
-            attrs = full_attrs(n.op, n.attrs)
-            body.append((n.op, tuple(args),
-                         tuple((k, _freeze(v)) for k, v in sorted(attrs.items()))))
-        result[m] = n_in + len(body) - 1
-    g.replace_node(root, op=FUSED, inputs=tuple(inputs), attrs={"body": tuple(body)})
+            env[m] = _copy(g, m, body, env)
+    set_results(body, [Val(builder, env[root])])
+    g.replace_node(root, op=FUSED, inputs=tuple(inputs), attrs={}, regions=(body,))
     for m in reversed(order):
         if m != root:
             g.remove(m)
 
 
-def _freeze(v: Any) -> Any:
-    """Lists as tuples, so bodies are hashable (the kernel schedule is cached per body)."""
-    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+def _copy(src: Graph, nid: int, body: Graph, env: dict[int, int]) -> int:
+    """Node `nid` of `src` added to `body`, its inputs mapped by `env`: role, name and loc
+    kept, attributes complete; `of` names a node outside the body and is dropped."""
+    n = src[nid]
+    new = body.add(n.op, [env[i] for i in n.inputs], full_attrs(n.op, n.attrs), n.type,
+                   role=n.role, name=n.name, loc=n.loc, regions=n.regions)
+    if nid in src.consts:
+        body.consts[new] = src.consts[nid]
+    return new

@@ -3,7 +3,9 @@ rewrites that only loops have.
 
 - `everywhere(pass)`: the pass applied to every region (innermost first), then to the graph.
   A region is a graph whose `arg` leaves and results (`outputs` "0", "1", ...) are its
-  interface, so the ordinary passes apply to it unchanged.
+  interface, so the ordinary passes apply to it unchanged. The body of a `fused_elementwise`
+  node is the exception: it is the fusion pass's result, a kernel rather than a program, and
+  passes leave it alone (fusing it again would nest it).
 - `hoist_loop_invariants`: body nodes that depend only on captured values and constants are
   computed once, before the loop, and passed in as new captured values.
 - `prune_loop`: a loop's unused stacked results, carried values nobody reads after the loop
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runtime.ir import Graph
+from runtime.ir import Graph, OutputKind, Role
 from runtime.ops import REGISTRY
 from runtime.ops.control import loop_type
+from runtime.ops.fused import FUSED
 
 Pass = Callable[[Graph], Graph]
 
@@ -33,12 +36,13 @@ def everywhere(fn: Pass) -> Pass:
 
 
 def map_regions(graph: Graph, fn: Pass) -> Graph:
-    """A copy of `graph` whose nodes' regions are replaced by `fn(region)`."""
-    if not any(n.regions for n in graph.nodes.values()):
+    """A copy of `graph` whose nodes' regions (fused bodies excepted) are replaced by
+    `fn(region)`."""
+    if not any(n.regions and n.op != FUSED for n in graph.nodes.values()):
         return graph
     g = graph.copy()
     for nid, n in list(g.nodes.items()):
-        if n.regions:
+        if n.regions and n.op != FUSED:
             g.replace_node(nid, regions=tuple(fn(r) for r in n.regions))
     return g
 
@@ -78,7 +82,7 @@ def _hoist(g: Graph, nid: int) -> None:
     env = dict(outer)
     for i in sorted(inv - set(outer) - set(invariant)):  # constants the hoisted nodes read
         n = body[i]
-        env[i] = g.add("const", (), dict(n.attrs), n.type, role="const", loc=n.loc)
+        env[i] = g.add("const", (), dict(n.attrs), n.type, role=Role.CONST, loc=n.loc)
         if i in body.consts:
             g.consts[env[i]] = body.consts[i]
     for i in invariant:
@@ -88,7 +92,7 @@ def _hoist(g: Graph, nid: int) -> None:
     n_args = len(body.args())
     new_inputs = list(node.inputs)
     for k, i in enumerate(frontier):
-        arg = body.add("arg", (), {"index": n_args + k}, body[i].type, role="arg",
+        arg = body.add("arg", (), {"index": n_args + k}, body[i].type, role=Role.ARG,
                        name=body[i].name)
         body.redirect(i, arg)
         new_inputs.append(env[i])
@@ -132,7 +136,7 @@ def prune_loop(g: Graph, nid: int) -> None:
     if len(kept_res) == n_res and len(keep_in) == len(node.inputs):
         return
     body.outputs = {str(j): res[k] for j, k in enumerate(kept_res)}
-    body.output_kinds = dict.fromkeys(body.outputs, "result")
+    body.output_kinds = dict.fromkeys(body.outputs, OutputKind.RESULT)
     _drop_dead(body)
     kept_args = [args[0]] + [args[1 + k] for k in keep_in]
     for a in args:

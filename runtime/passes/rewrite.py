@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from runtime.ir import Graph, TensorType, const_attr
+from runtime.ir import Graph, Role, TensorType, const_attr
 from runtime.ops import REGISTRY
 from runtime.passes._util import attrs_key, canon, const_value, drop_orphans, full_attrs
 
@@ -367,7 +367,7 @@ def _try(g: Graph, rule: Rule, nid: int, budget: int,
         return 0, plan[1]
     if plan[0] == "const":
         arr = np.asarray(plan[1], dtype=node.type.np_dtype())
-        role = node.role if node.role in ("grad", "update") else "const"
+        role = node.role if node.role in (Role.GRAD, Role.UPDATE) else Role.CONST
         g.replace_node(nid, op="const", inputs=(), attrs={"value": const_attr(arr)}, role=role)
         g.consts[nid] = arr
         if not keep:

@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.dtypes import np_dtype, parse_dtype
 from runtime.errors import UserError
 from runtime.train import sklearn_sets
 from runtime.train.npz import NpzError, read_npz
@@ -285,8 +286,8 @@ def load_dataset(
     """
     options = dict(options or {})
     try:
-        dt = np.dtype({"f16": "float16", "f32": "float32", "f64": "float64"}.get(dtype, dtype))
-    except TypeError as e:
+        dt = np_dtype(parse_dtype(dtype))
+    except ValueError as e:
         raise DataError(f"data type {dtype!r} is not a floating point type") from e
     if dt.kind != "f":
         raise DataError(f"data type {dt} is not a floating point type")

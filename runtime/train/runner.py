@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.backends import Backend
 from runtime.errors import UserError
-from runtime.ir import Graph, TensorType, attr_symbols
+from runtime.ir import Graph, TensorType, TupleType, attr_symbols
 from runtime.plan import Plan
 from runtime.program import Program
 
@@ -87,7 +87,10 @@ class Runner:
         # A dim the graph uses only through a shape (noise sized by shape(x)[0] in a phase
         # that does not read x) is bound by the program input that declares it.
         used = set().union(*(attr_symbols(graph[i].attrs) for i in order))
-        used.update(d for i in order for d in graph[i].type.shape if isinstance(d, str))
+        for i in order:
+            t = graph[i].type
+            for item in t.items if isinstance(t, TupleType) else (t,):
+                used.update(d for d in item.shape if isinstance(d, str))
         unbound = used.difference(*(t.shape for _, t in self.inputs))
         for name, t in machine.program.inputs.items():
             if unbound.intersection(t.shape) and name not in TRAINER_INPUTS:
