@@ -74,11 +74,12 @@ def _typed(value: Any, kind: str) -> Any:
     raise ValueError
 
 
-def const_override(name: str, raw: Any, declared: Any, span: Span) -> Any:
-    """The value of `const NAME` given `raw` from `--set` (text) or `overrides` (Python)."""
+def const_override(name: str, raw: Any, declared: Any, span: Span, what: str = "const") -> Any:
+    """The value of `const NAME` (or of another `what`, such as a procedure's argument) given
+    `raw` from `--set` (text) or `overrides` (Python)."""
     kind = _kind(declared)
     if kind is None:
-        raise TypeErr(f"--set {name}: const '{name}' is {type(declared).__name__} value, which "
+        raise TypeErr(f"--set {name}: {what} '{name}' is {type(declared).__name__} value, which "
                       "cannot be set from outside the spec", span)
     try:
         return _typed(raw, kind)
@@ -86,7 +87,7 @@ def const_override(name: str, raw: Any, declared: Any, span: Span) -> Any:
         shown = raw if isinstance(raw, str) else repr(raw)
         spelled = str(declared).lower() if kind == "bool" else json.dumps(declared) \
             if kind == "str" else declared
-        raise TypeErr(f"--set {name}={shown}: const '{name}' is {_NOUN[kind]} "
+        raise TypeErr(f"--set {name}={shown}: {what} '{name}' is {_NOUN[kind]} "
                       f"(declared {spelled}), so the value must be {_WANT[kind]}",
                       span) from None
 

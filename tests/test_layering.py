@@ -5,13 +5,16 @@ functions count too):
   language-agnostic; `dsl` may import `runtime`.
 - inside runtime, a module imports only from its own layer or lower ones:
 
-      0  errors, ir, program, init           the error base, the graph and plain records
+      0  errors, dtypes, ir, program, init   the error base, dtypes, the graph, plain records
       1  ops                                 primitives: shape rules, kernels, VJPs
       2  autodiff, passes                    graph -> graph
       3  plan, backends, gradcheck           execution
       4  train                               the training loop, checkpoints, data
 
 A new runtime module must be given a layer in `LAYERS` below.
+
+- inside `dsl.lower`, the shared state and the values (`LOWERING_BASE`) import none of the
+  walker's modules (statements, expressions, calls, builtins, ...), which call each other.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PACKAGES = ("dsl", "runtime", "grammar", "specs")
 
 LAYERS: dict[str, int] = {
     "runtime.errors": 0,
+    "runtime.dtypes": 0,
     "runtime.ir": 0,
     "runtime.program": 0,
     "runtime.init": 0,
@@ -37,6 +41,9 @@ LAYERS: dict[str, int] = {
     "runtime.gradcheck": 3,
     "runtime.train": 4,
 }
+
+
+LOWERING_BASE = ("dsl.lower.result", "dsl.lower.scope", "dsl.lower.context", "dsl.lower.values")
 
 
 def module_name(path: Path) -> str:
@@ -132,3 +139,44 @@ def test_the_checker_sees_violations() -> None:
     assert layer_of("runtime.train.loop") > layer_of("runtime.ops.builder")
     found = [m for _, m in imports_in("from . import registry\n", "runtime.ops", True)]
     assert "runtime.ops.registry" in found
+
+
+def test_lowering_base_does_not_import_the_walker() -> None:
+    bad = []
+    for path in sorted((ROOT / "dsl" / "lower").glob("*.py")):
+        if module_name(path) not in LOWERING_BASE:
+            continue
+        for line, mod in imports(path):
+            if mod.startswith("dsl.lower.") and not any(
+                    mod == m or mod.startswith(m + ".") for m in LOWERING_BASE):
+                bad.append(f"{_where(path, line)}: import {mod}")
+    assert not bad, "the lowering's state and values import the walker:\n" + "\n".join(bad)
+
+
+def test_parsing_imports_one_way() -> None:
+    """No import cycle through the parser and its caches (imports inside functions count):
+    `dsl.cache` imports the parser on a miss, and the parser imports only `dsl.store`, which
+    both use. (The walker of `dsl.lower`, whose modules call each other, is one module here.)"""
+    paths = {module_name(p): p for p in modules("dsl")}
+    node = lambda m: "dsl.lower" if m.startswith("dsl.lower.") else m
+    graph: dict[str, set[str]] = {node(m): set() for m in paths}
+    for me, path in paths.items():
+        by_line: dict[int, set[str]] = {}
+        for line, mod in imports(path):
+            while mod and mod not in paths:  # the module a name belongs to
+                mod = mod.rpartition(".")[0]
+            if mod:
+                by_line.setdefault(line, set()).add(mod)
+        for found in by_line.values():  # `from dsl import ast`: dsl.ast, not the package
+            for mod in found:
+                if not any(m.startswith(mod + ".") for m in found) and node(mod) != node(me):
+                    graph[node(me)].add(node(mod))
+    for start in [m for m in ("dsl.store", "dsl.parser", "dsl.cache") if m in graph]:
+        stack, seen = [[start]], set()
+        while stack:
+            path = stack.pop()
+            for m in sorted(graph[path[-1]]):
+                assert m != start, "import cycle: " + " -> ".join(path + [m])
+                if m not in seen:
+                    seen.add(m)
+                    stack.append(path + [m])

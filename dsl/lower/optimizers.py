@@ -1,0 +1,155 @@
+"""Optimizers: `optimizer adam(lr = 1e-3) minimize loss over params(D)` is checked where it
+stands (`prepare`: its rule, options, objective and parameters) and lowered in train mode after
+every statement (`lower`): the gradients of the objective, the generic options (weight decay,
+clipping) and the rule's body once per parameter, whose assignments become the updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsl import ast as A
+from dsl.errors import NameErr, TypeErr, did_you_mean
+from dsl.lower import calls, expressions, statements
+from dsl.lower.context import Context
+from dsl.lower.result import OptUse
+from dsl.lower.scope import Scope
+from dsl.lower.values import Selection, describe, select
+from runtime.autodiff import GradError, gradients
+from runtime.ops import Val
+
+GENERIC_OPT_OPTIONS = {"weight_decay": 0.0, "clip_norm": 0.0, "clip_value": 0.0,
+                       "decay_biases": False}
+
+
+def prepare(cx: Context, s: A.OptimizerUse) -> OptUse:
+    """Check an optimizer use and evaluate its options and its selection of parameters."""
+    rule = s.rule.func
+    d = cx.defs.optimizers.get(rule)
+    if d is None:
+        raise cx.err(NameErr, f"unknown optimizer '{rule}'"
+                     + did_you_mean(rule, cx.defs.optimizers), s.rule.span)
+    options: dict[str, Any] = {}
+    generic: dict[str, Any] = dict(GENERIC_OPT_OPTIONS)
+    if s.rule.args:
+        raise cx.err(TypeErr, f"optimizer '{rule}' takes keyword options only "
+                     "(lr = ...)", s.rule.span)
+    params = {p.name: p for p in d.params}
+    for k in s.rule.kwargs:
+        v = expressions.ev(cx, k.value, cx.globals)
+        if k.name in params:
+            calls.check_kind_of_default(cx, params[k.name], v, k.span, f"optimizer '{rule}'")
+            options[k.name] = v
+        elif k.name in generic:
+            if isinstance(v, Val):
+                raise cx.err(TypeErr, f"'{k.name}' must be a constant", k.span)
+            generic[k.name] = v
+        else:
+            valid = [p.name for p in d.params] + list(generic)
+            raise cx.err(NameErr, f"optimizer '{rule}' has no option '{k.name}'"
+                         + did_you_mean(k.name, valid)
+                         + f"; its options are: {', '.join(valid)}", k.span)
+    for p in d.params:
+        if p.name not in options:
+            if p.default is None:
+                raise cx.err(TypeErr, f"optimizer '{rule}' needs '{p.name}'", s.span)
+            options[p.name] = expressions.ev(cx, p.default, cx.globals)
+    objectives = cx.made.objectives
+    if s.objective not in objectives:
+        raise cx.err(NameErr, f"unknown objective '{s.objective}'"
+                     + did_you_mean(s.objective, objectives), s.span)
+    if s.over is not None:
+        sel = expressions.ev(cx, s.over, cx.globals)
+        if isinstance(sel, Val) and sel.node.op == "param":
+            sel = Selection((sel.node.name,))
+        if not isinstance(sel, Selection):
+            raise cx.err(TypeErr, f"'over' needs a parameter selection, got "
+                         f"{describe(sel)}", s.over.span)
+    else:
+        sel = select(cx, "params", None)
+    for other in cx.made.opt_uses:
+        both = set(other.names) & set(sel.names)
+        if both:
+            raise cx.err(NameErr, f"parameter '{sorted(both)[0]}' is trained by two "
+                         "optimizers; give each an 'over' selection", s.span)
+    if not sel.names:
+        raise cx.err(NameErr, f"optimizer '{rule}' has no parameters to train", s.span)
+    return OptUse(s, rule, options, generic, s.objective, sel.names)
+
+
+def lower(cx: Context, use: OptUse) -> None:
+    """Emit the gradients and the update rule of `use`, filling `use.grads` and
+    `use.updates` (a rule's updates belong to its optimizer, not to `state_updates`)."""
+    d = cx.defs.optimizers[use.rule]
+    cx.span = use.stmt.span
+    obj = cx.made.objectives[use.objective]
+    pids = [cx.made.var_node[n] for n in use.names]
+    with cx.b.context(role="grad", loc=cx.loc(use.stmt.span)):
+        try:
+            grads = gradients(cx.b, obj, pids)
+        except GradError as ex:
+            raise cx.err(TypeErr, str(ex), use.stmt.span) from None
+    pairs = [(n, p, g) for n, p, g in zip(use.names, pids, grads) if g is not None]
+    if not pairs:
+        raise cx.err(TypeErr, f"objective '{use.objective}' does not depend on any "
+                     "parameter the optimizer trains", use.stmt.span)
+    with cx.b.context(role="update", loc=cx.loc(use.stmt.span)):
+        gvals = _generic(cx, use, pairs)
+        for (n, p, _), g in zip(pairs, gvals):
+            _rule(cx, use, d, n, Val(cx.b, p), g, Val(cx.b, obj))
+
+
+def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> list[Val]:
+    """The gradients after the generic options: weight decay (of weights, and of biases
+    with decay_biases), clip_value, then clip_norm over all of them."""
+    gen = use.generic
+    b = cx.b
+    gvals = []
+    for n, p, g in pairs:
+        use.grads[n] = g.id
+        if g.node.role == "grad" and g.node.name is None:  # not a shared forward node
+            cx.graph.replace_node(g.id, name=f"{n}.grad")
+        if gen["weight_decay"] and (cx.made.variables[n].kind == "weight"
+                                    or gen["decay_biases"]):
+            g = g + Val(b, p) * float(gen["weight_decay"])
+        gvals.append(g)
+    if gen["clip_value"]:
+        c = float(gen["clip_value"])
+        gvals = [b.emit("maximum", b.emit("minimum", g, b.lift(c, g)), b.lift(-c, g))
+                 for g in gvals]
+    if gen["clip_norm"]:
+        total = None
+        for g in gvals:
+            sq = b.emit("sum", g * g)
+            total = sq if total is None else total + sq
+        norm = b.emit("sqrt", total)
+        scale = b.emit("minimum", b.lift(1.0, norm), float(gen["clip_norm"]) / (norm + 1e-6))
+        gvals = [g * scale for g in gvals]
+    return gvals
+
+
+def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad: Val,
+          obj: Val) -> None:
+    """The rule's body for parameter `n`: its state is named `opt.<n>.<state>`."""
+    scope = Scope(cx.globals, f"opt.{n}.", {})
+    scope.vars.update(use.options)
+    scope.vars["param"] = param
+    scope.vars["grad"] = grad
+    scope.vars["obj"] = obj
+    scope.param = cx.made.variables[n]
+    scope.state_vars["param"] = n
+    before = dict(cx.made.state_updates)
+    try:
+        statements.exec_body(cx, d.body, scope)
+    except statements.Return:
+        raise cx.err(TypeErr, "an optimizer body does not return", d.span) from None
+    for var, nid in cx.made.state_updates.items():
+        if before.get(var) != nid:
+            use.updates[var] = nid
+    cx.made.state_updates = before  # a rule's updates belong to its optimizer only
+    if n not in use.updates:
+        raise cx.err(
+            TypeErr, f"optimizer '{use.rule}' never assigns 'param', so it would "
+            "train nothing: its rule must end with 'param = param - ...'", d.span,
+            notes=(f"used at {use.stmt.span.file}:{use.stmt.span.line}:"
+                   f"{use.stmt.span.col}",))

@@ -1,0 +1,267 @@
+"""The builtins that make tensors (rows of `builtins.BUILTINS`): derivatives (`grad`,
+`hessian`), reductions and norms (also over parameter selections), random tensors, fills,
+casts and the shape builtins (`split`, `concat`, `stack`, `reshape`, `flatten`, `transpose`).
+Each takes the context, the call and the scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dsl import ast as A
+from dsl.errors import NameErr, ShapeErr, TypeErr
+from dsl.lower import calls, expressions
+from dsl.lower.context import FLOAT_DTYPES, Context
+from dsl.lower.scope import Scope
+from dsl.lower.values import InitSpec, Selection, check_dim, const_val, to_val
+from runtime import init as inits
+from runtime.autodiff import GradError, gradients, hessian, or_zeros
+from runtime.ir import DTYPES, TensorType
+from runtime.ops import Val
+
+Builtin = Callable[[Context, A.Call, Scope], Any]
+
+
+def shape_list(cx: Context, v: Any, span: A.Span) -> tuple:
+    """A shape argument: an integer or a list of dimensions (static ones may be 0)."""
+    if isinstance(v, Val):
+        raise cx.err(TypeErr, "a shape must be a list of dimensions, e.g. [B, 2]", span)
+    if isinstance(v, (int, np.integer)):
+        return (check_dim(cx, v, span, lo=0),)
+    out = []
+    for d in v:
+        if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+            out.append(check_dim(cx, d, span, lo=0))
+        elif isinstance(d, str):
+            out.append(d)
+        else:
+            raise cx.err(TypeErr, f"a dimension must be an integer, got {d!r}", span)
+    return tuple(out)
+
+
+def b_grad(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["f", "wrt"], {})
+    f, w = a["f"], a["wrt"]
+    if not isinstance(f, Val):
+        raise cx.err(TypeErr, "grad: the first argument must be a scalar tensor", e.span)
+    if isinstance(w, Selection) or not isinstance(w, Val):
+        raise cx.err(TypeErr, "grad: differentiate with respect to one tensor (an input, "
+                     "a parameter or an intermediate value)", e.span)
+    with cx.b.context(role="grad", loc=cx.loc(e.span)):
+        try:
+            (g,) = gradients(cx.b, f.id, [w.id])
+        except GradError as ex:
+            raise cx.err(TypeErr, str(ex), e.span) from None
+    return or_zeros(cx.b, g, w.id)
+
+
+def b_hessian(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["f", "wrt"], {})
+    f, w = a["f"], a["wrt"]
+    if not isinstance(f, Val) or not isinstance(w, Val):
+        raise cx.err(TypeErr, "hessian(f, w) takes a scalar and a tensor", e.span)
+    with cx.b.context(role="grad", loc=cx.loc(e.span)):
+        try:
+            return hessian(cx.b, f.id, w.id)
+        except GradError as ex:
+            raise cx.err(TypeErr, str(ex), e.span) from None
+
+
+def reduce_builtin(op: str) -> Builtin:
+    """sum/mean/max/min(x, axis, keepdims): NumPy for constants, a node for tensors; the sum
+    of a selection is the sum of all its parameters."""
+    def fn(cx: Context, e: A.Call, scope: Scope) -> Any:
+        a = calls.builtin_args(cx, e, scope, ["x", "axis", "keepdims"],
+                               {"axis": None, "keepdims": False})
+        x = a["x"]
+        if isinstance(x, Selection):
+            if op != "sum":
+                raise cx.err(TypeErr, f"{op} of a selection is not defined", e.span)
+            return _over_selection(cx, x, lambda p: p, e.span)
+        axis = tuple(a["axis"]) if isinstance(a["axis"], list) else a["axis"]
+        if not isinstance(x, Val):
+            arr = np.asarray(x)
+            return getattr(np, {"sum": "sum", "mean": "mean", "max": "max", "min": "min"}[op])(
+                arr, axis=axis, keepdims=a["keepdims"])
+        if op == "mean" and not x.type.is_float:
+            x = cx.b.emit("cast", x, dtype=cx.float_dtype)
+        with cx.guard(e.span):
+            return cx.b.emit(op, x, axis=axis, keepdims=a["keepdims"])
+    return fn
+
+
+def _over_selection(cx: Context, sel: Selection, f: Callable[[Val], Val],
+                    span: A.Span) -> Val:
+    if not sel.names:
+        return const_val(cx, 0.0, span)
+    total = None
+    with cx.guard(span):
+        for n in sel.names:
+            t = cx.b.emit("sum", f(Val(cx.b, cx.made.var_node[n])))
+            total = t if total is None else total + t
+    return total
+
+
+def b_l2(cx: Context, e: A.Call, scope: Scope) -> Val:
+    """l2(x) = Σ x² over a tensor or over every parameter of a selection."""
+    a = calls.builtin_args(cx, e, scope, ["x"], {})
+    x = a["x"]
+    if isinstance(x, Selection):
+        return _over_selection(cx, x, lambda p: p * p, e.span)
+    x = to_val(cx, x, e.span)
+    return cx.b.emit("sum", x * x)
+
+
+def b_l1(cx: Context, e: A.Call, scope: Scope) -> Val:
+    """l1(x) = Σ |x| over a tensor or a selection."""
+    a = calls.builtin_args(cx, e, scope, ["x"], {})
+    x = a["x"]
+    if isinstance(x, Selection):
+        return _over_selection(cx, x, lambda p: cx.b.emit("abs", p), e.span)
+    x = to_val(cx, x, e.span)
+    return cx.b.emit("sum", cx.b.emit("abs", x))
+
+
+def random_builtin(op: str, opts: list[str], defaults: dict[str, Any]) -> Builtin:
+    """normal/uniform/bernoulli(shape, ...): a random tensor; without arguments, an
+    initializer (`param w: [3] = normal(std = 0.1)`)."""
+    def fn(cx: Context, e: A.Call, scope: Scope) -> Any:
+        if not e.args and inits.canonical(e.func):  # `param w: [3] = normal(std = 0.1)`
+            return InitSpec(inits.canonical(e.func),
+                            {k.name: expressions.ev(cx, k.value, scope) for k in e.kwargs},
+                            e.span)
+        a = calls.builtin_args(cx, e, scope, opts, defaults)
+        shape = a.pop("shape")
+        if isinstance(shape, Val):
+            shape = shape.shape
+        shape = shape_list(cx, shape, e.span)
+        dt = a.pop("dtype", None)
+        if any(isinstance(v, Val) or not isinstance(v, int | float) for v in a.values()):
+            raise cx.err(TypeErr, f"{e.func}: options must be constant numbers", e.span)
+        attrs: dict[str, Any] = {k: float(v) for k, v in a.items()}
+        attrs["dtype"] = cx.float_dtype if dt is None else cx.fdt(dt)
+        with cx.guard(e.span):
+            return cx.b.emit(op, shape=shape, **attrs)
+    return fn
+
+
+def b_randint(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["low", "high", "shape"], {})
+    shape = shape_list(cx, a["shape"], e.span)
+    with cx.guard(e.span):
+        return cx.b.emit("random_randint", shape=shape, low=int(a["low"]),
+                         high=int(a["high"]), dtype="i64")
+
+
+def fill_builtin(value: float | None) -> Builtin:
+    """zeros/ones/full(shape, [value], dtype): a constant for a static shape, else a `full`
+    node."""
+    def fn(cx: Context, e: A.Call, scope: Scope) -> Any:
+        names = ["shape"] + (["value"] if value is None else []) + ["dtype"]
+        a = calls.builtin_args(cx, e, scope, names, {"dtype": None})
+        v = a.get("value", value)
+        if isinstance(a["shape"], Val):
+            raise cx.err(TypeErr, f"{e.func}: give a shape list; for a tensor use "
+                         f"{e.func}_like", e.span)
+        shape = shape_list(cx, a["shape"], e.span)
+        dt = cx.fdt(a["dtype"]) if a["dtype"] in (None, *FLOAT_DTYPES) else a["dtype"]
+        if all(isinstance(d, int) for d in shape):
+            return np.full(shape, v, dtype=TensorType(dt, ()).np_dtype())
+        return cx.b.emit("full", shape=shape, value=float(v), dtype=dt)
+    return fn
+
+
+def fill_like_builtin(value: float | None) -> Builtin:
+    """zeros_like/ones_like/full_like(x, [value]): x's shape and dtype."""
+    def fn(cx: Context, e: A.Call, scope: Scope) -> Any:
+        names = ["x"] + (["value"] if value is None else [])
+        a = calls.builtin_args(cx, e, scope, names, {})
+        x = a["x"]
+        v = a.get("value", value)
+        if not isinstance(x, Val):
+            return np.full(np.shape(x), v, dtype=np.float64)
+        return cx.b.emit("full", shape=x.shape, value=float(v), dtype=x.type.dtype)
+    return fn
+
+
+def b_cast(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["x", "dtype"], {})
+    dt = a["dtype"]
+    if dt not in DTYPES:
+        raise cx.err(TypeErr, f"cast: unknown dtype {dt!r}", e.span)
+    x = to_val(cx, a["x"], e.span)
+    return cx.b.emit("cast", x, dtype=cx.fdt(dt))
+
+
+def b_split(cx: Context, e: A.Call, scope: Scope) -> tuple:
+    a = calls.builtin_args(cx, e, scope, ["x", "sections", "axis"], {"axis": -1})
+    x = to_val(cx, a["x"], e.span)
+    r = x.type.rank
+    ax = a["axis"] % r
+    d = x.shape[ax]
+    n = a["sections"]
+    if not isinstance(d, int) or not isinstance(n, int) or n <= 0 or d % n:
+        raise cx.err(ShapeErr, f"split: cannot split dimension {d} of {x.type} into {n} "
+                     "equal parts", e.span)
+    k = d // n
+    pre = tuple(("s", None, None, None) for _ in range(ax))
+    with cx.guard(e.span):
+        return tuple(cx.b.emit("getitem", x, index=pre + (("s", i * k, (i + 1) * k, None),))
+                     for i in range(n))
+
+
+def _tensors_and_axis(cx: Context, e: A.Call, scope: Scope) -> tuple[list[Val], Any]:
+    """The arguments of concat/stack (lists are spread) and their `axis` option."""
+    axis = 0
+    for k in e.kwargs:
+        if k.name != "axis":
+            raise cx.err(NameErr, f"{e.func}: unknown option '{k.name}'", k.span)
+        axis = expressions.ev(cx, k.value, scope)
+    items = []
+    for a in e.args:
+        v = expressions.ev(cx, a, scope)
+        items.extend(v if isinstance(v, (list, tuple)) else [v])
+    return [to_val(cx, v, e.span) for v in items], axis
+
+
+def b_concat(cx: Context, e: A.Call, scope: Scope) -> Val:
+    vals, axis = _tensors_and_axis(cx, e, scope)
+    with cx.guard(e.span):
+        return cx.b.emit("concat", *vals, axis=axis)
+
+
+def b_stack(cx: Context, e: A.Call, scope: Scope) -> Val:
+    vals, axis = _tensors_and_axis(cx, e, scope)
+    with cx.guard(e.span):
+        ex = []
+        for v in vals:
+            ax = axis % (v.type.rank + 1)
+            ex.append(cx.b.emit("reshape", v, shape=v.shape[:ax] + (1,) + v.shape[ax:]))
+        return cx.b.emit("concat", *ex, axis=axis)
+
+
+def b_reshape(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["x", "shape"], {})
+    x = to_val(cx, a["x"], e.span)
+    shape = tuple(int(d) if isinstance(d, (int, np.integer)) else d for d in a["shape"])
+    with cx.guard(e.span):
+        return cx.b.emit("reshape", x, shape=shape)
+
+
+def b_flatten(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["x"], {})
+    x = to_val(cx, a["x"], e.span)
+    with cx.guard(e.span):
+        return cx.b.emit("reshape", x, shape=(x.shape[0], -1))
+
+
+def b_transpose(cx: Context, e: A.Call, scope: Scope) -> Val:
+    a = calls.builtin_args(cx, e, scope, ["x", "axes"], {"axes": None})
+    x = to_val(cx, a["x"], e.span)
+    axes = tuple(a["axes"]) if a["axes"] is not None else None
+    with cx.guard(e.span):
+        return cx.b.emit("transpose", x, axes=axes)
+
