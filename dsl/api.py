@@ -24,6 +24,7 @@ import numpy as np
 from dsl.compiler import DTYPE_NAMES, Compiled, compile_file, compile_spec, load_program_data
 from dsl.data_check import check_data
 from dsl.errors import DslError
+from dsl.procedures import ProcedureGraph, signature
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
 from runtime.train.runs import RunDir, new_run, open_run, versions
@@ -90,7 +91,7 @@ class Model:
     """One compiled spec, ready to train, evaluate and run."""
 
     origin: Origin | None = None  # set by `compile`/`load` (and the CLI), for run.json
-    run: RunDir | None = None  # set by `start_run`
+    run_dir: RunDir | None = None  # set by `start_run`
 
     def __init__(self, compiled: Compiled, backend: str = "numpy",
                  out_dir: str | Path | None = None,
@@ -130,7 +131,7 @@ class Model:
             batch: int | None = None, **kw: Any) -> FitResult:
         """Train; see `runtime.train.loop.Trainer.fit`. With an `out_dir` the first call
         starts the run there (`start_run`)."""
-        if self.out_dir is not None and self.run is None:
+        if self.out_dir is not None and self.run_dir is None:
             self.start_run(self.out_dir)
         return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
 
@@ -157,6 +158,24 @@ class Model:
         runs = [self.trainer.predict(inputs, seed=k) for k in range(samples)]
         return {n: (np.mean([r[n] for r in runs], axis=0), np.var([r[n] for r in runs], axis=0))
                 for n in runs[0]}
+
+    @property
+    def procedures(self) -> dict[str, str]:
+        """Name -> signature (`filter(y: f32[N], a = 0.9)`) of each procedure, in order."""
+        return {n: signature(d) for n, d in self.compiled.procedures.items()}
+
+    def procedure_graph(self, name: str | None = None, **args: Any) -> ProcedureGraph:
+        """The procedure `name` (the only or first one when None) lowered for these
+        arguments (`n=16`; a tensor argument takes an array)."""
+        return self.compiled.procedure(name, args)
+
+    def run(self, name: str | None = None, seed: int | None = None,
+            **args: Any) -> dict[str, np.ndarray]:
+        """Run a procedure with the current parameters, in evaluation mode: its returned
+        values by name. Its random draws come from `seed` (default: the spec's seed)."""
+        pg = self.procedure_graph(name, **args)
+        seed = self.program.train.seed if seed is None else seed
+        return self.trainer.run_graph(pg.graph, pg.feeds, seed, f"procedure '{pg.name}'")
 
     def graph(self, stage: str = "optimized", phase: int = 0) -> nx.DiGraph:
         return self.compiled.stages[stage][phase][1].to_networkx()
@@ -212,7 +231,7 @@ class Model:
                 "dtype": o.dtype, "backend": trainer.backend.name, "settings": settings,
                 "start_step": trainer.step, "versions": versions(), **facts})
         trainer.out_dir = self.out_dir = run.path
-        self.run = run
+        self.run_dir = run
         return run
 
 

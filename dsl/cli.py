@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(c)
     gr = sub.add_parser("graph", help="print a graph stage")
     _common(gr)
-    gr.add_argument("--stage", choices=("forward", "grad", "step", "optimized"),
-                    default="optimized")
+    gr.add_argument("--stage", choices=("forward", "grad", "step", "optimized", "procedures"),
+                    default="optimized", help="procedures: each procedure with its defaults")
     gr.add_argument("--format", choices=("text", "dot"), default="text")
     gr.add_argument("--dump-after", metavar="PASS")
     gr.add_argument("--locs", action="store_true", help="print source positions")
@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: test, else valid, else train")
     e.add_argument("--json", metavar="PATH")
     e.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    sa = sub.add_parser("sample", help="run a procedure with trained parameters")
+    _common(sa)
+    sa.add_argument("procedure", nargs="?", help="default: the only (or first) procedure")
+    sa.add_argument("--checkpoint", metavar="CKPT",
+                    help="a checkpoint file or run directory (default: the latest run)")
+    sa.add_argument("--out", metavar="DIR", help="where <procedure>.npz goes")
+    sa.add_argument("--json", metavar="PATH")
     cg = sub.add_parser("check-grad", help="finite-difference check of the spec's gradients")
     _common(cg)
     cg.add_argument("--order", type=int, choices=(1, 2), default=1)
@@ -244,6 +251,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"parameters: {n_all}{extra}")
     if p.data is not None:
         print(f"data: {p.data[0]}")
+    if c.procedures:
+        from dsl.procedures import signature
+
+        print("procedures: " + ", ".join(signature(d) for d in c.procedures.values()))
     return 0
 
 
@@ -258,7 +269,13 @@ def cmd_graph(args: argparse.Namespace) -> int:
             print(text, end="")
         return 0
     if args.format == "dot":
-        for _name, g in c.stages[args.stage]:
+        if args.stage == "procedures":
+            from dsl.procedures import procedure_graph
+
+            graphs = [procedure_graph(c, n, {}, False).graph for n in c.procedures]
+        else:
+            graphs = [g for _name, g in c.stages[args.stage]]
+        for g in graphs:
             print(to_dot(g), end="")
         return 0
     print(c.text(args.stage, locs=args.locs), end="")
@@ -406,6 +423,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     dtype = args.dtype or "float32"
     c = _compile(args, dtype=dtype)
     p = c.program
+    if not p.phases and not p.outputs and c.procedures:  # nothing to train: run it
+        first = next(iter(c.procedures))
+        if not args.quiet:
+            print(f"note: {p.name} has nothing to train; running its procedure '{first}' "
+                  f"(dslrun sample {args.spec} [PROCEDURE] runs any of them)", file=sys.stderr)
+        return cmd_sample(argparse.Namespace(**{**vars(args), "procedure": None,
+                                                "checkpoint": None, "dtype": dtype}))
     model = Model(c, backend=args.backend, batch=args.batch)
     model.origin = origin(args.spec, _sets(args.set), dtype, args.seed)
     if resume is not None:
@@ -456,7 +480,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "metrics": dict(by_split.get(split, {})) if split else {}, "split": split,
             "metrics_by_split": by_split, "params": p.param_count(), "seconds": seconds,
             "checkpoint": result.checkpoint if result else None,
-            "run_dir": str(model.run.path) if model.run is not None else None,
+            "run_dir": str(model.run_dir.path) if model.run_dir is not None else None,
             "stopped": result.stopped if result else None,
             "best": result.best if result else None,
             "lr": result.lr if result else {},
@@ -612,9 +636,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from dsl.sample import sample
+
+    return sample(args, _compile_with, _sets)
+
+
+def _compile_with(args: argparse.Namespace, overrides: dict[str, str]) -> Any:
+    """`_compile` with these overrides instead of all of `--set` (sample keeps a procedure's
+    arguments for the procedure)."""
+    _check_pass_name(args)
+    from dsl.compiler import DTYPE_NAMES, compile_file
+
+    c = compile_file(args.spec, overrides=overrides, dtype=DTYPE_NAMES[args.dtype],
+                     seed=args.seed)
+    for w in c.warnings:
+        print(w.format(), file=sys.stderr)
+    return c
+
+
 COMMAND_FUNCS = {"train": cmd_train, "check": cmd_check, "graph": cmd_graph,
                  "params": cmd_params, "eval": cmd_eval, "check-grad": cmd_check_grad,
-                 "bench": cmd_bench, "doc": cmd_doc, "list": cmd_list}
+                 "bench": cmd_bench, "sample": cmd_sample, "doc": cmd_doc, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,16 +30,21 @@ from dsl.errors import (
     did_you_mean,
     register_source,
 )
-from dsl.lower import Lowerer, OptUse
-from runtime.ir import Graph, to_text
-from runtime.ops import Val
+from dsl.lower import Lowered, OptUse, lower
+from runtime.dtypes import COMPUTE_FLOATS, np_dtype
+from runtime.ir import Graph
+from runtime.ops import Val, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
 from runtime.train.best import direction
 from runtime.train.data import DataError, check_dataset, load_dataset
 
+if TYPE_CHECKING:
+    from dsl.procedures import ProcedureGraph
+
 STAGES = ("forward", "grad", "step", "optimized")
-DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+# the float type a program computes in (`--dtype`, `dtype=`), named as NumPy or as the language
+DTYPE_NAMES = {name: dt for dt in COMPUTE_FLOATS for name in (np_dtype(dt).name, dt)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,6 +131,14 @@ def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = (),
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class ProcedureSource:
+    stmts: tuple[A.Stmt, ...]
+    float_dtype: str
+    overrides: dict[str, Any]
+    load_data: Callable[[A.DataDecl], Any]
+
+
 @dataclass
 class Compiled:
     """A Program plus the printable stages of its graphs."""
@@ -136,8 +150,26 @@ class Compiled:
     procedures: dict[str, A.ProcedureDef] = field(default_factory=dict)
     dataset: Any = None  # the data set, when compiling needed it (train.x constants)
     warnings: list[DslWarning] = field(default_factory=list)  # in source order
+    # what lowering a procedure needs again: the statements, the dtype, the overrides and
+    # the data loader (procedures are lowered per call: their arguments may be shapes)
+    source: ProcedureSource | None = None
+
+    def procedure(self, name: str | None, args: dict[str, Any]) -> ProcedureGraph:
+        """The procedure `name` lowered for `args` (see `dsl.procedures`)."""
+        from dsl.procedures import procedure_graph
+
+        return procedure_graph(self, name, args)
 
     def text(self, stage: str, locs: bool = False) -> str:
+        """The canonical text of a stage (one graph per phase); stage "procedures": each
+        procedure lowered with its default arguments and optimized."""
+        if stage == "procedures":
+            from dsl.procedures import procedure_graph
+
+            return "\n".join(
+                f"# procedure: {n}\n" + to_text(procedure_graph(self, n, {}, False).graph,
+                                                stage=stage, passes=self.passes, locs=locs)
+                for n in self.procedures)
         parts = []
         for name, g in self.stages[stage]:
             passes = self.passes if stage == "optimized" else ()
@@ -176,12 +208,12 @@ def _literal(e: A.Expr) -> Any:
 def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str) -> Any:
     """Load a data set; its errors become spec errors at the `data` line."""
     try:
-        return load_dataset(name, opts, dtype=np.float64 if dtype == "f64" else np.float32)
+        return load_dataset(name, opts, dtype=dtype)
     except DataError as e:
         raise DataErr(str(e), span) from None
 
 
-def _settings(low: Lowerer, warnings: list[DslWarning]) -> TrainSettings:
+def _settings(low: Lowered, warnings: list[DslWarning]) -> TrainSettings:
     """The `train { }` settings, each checked at its span; spec-level doubts go to
     `warnings`."""
     ts = TrainSettings()
@@ -246,7 +278,7 @@ def _settings(low: Lowerer, warnings: list[DslWarning]) -> TrainSettings:
     return ts
 
 
-def _lr_outputs(low: Lowerer, uses: list[OptUse], dtype: str,
+def _lr_outputs(low: Lowered, uses: list[OptUse], dtype: str,
                 taken: list[str]) -> dict[int, tuple[str, int]]:
     """The learning rate of each optimizer use that has a scalar `lr` option (a number, or an
     expression of step and epoch such as a schedule): id(use) -> (output name, node). The
@@ -259,7 +291,7 @@ def _lr_outputs(low: Lowerer, uses: list[OptUse], dtype: str,
             if v.type.rank == 0 and v.type.is_float:
                 found.append((u, v.id))
         elif isinstance(v, int | float | np.number) and not isinstance(v, bool):
-            found.append((u, low.b.const(float(v), dtype).id))  # shares the rule's constant
+            found.append((u, low.builder.const(float(v), dtype).id))  # the rule's constant
     out: dict[int, tuple[str, int]] = {}
     for u, nid in found:
         name = "lr" if len(found) == 1 and "lr" not in taken else f"lr.{u.objective}"
@@ -286,17 +318,15 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
             loaded["data"] = load_program_data(name, opts, decl.span, dtype)
         return loaded["data"]
 
-    lows = {}
-    for mode in ("train", "eval"):
-        low = Lowerer(stmts, prelude(), mode, float_dtype=dtype, overrides=overrides,
-                      data_loader=loader)
-        low.run()
-        lows[mode] = low
-    tl, el = lows["train"], lows["eval"]
+    tl = lower(stmts, prelude(), "train", float_dtype=dtype, overrides=overrides,
+               data_loader=loader)
+    el = lower(stmts, prelude(), "eval", float_dtype=dtype, overrides=overrides,
+               data_loader=loader)
     if tl.model_name is None:
         raise NameErr("a spec starts with 'model NAME'", A.Span(file, 1, 1, 1, 2))
-    if not (tl.objectives or tl.outputs or tl.metrics):
-        raise NameErr("missing objective: declare 'objective NAME = ...' (or an 'output')",
+    if not (tl.objectives or tl.outputs or tl.metrics or tl.procedures):
+        raise NameErr("missing objective: declare 'objective NAME = ...' (or an 'output', "
+                      "or a 'procedure')",
                       A.Span(file, 1, 1, 1, 2))
     if tl.data_decl is not None:
         try:
@@ -313,7 +343,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     settings = _settings(tl, warnings)
     if seed is not None:
         settings.seed = seed
-    tl.seed = settings.seed  # initial values are drawn later, from this seed
+    tl.seed.value = settings.seed  # initial values are drawn later, from this seed
 
     # the training phases
     order = tl.train_settings.get("order")
@@ -328,7 +358,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
             phases_spec.append((name, uses, name))
     elif tl.opt_uses or tl.state_updates:
         obj = tl.opt_uses[0].objective if tl.opt_uses else (next(iter(tl.objectives), ""))
-        phases_spec.append(("train" if tl.opt_uses else "update", tl.opt_uses, obj))
+        phases_spec.append(("train" if tl.opt_uses else "update", list(tl.opt_uses), obj))
     for name in el.variables:
         if name not in tl.variables:
             raise TypeErr(f"variable '{name}' exists only in evaluation mode")
@@ -373,7 +403,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         stages["optimized"] = [("", fwd_opt)]
 
     program = Program(
-        name=tl.model_name, forward=fwd_opt, phases=phases, variables=tl.variables,
+        name=tl.model_name, forward=fwd_opt, phases=phases, variables=dict(tl.variables),
         inputs=dict(tl.inputs), input_defaults=dict(tl.input_defaults),
         objectives=list(tl.objectives), metrics=list(tl.metrics), outputs=list(tl.outputs),
         data=data_options(tl.data_decl, file) if tl.data_decl else None, train=settings,
@@ -391,7 +421,8 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     if tl.data_decl is not None:  # `check` finds what training would find
         check_data(program, loader(tl.data_decl))
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
-                    loaded.get("data"), warnings)
+                    loaded.get("data"), warnings,
+                    ProcedureSource(stmts, dtype, dict(overrides or {}), loader))
 
 
 def compile_file(path_or_name: str, **kw: Any) -> Compiled:

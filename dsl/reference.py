@@ -272,7 +272,6 @@ def builtin_entries() -> list[Entry]:
 
 def primitive_entries() -> list[Entry]:
     """`runtime.ops.REGISTRY`: tensor arguments, attributes with defaults, the OpDef's doc."""
-    import runtime.passes  # noqa: F401  (registers fused_elementwise)
     from runtime.ops import REGISTRY
 
     out = []

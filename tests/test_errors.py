@@ -264,6 +264,17 @@ CASES: list[Case] = [
     spec("constant_too_large", HEAD + "const N = 8\nconst E = eye(N)\n"
          "objective loss = mean(x)\n", 5, 11, "eye would make 1e+16 elements",
          "(--set N=100000000)", args=("--set", "N=100000000")),
+    spec("loop_carry_changes_type", HEAD + "net f(x) {\n  h = x\n  loop t in 0 .. 3 { "
+         "h = sum(h, axis = -1) }\n  return h\n}\nobjective loss = mean(f(x))\n", 6, 3,
+         "'h' is carried by this loop and must keep its type: it enters as f32[B,2] and the "
+         "body makes it f32[B]"),
+    spec("emit_outside_a_loop", HEAD + "net f(x) {\n  emit x\n  return x\n}\n"
+         "objective loss = mean(f(x))\n", 5, 3, "'emit' belongs in the body of a run-time"),
+    spec("loop_counting_down", HEAD + "net f(x) {\n  h = x\n  loop t in 3 .. 1 { h = h * 2 }"
+         "\n  return h\n}\nobjective loss = mean(f(x))\n", 6, 3, "no iteration",
+         "loop t in reversed 1 .. 3"),
+    spec("emit_needs_a_name", HEAD + "net f(x) {\n  h = x\n  loop t in 0 .. 3 { emit h * 2 }"
+         "\n  return h\n}\nobjective loss = mean(f(x))\n", 6, 22, "emit EXPR as NAME"),
     spec("constant_bad_arguments", HEAD + "const R = arange(0, 10, 0)\n"
          "objective loss = mean(x)\n", 4, 11, "arange: division by zero"),
 ]

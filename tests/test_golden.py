@@ -6,7 +6,7 @@ grad and optimized, compared with `tests/golden/<spec path without .dl>.<stage>.
 
 Golden texts hold no absolute paths and no source positions, so moving the repository or
 editing a comment in a spec does not churn them. Every golden text must also survive
-print -> parse -> print unchanged (`runtime.ir.parse_text` then `runtime.ir.to_text`).
+print -> parse -> print unchanged (`runtime.ir.parse_text` then `runtime.ops.to_text`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from conftest import ROOT, TWO_PHASES
 
 from dsl.compiler import Compiled, compile_file
-from runtime.ir import parse_text, to_text
+from runtime.ir import parse_text
+from runtime.ops import to_text
 
 SPECS = ROOT / "specs"
 GOLDEN = ROOT / "tests" / "golden"
@@ -56,16 +57,17 @@ def diff(expected: str, actual: str, name: str) -> str:
 # ---------------------------------------------------------------- print -> parse -> print
 
 def split_phases(text: str) -> list[tuple[str | None, str]]:
-    """A stage's text as (phase name or None, one graph's text); `Compiled.text` puts a
-    `# phase: NAME` line before each graph of a multi-phase program."""
+    """A stage's text as (header line or None, one graph's text); `Compiled.text` puts a
+    `# phase: NAME` line before each graph of a multi-phase program (and `# procedure: NAME`
+    before each procedure's)."""
     chunks: list[tuple[str | None, str]] = []
     name: str | None = None
     cur: list[str] = []
     for line in text.splitlines(keepends=True):
-        if line.startswith("# phase: "):
+        if line.startswith(("# phase: ", "# procedure: ")):
             if cur or chunks:
                 chunks.append((name, "".join(cur)))
-            name, cur = line[len("# phase: "):].strip(), []
+            name, cur = line.rstrip("\n"), []
         else:
             cur.append(line)
     chunks.append((name, "".join(cur)))
@@ -81,7 +83,7 @@ def reprint(text: str) -> str:
         g = parse_text(chunk)
         out = to_text(g, stage=header.get("stage"),
                       passes=[] if passes == "(none)" else passes.split(", "))
-        parts.append((f"# phase: {name}\n" if name is not None else "") + out)
+        parts.append((f"{name}\n" if name is not None else "") + out)
     return "\n".join(parts)
 
 
@@ -95,7 +97,9 @@ def check_portable(text: str, what: str) -> None:
 
 # ---------------------------------------------------------------- the golden files
 
-CASES = [(spec_key(p), stage) for p in spec_files() for stage in STAGES]
+_PROCEDURE = re.compile(r"^\s*procedure\s+\w+", re.M)
+CASES = [(spec_key(p), stage) for p in spec_files()
+         for stage in (*STAGES, *(("procedures",) if _PROCEDURE.search(p.read_text()) else ()))]
 
 
 @pytest.mark.parametrize(("key", "stage"), CASES, ids=[f"{k}.{s}" for k, s in CASES])
@@ -185,7 +189,7 @@ def test_reprint_of_inline_specs(tmp_path: Path, text: str, stage: str) -> None:
     check_portable(out, "inline spec")
     assert reprint(out) == out
     if "order" in text and stage != "forward":
-        assert [n for n, _ in split_phases(out)] == ["g_loss", "d_loss"]
+        assert [n for n, _ in split_phases(out)] == ["# phase: g_loss", "# phase: d_loss"]
 
 
 def test_missing_golden_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,3 +208,60 @@ def test_missing_golden_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         me.test_golden("t", "forward", update_golden=False)
     finally:
         me.compiled.cache_clear()
+
+
+# ---------------------------------------------------------------- independent of imports
+
+_LEAN = """\
+# dslgraph 1
+# passes: (none)
+inputs
+  %0:f32[2,3] = input ; name='x'
+body
+  %1:f32[2,3] = leaky_relu %0
+  %2:f32[2,3] = exp %1 ; role=grad
+outputs
+  output y = %2
+"""
+
+# Print each text read from stdin (a JSON list) with `runtime.ir.to_text` before and after
+# importing the op registry, and canonically with `runtime.ops.to_text`; with argument "all",
+# every other runtime and language module is imported first.
+_PRINTER = """
+import json, sys
+from runtime.ir import parse_text, to_text
+graphs = [parse_text(t) for t in json.load(sys.stdin)]
+raw = [to_text(g) for g in graphs]
+if sys.argv[1] == "all":
+    import dsl.api, dsl.cli, runtime.autodiff, runtime.gradcheck, runtime.passes, runtime.plan
+import runtime.ops
+json.dump({"raw": raw, "raw_after": [to_text(g) for g in graphs],
+           "canonical": [runtime.ops.to_text(g) for g in graphs],
+           "ops": sorted(runtime.ops.REGISTRY)}, sys.stdout)
+"""
+
+
+def test_text_does_not_depend_on_imported_modules() -> None:
+    """No module changes how graphs print by being imported: `runtime.ir.to_text` prints the
+    attributes a graph holds, `runtime.ops.to_text` adds the registered defaults, and
+    `runtime.ops` registers every op itself (the fusion pass's op included)."""
+    import json
+    import subprocess
+
+    from conftest import cli_env
+
+    texts = [_LEAN, golden_path("linear_regression", "optimized").read_text()]
+    out = {}
+    for which in ("ops", "all"):
+        p = subprocess.run([sys.executable, "-c", _PRINTER, which], input=json.dumps(texts),
+                           capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=120)
+        assert p.returncode == 0, p.stderr
+        out[which] = json.loads(p.stdout)
+    assert out["ops"] == out["all"]
+    res = out["ops"]
+    assert res["raw"] == res["raw_after"]
+    assert "leaky_relu %0\n" in res["raw"][0]
+    assert "leaky_relu %0 {alpha=0.01}\n" in res["canonical"][0]
+    body = lambda t: [ln for ln in t.splitlines() if not ln.startswith("#")]
+    assert body(res["canonical"][1]) == body(texts[1])
+    assert "fused_elementwise" in res["ops"]

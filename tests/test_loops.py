@@ -12,8 +12,8 @@ import pytest
 
 from runtime.autodiff import gradients, vjp
 from runtime.backends import get_backend
-from runtime.ir import Graph, TensorType, parse_text, to_text
-from runtime.ops import Builder, Val
+from runtime.ir import Graph, TensorType, parse_text
+from runtime.ops import Builder, Val, to_text
 from runtime.ops.control import loop, new_region, set_results
 from runtime.passes import run_pipeline, verify_graph
 from runtime.plan import Plan

@@ -9,6 +9,7 @@ import pytest
 from dsl import ast as A
 from dsl import cache as cache_module
 from dsl import parser as parser_module
+from dsl import store
 from dsl.errors import SyntaxErr
 from dsl.parser import parse
 from dsl.printer import format_expr, format_program
@@ -676,7 +677,7 @@ def test_grammar_cache_is_private_atomic_and_self_healing(tmp_path, monkeypatch)
     assert parser_module._build_parser().parse(text) == expected  # rebuilds
     if hasattr(os, "getuid"):
         cache_dir.chmod(0o777)
-        assert cache_module.cache_dir() is None  # writable by others: not used
+        assert store.cache_dir() is None  # writable by others: not used
         cache_dir.chmod(0o700)
 
 

@@ -1,0 +1,96 @@
+"""`dslrun sample SPEC [PROCEDURE]`: run a procedure with trained parameters and save what it
+returns.
+
+The parameters come from `--checkpoint` or the latest run of the spec's model
+(`runs/<model>/latest`); a spec with parameters and no checkpoint is an error saying how to get
+one, a spec without parameters needs none. `--set NAME=VALUE` sets a procedure argument (or,
+for other names, a const as everywhere). Each returned value's shape and summary statistics are
+printed, and all of them are written to `DIR/<procedure>.npz` (DIR: `--out`, else the run
+directory of the checkpoint, else `runs/<model>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["sample"]
+
+
+def _summary(v: np.ndarray) -> str:
+    if v.size == 0:
+        return "(empty)"
+    if v.dtype.kind not in "fiub":
+        return ""
+    f = v.astype(np.float64)
+    return (f"mean {f.mean():.6g}  std {f.std():.6g}  min {f.min():.6g}  "
+            f"max {f.max():.6g}")
+
+
+def sample(args: argparse.Namespace, compile_spec: Any, sets: Any) -> int:
+    """The command; `compile_spec(args, overrides)` and `sets(args.set)` come from the CLI."""
+    from dsl.api import Model
+    from dsl.procedures import find
+    from runtime.train import runs
+    from runtime.train.checkpoint import save_arrays
+
+    if args.json:
+        runs.check_file_target(args.json, "--json")
+    if args.out:
+        runs.check_dir_target(args.out, "--out")
+    given = sets(args.set)
+    d_names = _procedure_params(args.spec, args.procedure)
+    c = compile_spec(args, {k: v for k, v in given.items() if k not in d_names})
+    p = c.program
+    d = find(c.procedures, args.procedure, p.name)
+    proc_args = {k: v for k, v in given.items() if k in d_names}
+    model = Model(c)
+    ckpt = None
+    if args.checkpoint:
+        ckpt = runs.resolve_checkpoint(args.checkpoint)
+    elif p.param_count():
+        run, note = runs.find_run("runs", p.name)  # an error saying how to get one if none
+        ckpt = run.checkpoint
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    if ckpt is not None:
+        model.load(ckpt, weights_only=True)
+    seed = args.seed if args.seed is not None else p.train.seed
+    out = model.run(d.name, seed=seed, **proc_args)
+    source = f"checkpoint {ckpt}" if ckpt is not None else "no parameters"
+    print(f"{p.name}: {d.name} ({source}, seed {seed})")
+    width = max(len(k) for k in out) if out else 0
+    for k, v in out.items():
+        shape = "[" + ", ".join(str(s) for s in v.shape) + "]"
+        print(f"  {k.ljust(width)}  {v.dtype.name}{shape}  {_summary(v)}")
+    target_dir = Path(args.out) if args.out else (
+        ckpt.parent if ckpt is not None else Path("runs") / p.name)
+    path = save_arrays(target_dir / f"{d.name}.npz", out)
+    print(f"saved: {path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"spec": args.spec, "procedure": d.name, "seed": seed, "file": str(path),
+             "checkpoint": str(ckpt) if ckpt is not None else None,
+             "values": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
+                            "summary": _summary(v)} for k, v in out.items()}},
+            indent=2) + "\n")
+    return 0
+
+
+def _procedure_params(spec: str, name: str | None) -> set[str]:
+    """The argument names of the procedure to run (from the cached parse): `--set` gives
+    those to the procedure, the rest to consts."""
+    from dsl import ast as A
+    from dsl.cache import parse_cached
+    from dsl.compiler import display_path, read_spec, resolve_spec
+
+    path = resolve_spec(spec)
+    procs = [s for s in parse_cached(read_spec(path), display_path(path)).body
+             if isinstance(s, A.ProcedureDef)]
+    chosen = [d for d in procs if d.name == name] if name else procs[:1]
+    return {q.name for d in chosen for q in d.params}
