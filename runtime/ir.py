@@ -17,7 +17,7 @@ import ast as pyast
 import hashlib
 import heapq
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime import dtypes
-from runtime.dtypes import DTYPES, NP_TO_DTYPE  # noqa: F401  (re-exported until callers switch)
+from runtime.dtypes import DTYPES
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -627,27 +627,61 @@ def _enum(kind: type[StrEnum], value: str, line: str) -> Any:
 
 
 def to_dot(g: Graph) -> str:
-    """Graphviz DOT: one box per node labelled with op and type, edges labelled by position."""
-    order = g.topo_order()
-    num = {i: k for k, i in enumerate(order)}
-    colors = {Role.INPUT: "lightblue", Role.PARAM: "khaki", Role.STATE: "plum",
-              Role.CONST: "lightgrey", Role.GRAD: "salmon", Role.UPDATE: "palegreen"}
-    out = ["digraph dslgraph {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
-    for i in order:
-        n = g.nodes[i]
-        label = f"%{num[i]} {n.op}\\n{n.type}"
-        if n.name:
-            label += f"\\n{n.name}"
-        color = colors.get(n.role, "white")
-        out.append(f'  n{num[i]} [label="{label}", style=filled, fillcolor={color}];')
-    for i in order:
-        for pos, j in enumerate(g.nodes[i].inputs):
-            out.append(f'  n{num[j]} -> n{num[i]} [label="{pos}"];')
-    for name, nid in sorted(g.outputs.items()):
-        out.append(f'  out_{_dot_id(name)} [label="{name}", shape=ellipse];')
-        out.append(f"  n{num[nid]} -> out_{_dot_id(name)};")
+    """Graphviz DOT: one box per node labelled with op and type, edges labelled by position.
+    A node with regions (a loop, a fused kernel) is followed by each region drawn as a cluster
+    of its own nodes, with a dashed edge from the node to the cluster's results."""
+    out = ["digraph dslgraph {", "  rankdir=TB;", "  compound=true;",
+           "  node [shape=box, fontname=monospace];"]
+    counter = iter(range(1 << 62))
+    _dot_body(g, out, counter, "  ")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+_DOT_COLORS = {Role.INPUT: "lightblue", Role.PARAM: "khaki", Role.STATE: "plum",
+               Role.CONST: "lightgrey", Role.GRAD: "salmon", Role.UPDATE: "palegreen",
+               Role.ARG: "lightcyan"}
+
+
+def _dot_body(g: Graph, out: list[str], counter: Iterator[int], pad: str) -> str | None:
+    """Append `g`'s nodes, edges and outputs (its regions as nested clusters); the DOT id of
+    its first output."""
+    order = g.topo_order()
+    ids = {i: f"n{next(counter)}" for i in order}
+    for k, i in enumerate(order):
+        n = g.nodes[i]
+        label = f"%{k} {n.op}\\n{n.type}"
+        if n.name:
+            label += f"\\n{n.name}"
+        color = _DOT_COLORS.get(n.role, "white")
+        out.append(f'{pad}{ids[i]} [label="{label}", style=filled, fillcolor={color}];')
+        for r, region in enumerate(n.regions):
+            cluster = f"cluster_{next(counter)}"
+            out.append(f"{pad}subgraph {cluster} {{")
+            out.append(f'{pad}  label="{n.op} %{k} region {r}"; style=rounded; color=grey50;')
+            first = _dot_body(region, out, counter, pad + "  ")
+            out.append(f"{pad}}}")
+            if first:
+                out.append(f"{pad}{first} -> {ids[i]} [style=dashed, ltail={cluster}];")
+    for i in order:
+        for pos, j in enumerate(g.nodes[i].inputs):
+            out.append(f'{pad}{ids[j]} -> {ids[i]} [label="{pos}"];')
+    first = None
+    for name, nid in sorted(g.outputs.items(), key=lambda kv: _dot_sort_key(g, kv[0])):
+        oid = f"out_{next(counter)}_{_dot_id(name)}"
+        kind = g.output_kinds.get(name)
+        label = f"result {name}" if kind == OutputKind.RESULT else name
+        out.append(f'{pad}{oid} [label="{label}", shape=ellipse];')
+        out.append(f"{pad}{ids[nid]} -> {oid};")
+        first = first or oid
+    return first
+
+
+def _dot_sort_key(g: Graph, name: str) -> tuple[int, str]:
+    """Region results in their numeric order, other outputs by name."""
+    if g.output_kinds.get(name) == OutputKind.RESULT and name.isdigit():
+        return (0, f"{int(name):09d}")
+    return (1, name)
 
 
 def _dot_id(name: str) -> str:

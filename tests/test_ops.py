@@ -38,7 +38,8 @@ from helpers_numeric import (
 from test_conv_norm import CONV_NORM_ROWS
 
 from runtime.autodiff import GradError, gradients
-from runtime.ir import NP_TO_DTYPE, TensorType, parse_type
+from runtime.dtypes import NP_TO_DTYPE
+from runtime.ir import TensorType, parse_type
 from runtime.ops import REGISTRY, ShapeError
 from runtime.ops.control import new_region, set_results
 

@@ -23,10 +23,9 @@ from dsl import ast as A
 from dsl.errors import DslError, ShapeErr
 from dsl.lower.result import Made, Seed
 from dsl.lower.scope import CallSites, Scope
+from runtime.dtypes import DEFAULT_FLOAT, is_float
 from runtime.ir import Graph, Loc
 from runtime.ops import Builder, ShapeError
-
-FLOAT_DTYPES = ("f16", "f32", "f64")
 
 
 class Overrides:
@@ -105,7 +104,8 @@ class Context:
 
     def fdt(self, dtype: str | None) -> str:
         """Declared float dtypes follow the program's float dtype (--dtype float64)."""
-        if dtype is None or dtype == "f32" or (dtype in FLOAT_DTYPES and self.float_dtype == "f64"):
+        if dtype is None or dtype == DEFAULT_FLOAT or (is_float(dtype)
+                                                       and self.float_dtype == "f64"):
             return self.float_dtype
         return dtype
 

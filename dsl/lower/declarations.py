@@ -20,7 +20,8 @@ from dsl.lower.scope import Scope
 from dsl.lower.values import Deferred, InitSpec, Selection, check_dim, to_val
 from dsl.overrides import const_override, input_override
 from runtime import init as inits
-from runtime.ir import DTYPES, TensorType
+from runtime.dtypes import DTYPES
+from runtime.ir import TensorType
 from runtime.ops import REGISTRY, Val
 from runtime.program import Variable
 

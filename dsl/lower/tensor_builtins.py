@@ -14,12 +14,13 @@ import numpy as np
 from dsl import ast as A
 from dsl.errors import NameErr, ShapeErr, TypeErr
 from dsl.lower import calls, expressions
-from dsl.lower.context import FLOAT_DTYPES, Context
+from dsl.lower.context import Context
 from dsl.lower.scope import Scope
 from dsl.lower.values import InitSpec, Selection, check_dim, const_val, to_val
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian, or_zeros
-from runtime.ir import DTYPES, TensorType
+from runtime.dtypes import DTYPES, is_float
+from runtime.ir import TensorType
 from runtime.ops import Val
 
 Builtin = Callable[[Context, A.Call, Scope], Any]
@@ -167,7 +168,7 @@ def fill_builtin(value: float | None) -> Builtin:
             raise cx.err(TypeErr, f"{e.func}: give a shape list; for a tensor use "
                          f"{e.func}_like", e.span)
         shape = shape_list(cx, a["shape"], e.span)
-        dt = cx.fdt(a["dtype"]) if a["dtype"] in (None, *FLOAT_DTYPES) else a["dtype"]
+        dt = cx.fdt(a["dtype"]) if a["dtype"] is None or is_float(a["dtype"]) else a["dtype"]
         if all(isinstance(d, int) for d in shape):
             return np.full(shape, v, dtype=TensorType(dt, ()).np_dtype())
         return cx.b.emit("full", shape=shape, value=float(v), dtype=dt)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.dtypes import DEFAULT_FLOAT, is_float
 from runtime.ir import Graph, Loc, Role, TensorType
 from runtime.ops.registry import REGISTRY, ShapeError
 
@@ -90,7 +91,7 @@ class Builder:
             raise ShapeError(f"value %{v.id} belongs to another graph than the one being built")
         return self.capture(self.parent.bring(v))
 
-    def const(self, value: Any, dtype: str = "f32") -> Val:
+    def const(self, value: Any, dtype: str = DEFAULT_FLOAT) -> Val:
         arr = np.asarray(value, dtype=TensorType(dtype, ()).np_dtype())
         key = (dtype, arr.shape, arr.tobytes()) if arr.size <= 64 else None
         if key is not None and key in self._const_cache:
@@ -107,8 +108,8 @@ class Builder:
         if isinstance(x, Val):
             return x
         dt = like.type.dtype
-        if isinstance(x, float) and not dt.startswith("f"):
-            dt = "f32"
+        if isinstance(x, float) and not is_float(dt):
+            dt = DEFAULT_FLOAT
         return self.const(x, dt)
 
 

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend, get_backend
-from runtime.ir import DTYPES, Graph
+from runtime.dtypes import DTYPES
+from runtime.ir import Graph
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.best import MODES, BestTracker, direction
