@@ -76,6 +76,33 @@ def test_rnn_loop_and_unrolled_for_give_the_same_loss_and_gradients() -> None:
         np.testing.assert_allclose(looped[k], unrolled[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+CARRY_FROM_A_CONSTANT = """
+model carry_from_constant
+input x: f32[4, 6, 3]
+param w: f32[3, 3] = 0.1
+const RUNTIME = true
+net rnn(x) {
+    h = zeros([4, 3])         # a compile-time value the loop carries: it becomes a tensor
+    if RUNTIME { loop t in 0 .. 6 { h = tanh(x[:, t] @ w + h) } }
+    else { for t in 0 .. 6 { h = tanh(x[:, t] @ w + h) } }
+    return h
+}
+objective loss = mean(rnn(x) ** 2)
+optimizer sgd(lr = 0.1) minimize loss
+"""
+
+
+@pytest.mark.parametrize("runtime", ["true", "false"])
+def test_a_value_known_at_compile_time_is_carried_by_a_loop(runtime: str) -> None:
+    x = np.random.default_rng(0).standard_normal((4, 6, 3))
+    m = dsl.compile(CARRY_FROM_A_CONSTANT, dtype="float64", overrides={"RUNTIME": runtime},
+                    data={"x": x})
+    h = np.zeros((4, 3))
+    for t in range(6):
+        h = np.tanh(x[:, t] @ np.full((3, 3), 0.1) + h)
+    assert float(m(x=x)["loss"]) == pytest.approx(np.mean(h ** 2), rel=1e-12)
+
+
 def _size(g) -> int:
     return sum(1 + sum(_size(r) for r in n.regions) for n in g.nodes.values())
 

@@ -26,6 +26,7 @@ from dsl import ast as A
 from dsl.errors import NameErr, ShapeErr, TypeErr
 from dsl.lower.context import Context
 from dsl.lower.scope import Scope
+from runtime.dtypes import NP_TO_DTYPE
 from runtime.ir import Graph, TensorType
 from runtime.ops import Builder, Val
 from runtime.ops.control import set_results
@@ -107,14 +108,18 @@ def lower_loop(cx: Context, s: A.Loop, scope: Scope) -> None:
     carried = []
     for n in _assigned(s.body):
         found, v = scope.lookup(n)
-        if found and n != s.var and (isinstance(v, Val) or (
+        if found and n != s.var and (isinstance(v, Val | np.ndarray) or (
                 isinstance(v, int | float | np.number) and not isinstance(v, bool))):
             carried.append(n)
     init = []
-    for n in carried:
+    for n in carried:  # a compile-time value becomes a tensor: the body changes it
         v = scope.lookup(n)[1]
-        init.append(cx.b.bring(v) if isinstance(v, Val) else cx.b.const(float(v),
-                                                                          cx.float_dtype))
+        if isinstance(v, Val):
+            init.append(cx.b.bring(v))
+        elif isinstance(v, np.ndarray) and v.dtype.kind not in "fc":
+            init.append(cx.b.const(v, NP_TO_DTYPE[v.dtype]))
+        else:
+            init.append(cx.b.const(np.asarray(v, dtype=float), cx.float_dtype))
     body = Graph()
     rb = Builder(body, role=cx.b.role, parent=cx.b)
     t = Val(rb, body.add("arg", (), {"index": 0}, I64, role="arg", name=s.var))
