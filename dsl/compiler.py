@@ -238,6 +238,11 @@ def _settings(low: Lowered, warnings: list[DslWarning]) -> TrainSettings:
                                   "shuffle", "with_replacement", "sequential"]), spans.get(k))
         elif k == "drop_last" and not isinstance(v, bool):
             raise TypeErr("drop_last must be true or false", spans.get(k))
+        elif k in ("clip_norm", "clip_value"):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or v < 0:
+                raise TypeErr(f"{k} is a number >= 0 (0: no clipping), got {v!r}",
+                              spans.get(k))
+            v = float(v)
         elif k == "validation":
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
                     or not 0 <= v < 1:

@@ -138,8 +138,10 @@ SETTING_DOCS: dict[str, str] = {
 OPTION_DOCS: dict[str, str] = {
     "weight_decay": "adds weight_decay · w to the gradient of each weight",
     "decay_biases": "applies weight_decay to biases and scales too",
-    "clip_value": "clips each gradient entry to ±clip_value",
-    "clip_norm": "rescales the gradients so that their global norm is at most clip_norm",
+    "clip_value": "clips each gradient entry to ±clip_value (first)",
+    "clip_norm": "rescales the gradients so that their global norm is at most clip_norm "
+                 "(after clip_value, before weight decay, as PyTorch's clip_grad_norm_ "
+                 "between backward and step; the train block's clip_norm is the default)",
 }
 
 

@@ -80,6 +80,12 @@ class TrainSettings:
                                       "accuracy-like names max).")
     early_stop: int = _doc(0, "Stop after this many evaluations without improvement of "
                            "keep_best's metric (else the first objective). 0: never.")
+    clip_norm: float = _doc(0.0, "Rescale each optimizer's gradients so that their global "
+                            "norm is at most this (as torch.nn.utils.clip_grad_norm_), before "
+                            "weight decay; an optimizer's own clip_norm option wins. 0: off.")
+    clip_value: float = _doc(0.0, "Clip each gradient entry to ±this (as "
+                             "torch.nn.utils.clip_grad_value_), before clip_norm and weight "
+                             "decay; an optimizer's own clip_value option wins. 0: off.")
 
 
 @dataclass

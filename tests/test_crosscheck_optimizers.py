@@ -133,6 +133,56 @@ def test_optimizer_matches_torch(opt_name: str, model_name: str) -> None:
                                    err_msg=f"{opt_name}: parameter {n}")
 
 
+# ---------------------------------------------------------------- gradient clipping
+
+# name -> (where dslrun's options go, the rule, the train block's extra settings, the torch
+# optimizer, torch's clipping between backward and step); small limits so that every step clips
+CLIPPING = {
+    "train_clip_norm": ("sgd(lr = 0.5, momentum = 0.9)", "clip_norm = 0.05",
+                        lambda ps: torch.optim.SGD(ps, lr=0.5, momentum=0.9),
+                        lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.05)),
+    "optimizer_clip_norm": ("adam(lr = 0.05, clip_norm = 0.05)", "",
+                            lambda ps: torch.optim.Adam(ps, lr=0.05),
+                            lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.05)),
+    "train_clip_value": ("sgd(lr = 0.5)", "clip_value = 0.01",
+                         lambda ps: torch.optim.SGD(ps, lr=0.5),
+                         lambda ps: torch.nn.utils.clip_grad_value_(ps, 0.01)),
+    "clip_then_weight_decay": ("sgd(lr = 0.5, weight_decay = 0.1, decay_biases = true)",
+                               "clip_norm = 0.05",
+                               lambda ps: torch.optim.SGD(ps, lr=0.5, weight_decay=0.1),
+                               lambda ps: torch.nn.utils.clip_grad_norm_(ps, 0.05)),
+    "both_clips": ("sgd(lr = 0.5)", "clip_value = 0.02, clip_norm = 0.03",
+                   lambda ps: torch.optim.SGD(ps, lr=0.5),
+                   lambda ps: (torch.nn.utils.clip_grad_value_(ps, 0.02),
+                               torch.nn.utils.clip_grad_norm_(ps, 0.03))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIPPING))
+def test_gradient_clipping_matches_torch_clip_grad(name: str) -> None:
+    rule, settings, make_torch, clip = CLIPPING[name]
+    text = TANH_MLP.replace("RULE", rule).replace(
+        "train { steps = 20 }", "train { steps = 20" + (", " + settings if settings else "")
+        + " }")
+    model = dsl.compile(text, dtype="float64", overrides={"x": X, "y": Y})
+    tp = _torch_params(model.params)
+    ps = list(tp.values())
+    opt = make_torch(ps)
+    xt, yt = torch.from_numpy(X), torch.from_numpy(Y)
+    norms = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        F.cross_entropy(_tanh_forward(tp, xt), yt).backward()
+        norms.append(float(torch.sqrt(sum((p.grad ** 2).sum() for p in ps))))
+        clip(ps)
+        opt.step()
+    assert min(norms) > 0.05  # every step clipped: the comparison means something
+    model.fit(steps=STEPS)
+    for n, v in model.params.items():
+        np.testing.assert_allclose(v, tp[n].detach().numpy(), rtol=RTOL, atol=ATOL,
+                                   err_msg=f"{name}: parameter {n}")
+
+
 # ---------------------------------------------------------------- forward and gradients
 
 GRAD_MLP = """

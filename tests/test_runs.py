@@ -294,6 +294,8 @@ BAD_SETTINGS = [
     ("keep_best = acc, keep_best_mode = \"up\"", "keep_best_mode must be", "keep_best_mode"),
     ("keep_best_mode = \"max\"", "keep_best_mode needs keep_best", "keep_best_mode"),
     ("early_stop = -1", "train setting 'early_stop' must be an integer >= 0", "early_stop"),
+    ("clip_norm = -1.0", "clip_norm is a number >= 0", "clip_norm"),
+    ("clip_value = \"big\"", "clip_value is a number >= 0", "clip_value"),
 ]
 
 

@@ -100,18 +100,23 @@ def lower(cx: Context, use: OptUse) -> None:
 
 
 def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> list[Val]:
-    """The gradients after the generic options: weight decay (of weights, and of biases
-    with decay_biases), clip_value, then clip_norm over all of them."""
-    gen = use.generic
+    """The gradients after the generic options, in PyTorch's order: clip_value, then
+    clip_norm over all of them (as `clip_grad_value_` and `clip_grad_norm_` between backward
+    and step), then weight decay (of weights, and of biases with decay_biases, as the
+    optimizers' own weight_decay). The train block's clip_norm and clip_value apply to an
+    optimizer that does not set its own."""
+    gen = dict(use.generic)
+    own = {k.name for k in use.stmt.rule.kwargs}
+    for k in ("clip_norm", "clip_value"):
+        v = cx.made.train_settings.get(k)
+        if k not in own and isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
+            gen[k] = v  # other values are the compiler's to report (at the setting)
     b = cx.b
     gvals = []
-    for n, p, g in pairs:
+    for n, _, g in pairs:
         use.grads[n] = g.id
         if g.node.role == "grad" and g.node.name is None:  # not a shared forward node
             cx.graph.replace_node(g.id, name=f"{n}.grad")
-        if gen["weight_decay"] and (cx.made.variables[n].kind == "weight"
-                                    or gen["decay_biases"]):
-            g = g + Val(b, p) * float(gen["weight_decay"])
         gvals.append(g)
     if gen["clip_value"]:
         c = float(gen["clip_value"])
@@ -125,6 +130,10 @@ def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> lis
         norm = b.emit("sqrt", total)
         scale = b.emit("minimum", b.lift(1.0, norm), float(gen["clip_norm"]) / (norm + 1e-6))
         gvals = [g * scale for g in gvals]
+    decay = float(gen["weight_decay"])
+    if decay:
+        gvals = [g + Val(b, p) * decay if cx.made.variables[n].kind == "weight"
+                 or gen["decay_biases"] else g for (n, p, _), g in zip(pairs, gvals)]
     return gvals
 
 
