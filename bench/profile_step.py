@@ -74,8 +74,8 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool) -> dict[str,
     # each instruction alone (the plan's buffer-reusing kernels when it has them): median per
     # instruction over the steps; bytes: what the kernel returns as a new array
     vals = plan.vals
-    fast = getattr(plan, "_fast_steps", None) if plan._fast is not None else None
-    kernels = fast or plan._steps
+    fast = plan.fast.steps if plan.fast is not None else None
+    kernels = fast or plan.steps
     per: list[list[float]] = [[] for _ in plan.instrs]
     nbytes = [0] * len(plan.instrs)
     commits: list[float] = []
@@ -90,7 +90,7 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool) -> dict[str,
             # a new array: not a view of an input, and (buffer reuse on) made by a plain kernel
             new = isinstance(v, np.ndarray) and not any(
                 isinstance(a, np.ndarray) and np.may_share_memory(v, a) for a in args)
-            plain = fast is None or fn is plan._steps[k][0]
+            plain = fast is None or fn is plan.steps[k][0]
             nbytes[k] = v.nbytes if new and plain else 0
         t0 = time.perf_counter()
         plan.commit()

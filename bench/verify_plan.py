@@ -29,8 +29,8 @@ def _train(spec: str, dtype: str, steps: int, reuse: bool) -> tuple[list, dict, 
     losses: list[Any] = []
     m.fit(steps=steps, on_step=lambda s, l: losses.append(dict(l)), final_eval=False)
     plans = [p for r in m.trainer._phases for p in r.plans.values()]
-    fast = (sum(getattr(p, "_fast_kernels", 0) for p in plans),
-            sum(getattr(p, "_fast_inplace", 0) for p in plans))
+    fast = (sum(p.fast.kernels for p in plans if p.fast is not None),
+            sum(p.fast.inplace for p in plans if p.fast is not None))
     vars_ = {k: np.array(v, copy=True) for k, v in m.trainer.variables.items()}
     try:
         ev = m.evaluate()

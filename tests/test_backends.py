@@ -16,9 +16,8 @@ from conftest import ROOT, gpu_usable
 
 from runtime.backends import BackendError, get_backend
 
-KERNEL_SOURCES = sorted((ROOT / "runtime" / "ops").glob("*.py")) + [
-    ROOT / "runtime" / "plan.py", ROOT / "runtime" / "train" / "loop.py",
-]
+KERNEL_SOURCES = sorted((ROOT / "runtime" / "ops").glob("*.py")) + sorted(
+    (ROOT / "runtime" / "plan").glob("*.py")) + [ROOT / "runtime" / "train" / "loop.py"]
 _XP = re.compile(r"\bxp\.([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)")
 
 

@@ -1,0 +1,262 @@
+"""The buffer-reusing step of a plan on NumPy, built from a plain step that just ran (the
+plan's `vals` hold every value it made).
+
+* Kernels: an instruction whose op has an `out=` form (`runtime.plan.out_kernels`) and whose
+  plain result was a new array writes into a plan-owned buffer instead of allocating. Each
+  such kernel is run once against the plain result (same bytes, same strides) or keeps its
+  plain kernel.
+* Outputs, and whatever they may be views of, always get new arrays (callers keep them).
+* Updates in place (`plan_inplace`): an update value made by such a kernel from nothing an
+  output needs is computed by `commit`, straight into the variable's buffer (no copy), when no
+  later update kernel still reads the variable's old value; the step runs the rest. Other
+  update values keep their buffer to the end of the step and are copied.
+* Buffers are shared between values whose lifetimes do not overlap: a linear scan over the
+  execution order, where a value that may be a view of a buffer (the result of any kernel
+  without an out= form reading it) keeps the buffer alive.
+* The steps are generated code (`runtime.plan.codegen`).
+
+Everything here is linear in the number of instructions (times the few variables a value may
+be a view of), so that a plan of a deep network builds in time proportional to its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runtime.plan.codegen import codegen
+from runtime.plan.out_kernels import OutSpec, is_zero, layout, out_spec, same, spec_matches
+
+if TYPE_CHECKING:
+    from runtime.plan.step import Plan
+
+__all__ = ["FastStep", "build_fast_step", "plan_inplace"]
+
+
+@dataclass
+class FastStep:
+    """The buffer-reusing step of a plan: `step(vals)` computes everything but the updates
+    written in place, which `commit(vals)` writes; `copies` are the (variable, slot) updates
+    still copied. It fits while the fed arrays have the layout `feed_sig` and the variables
+    written in place are still the arrays in `inplace_vars`."""
+
+    step: Callable[[list[Any]], None]
+    commit: Callable[[list[Any]], None]
+    copies: list[tuple[str, int]]
+    steps: list[tuple[Any, tuple[int, ...], int]]  # every kernel, by instruction (profiling)
+    feed_sig: tuple
+    inplace_vars: list[tuple[str, Any]]
+    deferred_plain: list[tuple[Any, tuple[int, ...], int]]  # commit's plain kernels
+    kernels: int  # instructions with an out= form
+    inplace: int  # updates written in place
+
+
+def build_fast_step(plan: Plan) -> FastStep:
+    """The buffer-reusing step of `plan` (see the module)."""
+    xp = plan.backend.xp
+    vals = plan.vals
+    instrs = plan.instrs
+    n = len(instrs)
+    zero = {s: is_zero(vals[s]) for s in plan.const_slots}
+    specs: dict[int, OutSpec] = {}
+    for k, ins in enumerate(instrs):
+        args = [vals[i] for i in ins.ins]
+        res = vals[ins.out]
+        spec = out_spec(xp, plan.graph[ins.nid], ins.attrs, plan.dims, args, res,
+                        [zero.get(i, False) for i in ins.ins])
+        if spec is not None and spec_matches(spec, args, res):
+            specs[k] = spec
+    # values that leave the plan (outputs) must be new arrays on every step
+    escaping = set(plan.out_slots)
+    for k in range(n - 1, -1, -1):
+        ins = instrs[k]
+        if ins.out in escaping:
+            if k in specs:
+                del specs[k]
+            else:
+                escaping.update(ins.ins)
+    inplace, deferred = plan_inplace(plan, specs, escaping, zero)
+    order = [k for k in range(n) if k not in deferred] + sorted(deferred)
+    end_pos = len(order)
+    last_read: dict[int, int] = {}
+    for p, k in enumerate(order):
+        for i in instrs[k].ins:
+            last_read[i] = p
+    for _name, s in plan.upd_slots:
+        last_read[s] = end_pos
+    roots: dict[int, frozenset[int]] = {}
+    end: dict[int, int] = {}
+    for p, k in enumerate(order):
+        ins = instrs[k]
+        if k in inplace:
+            r: frozenset[int] = frozenset()
+        elif k in specs:
+            r = frozenset((k,))
+        else:
+            r = frozenset().union(*[roots.get(i, frozenset()) for i in ins.ins])
+        roots[ins.out] = r
+        for b in r:
+            end[b] = max(end.get(b, p), last_read.get(ins.out, p))
+    pool: dict[tuple, list[Any]] = {}
+    frees: dict[int, list[int]] = {}
+    bufs: dict[int, Any] = {}
+
+    def take(like: Any) -> Any:
+        free = pool.get(layout(like))
+        return free.pop() if free else np.empty_like(like)
+
+    def give(b: Any) -> None:
+        pool.setdefault(layout(b), []).append(b)
+
+    steps = list(plan.steps)
+    for p, k in enumerate(order):
+        ins = instrs[k]
+        if k in inplace:
+            spec = inplace[k][1]
+            out = plan.variables[inplace[k][0]]
+        elif k in specs:
+            spec = specs[k]
+            out = bufs[k] = take(vals[ins.out])
+            frees.setdefault(end[k], []).append(k)
+        else:
+            spec = None
+        if spec is not None:
+            scratch = [take(like) for like in spec.likes]
+            for b in scratch:
+                give(b)
+            steps[k] = (spec.make(out, scratch), ins.ins, ins.out)
+        for b in frees.pop(p, ()):
+            give(bufs[b])
+    written = {name for name, _spec in inplace.values()}
+    return FastStep(
+        step=codegen([steps[k] for k in order if k not in deferred], "_step"),
+        commit=codegen([steps[k] for k in sorted(deferred)], "_commit"),
+        copies=[(name, s) for name, s in plan.upd_slots if name not in written],
+        steps=steps,
+        feed_sig=plan.feed_sig(),
+        inplace_vars=[(name, plan.variables[name]) for name, _spec in inplace.values()],
+        deferred_plain=[plan.steps[k] for k in sorted(deferred)],
+        kernels=len(specs),
+        inplace=len(inplace))
+
+
+def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
+                 zero: dict[int, bool]) -> tuple[dict[int, tuple[str, OutSpec]], set[int]]:
+    """The update kernels that write straight into their variable (instruction -> (name,
+    spec)) and the instructions `commit` runs (those and every instruction reading their
+    results, none of them needed by an output)."""
+    vals = plan.vals
+    instrs = plan.instrs
+    variables = plan.variables
+    if not plan.upd_slots or any(s in plan.leaf_slots for _n, s in plan.upd_slots):
+        return {}, set()
+    producer = {ins.out: k for k, ins in enumerate(instrs)}
+    users: dict[int, list[int]] = {}
+    for k, ins in enumerate(instrs):
+        for i in set(ins.ins):
+            users.setdefault(i, []).append(k)
+    # the variables each value may be a view of (kernels with an out= form make new arrays)
+    vroots: dict[int, frozenset[str]] = {s: frozenset((name,)) for name, s in plan.var_slots}
+    for k, ins in enumerate(instrs):
+        vroots[ins.out] = frozenset() if k in specs else frozenset().union(
+            *[vroots.get(i, frozenset()) for i in ins.ins])
+    names_of: dict[int, list[str]] = {}
+    for name, s in plan.upd_slots:
+        names_of.setdefault(s, []).append(name)
+    var_slot = dict(plan.var_slots)
+    overlapping = _overlapping(variables)
+    cands: dict[int, tuple[str, OutSpec]] = {}
+    for s, names in names_of.items():
+        k = producer.get(s)
+        if k is None or k not in specs or s in escaping or len(names) != 1:
+            continue
+        name = names[0]
+        var = variables.get(name)
+        res = vals[s]
+        if (not isinstance(var, np.ndarray) or layout(var) != layout(res)
+                or not var.flags.writeable or name in overlapping):
+            continue
+        ins = instrs[k]
+        # an operand that may be a view of the variable must be the variable itself
+        if any(name in vroots.get(i, ()) and i != var_slot.get(name) for i in ins.ins):
+            continue
+        args = [vals[i] for i in ins.ins]
+        alias = [i == var_slot.get(name) for i in ins.ins]
+        spec = out_spec(plan.backend.xp, plan.graph[ins.nid], ins.attrs, plan.dims, args,
+                        res, [zero.get(i, False) for i in ins.ins], alias)
+        if spec is None:
+            continue
+        tmp = var.copy()
+        got = spec.make(tmp, [np.empty_like(like) for like in spec.likes])(
+            *[tmp if a else v for a, v in zip(alias, args)])
+        if got is tmp and same(tmp, res):
+            cands[k] = (name, spec)
+    while cands:
+        deferred: set[int] = set()
+        stack = list(cands)
+        while stack:
+            k = stack.pop()
+            if k not in deferred:
+                deferred.add(k)
+                stack.extend(users.get(instrs[k].out, ()))
+        if any(instrs[j].out in escaping for j in deferred):
+            return {}, set()  # an output needs what commit would compute
+        # the last deferred instruction reading a (view of a) variable's old value, and the
+        # variables the copied updates may be views of
+        last_reader: dict[str, int] = {}
+        for j in deferred:
+            for i in instrs[j].ins:
+                for name in vroots.get(i, ()):
+                    if last_reader.get(name, -1) < j:
+                        last_reader[name] = j
+        written = {name for name, _spec in cands.values()}
+        copied_roots = frozenset().union(*[vroots.get(s, frozenset())
+                                           for name, s in plan.upd_slots if name not in written])
+        bad = {k for k, (name, _spec) in cands.items()
+               if last_reader.get(name, -1) > k or name in copied_roots}
+        if not bad:
+            return cands, deferred
+        for k in bad:
+            del cands[k]
+    return {}, set()
+
+
+def _overlapping(variables: dict[str, Any]) -> set[str]:
+    """The names of the variables whose memory may overlap another variable's (distinct
+    arrays whose byte ranges intersect, as `np.may_share_memory` judges), by one sort."""
+    spans = []
+    seen: set[int] = set()
+    for name, v in variables.items():
+        if isinstance(v, np.ndarray) and id(v) not in seen:
+            seen.add(id(v))
+            spans.append((*_byte_bounds(v), name))
+    spans.sort()
+    out: set[str] = set()
+    cluster: list[str] = []  # intervals chained by overlaps: each overlaps another one
+    reach = -1
+    for lo, hi, name in spans:
+        if lo >= reach:
+            if len(cluster) > 1:
+                out.update(cluster)
+            cluster = []
+        cluster.append(name)
+        reach = max(reach, hi)
+    if len(cluster) > 1:
+        out.update(cluster)
+    return out
+
+
+def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    """[low, high) addresses of the bytes `a` can reach."""
+    lo = hi = a.__array_interface__["data"][0]
+    if a.size == 0:
+        return lo, lo
+    for n, st in zip(a.shape, a.strides):
+        if st < 0:
+            lo += (n - 1) * st
+        else:
+            hi += (n - 1) * st
+    return lo, hi + a.itemsize

@@ -1,0 +1,268 @@
+"""A plan: one graph compiled for one binding of symbolic dims on one backend, and run.
+
+`Plan` binds symbolic dims to sizes, orders the needed nodes once, resolves attributes and
+binds each kernel to its backend and attributes (`PlanContext`, which also compiles a loop's
+body into a `RegionPlan`), and allocates slots. A step is then one loop over `(kernel, input
+slots, output slot)` triples: no graph walking, no shape inference, no dict lookups.
+Parameters and state live in persistent buffers that updates overwrite in place. The
+buffer-reusing step that replaces the plain one on NumPy is built by `runtime.plan.buffers`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.backends import Backend
+from runtime.errors import UserError
+from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
+from runtime.ops import REGISTRY
+from runtime.plan.buffers import FastStep, build_fast_step
+from runtime.plan.codegen import codegen
+
+__all__ = ["NonFiniteError", "Plan", "PlanContext", "RegionPlan"]
+
+
+class NonFiniteError(UserError):
+    """A node produced NaN or Inf (raised by `--nan-check` runs)."""
+
+    def __init__(self, nid: int, op: str, loc: Loc | None, of_op: str | None,
+                 of_loc: Loc | None, name: str | None) -> None:
+        head = f"non-finite value produced by node %{nid} ({op})"
+        tail = f" [{name}]" if name else ""
+        if of_op is not None:
+            tail += f"; it is part of the gradient of {of_op}" + (f" at {of_loc}" if of_loc else "")
+        self.what = head + tail  # without the node's own position, for callers that show it
+        super().__init__(head + (f" at {loc}" if loc else "") + tail)
+        self.nid, self.op, self.loc = nid, op, loc
+
+
+@dataclass
+class _Instr:
+    fn: Any
+    ins: tuple[int, ...]
+    out: int
+    nid: int
+    attrs: dict[str, Any]  # concrete attributes (the out= forms of runtime.plan.buffers read them)
+
+
+class PlanContext:
+    """What a kernel may need when its plan is built, handed to an op's `compile` hook: the
+    array module, the bound dims, the run's generator (through a proxy, so that a generator
+    restored from a checkpoint takes effect) and `compile_region` for a loop's body."""
+
+    def __init__(self, backend: Backend, dims: Mapping[str, int], rng: Any) -> None:
+        self.backend = backend
+        self.xp = backend.xp
+        self.dims = dims
+        self.rng = rng
+
+    def kernel(self, node: Any) -> tuple[Any, dict[str, Any]]:
+        """The kernel of a node (its op's forward, or what its compile hook makes) and the
+        node's attributes with symbolic dims bound."""
+        opdef = REGISTRY[node.op]
+        attrs = concrete_attrs(node.attrs, self.dims)
+        if opdef.compile is not None:
+            return opdef.compile(self, node, attrs), attrs
+        return functools.partial(opdef.forward, self.xp, **attrs), attrs
+
+    def compile_region(self, region: Graph) -> RegionPlan:
+        return RegionPlan(region, self)
+
+
+class RegionPlan:
+    """A region (a loop's body) compiled once: `run(args)` sets its `arg` slots, runs its
+    kernels in order (generated code, no graph walking) and returns its results."""
+
+    def __init__(self, region: Graph, ctx: PlanContext) -> None:
+        order = region.topo_order()
+        slot = {nid: k for k, nid in enumerate(order)}
+        self.vals: list[Any] = [None] * len(order)
+        self.arg_slots = [slot[i] for i in region.args()]
+        self.result_slots = [slot[i] for i in region.results()]
+        steps = []
+        for nid in order:
+            n = region[nid]
+            if n.op == "const":
+                self.vals[slot[nid]] = ctx.backend.asarray(region.consts[nid],
+                                                           dtype=n.type.np_dtype())
+            elif n.op not in LEAF_OPS:
+                fn, _attrs = ctx.kernel(n)
+                steps.append((fn, tuple(slot[i] for i in n.inputs), slot[nid]))
+        self._step = codegen(steps, "_region")
+
+    def run(self, args: Any) -> list[Any]:
+        vals = self.vals
+        for s, a in zip(self.arg_slots, args):
+            vals[s] = a
+        self._step(vals)
+        return [vals[s] for s in self.result_slots]
+
+
+class Plan:
+    """One compiled graph for one binding of symbolic dims on one backend.
+
+    `outputs` are the names in `graph.outputs` to return; when `apply_updates` is true the
+    graph's updates are computed and written into the variable buffers after the step.
+
+    On NumPy, after the first step the plan switches to a buffer-reusing step (see
+    `runtime.plan.buffers`); `reuse_buffers = False` (on the class or an instance before its first
+    step) keeps the plain loop. Results are bit-identical either way.
+    """
+
+    reuse_buffers = True
+
+    def __init__(self, graph: Graph, dims: Mapping[str, int], backend: Backend,
+                 variables: dict[str, Any], outputs: list[str] | None = None,
+                 apply_updates: bool = True, rng: Any = None) -> None:
+        self.graph = graph
+        self.dims = dict(dims)
+        self.backend = backend
+        self.variables = variables  # name -> persistent backend array (updated in place)
+        self.output_names = list(graph.outputs) if outputs is None else list(outputs)
+        self.rng = rng
+        targets = [graph.outputs[n] for n in self.output_names]
+        upd = dict(graph.updates) if apply_updates else {}
+        targets += list(upd.values())
+        order = graph.topo_order(targets) if targets else []
+        slot = {nid: k for k, nid in enumerate(order)}
+        self.vals: list[Any] = [None] * len(order)
+        self.feed_slots: list[tuple[str, int, tuple, Any]] = []
+        self.var_slots: list[tuple[str, int]] = []
+        self.instrs: list[_Instr] = []
+        xp = backend.xp
+        ctx = PlanContext(backend, dims, _RngProxy(self))
+        for nid in order:
+            n = graph[nid]
+            if n.op == "input":
+                self.feed_slots.append((n.name, slot[nid], n.type.concrete(dims),
+                                        n.type.np_dtype()))
+            elif n.op in ("param", "state"):
+                if n.name not in variables:
+                    raise IRError(f"no value for variable {n.name!r}")
+                self.var_slots.append((n.name, slot[nid]))
+            elif n.op == "const":
+                self.vals[slot[nid]] = backend.asarray(graph.consts[nid],
+                                                       dtype=n.type.np_dtype())
+            else:
+                fn, attrs = ctx.kernel(n)
+                self.instrs.append(_Instr(fn, tuple(slot[i] for i in n.inputs), slot[nid], nid,
+                                          attrs))
+        self.out_slots = [slot[graph.outputs[n]] for n in self.output_names]
+        self.upd_slots = [(name, slot[nid]) for name, nid in upd.items()]
+        self.leaf_slots = {slot[i] for i in order if graph[i].op in LEAF_OPS}
+        self._upd_alias = {s for _, s in self.upd_slots if s in self.leaf_slots}
+        self.steps = [(i.fn, i.ins, i.out) for i in self.instrs]  # the plain step
+        self.const_slots = {slot[i] for i in order if graph[i].op == "const"}
+        # the buffer-reusing step (runtime.plan.buffers): built after the first plain step
+        self.fast: FastStep | None = None
+        # training plans only: an evaluation plan keeps no buffers between its (rare) runs
+        self._fast_state = ("new" if self.reuse_buffers and xp is np and self.upd_slots
+                            else "off")
+        self._pending: str | None = None  # how the last `compute` ran (for `commit`)
+
+    def _load(self, feeds: Mapping[str, Any]) -> None:
+        vals = self.vals
+        for name, s in self.var_slots:
+            vals[s] = self.variables[name]
+        for name, s, _shape, dtype in self.feed_slots:
+            try:
+                v = feeds[name]
+            except KeyError:
+                raise IRError(f"no value fed for input {name!r}") from None
+            vals[s] = self.backend.asarray(v, dtype=dtype)
+
+    def run(self, feeds: Mapping[str, Any], check_finite: bool = False) -> list[Any]:
+        """Run one step; returns the outputs in `self.output_names` order."""
+        results = self.compute(feeds, check_finite)
+        if self.upd_slots:
+            self.commit()
+        return results
+
+    def compute(self, feeds: Mapping[str, Any], check_finite: bool = False) -> list[Any]:
+        """The first half of `run`: compute outputs and new values without writing the
+        variables. `commit()` then writes the updates; skipping it discards them."""
+        self._load(feeds)
+        vals = self.vals
+        if check_finite:
+            self._pending = "plain"
+            self._run_checked()
+        elif self.fast is not None and self._fast_ok(self.fast):
+            self._pending = "fast"
+            self.fast.step(vals)
+        else:
+            self._pending = "plain"
+            for fn, ins, out in self.steps:
+                vals[out] = fn(*[vals[i] for i in ins])
+            if self._fast_state == "new":
+                self._fast_state = "built"
+                self.fast = build_fast_step(self)
+        return [vals[s] for s in self.out_slots]
+
+    def commit(self) -> None:
+        """Write the updates computed by the last `compute` into the variable buffers."""
+        vals = self.vals
+        upd = self.upd_slots
+        fast = self.fast
+        if self._pending == "fast" and fast is not None:  # commit's kernels write in place
+            self._pending = "fast-done"
+            variables = self.variables
+            if all(variables.get(name) is arr for name, arr in fast.inplace_vars):
+                fast.commit(vals)
+                upd = fast.copies
+            else:  # a variable was replaced since `compute`: its plain kernels, then copies
+                self._pending = "plain"
+                for fn, ins, out in fast.deferred_plain:
+                    vals[out] = fn(*[vals[i] for i in ins])
+        elif self._pending == "fast-done" and fast is not None:
+            upd = fast.copies
+        new = [(name, vals[s].copy() if s in self._upd_alias else vals[s]) for name, s in upd]
+        copyto = self.backend.xp.copyto
+        for name, v in new:
+            copyto(self.variables[name], v)
+
+    def _fast_ok(self, fast: FastStep) -> bool:
+        """The fast step fits this call: the fed arrays have the layout it was built for and
+        the variables it updates in place are still the same arrays (else it is rebuilt)."""
+        if self.feed_sig() != fast.feed_sig:
+            return False
+        variables = self.variables
+        for name, arr in fast.inplace_vars:
+            if variables.get(name) is not arr:
+                self.fast = None
+                self._fast_state = "new"
+                return False
+        return True
+
+    def feed_sig(self) -> tuple:
+        """The memory layout of the fed arrays: the fast step is specialized to it."""
+        vals = self.vals
+        return tuple([vals[s].strides for _n, s, _sh, _dt in self.feed_slots])
+
+    def _run_checked(self) -> None:
+        xp = self.backend.xp
+        vals = self.vals
+        for ins in self.instrs:
+            vals[ins.out] = v = ins.fn(*[vals[i] for i in ins.ins])
+            if getattr(v, "dtype", None) is not None and v.dtype.kind == "f" and not bool(
+                    xp.all(xp.isfinite(v))):
+                n = self.graph[ins.nid]
+                of = self.graph.nodes.get(n.of) if n.of is not None else None
+                raise NonFiniteError(ins.nid, n.op, n.loc, of.op if of else None,
+                                     of.loc if of else None, n.name)
+
+
+class _RngProxy:
+    """Forwards to the plan's current generator, so a restored generator takes effect."""
+
+    __slots__ = ("plan",)
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.plan.rng, name)
