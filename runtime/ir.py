@@ -240,13 +240,19 @@ class Graph:
 
     def redirect(self, old: int, new: int) -> None:
         """Make every user of `old` (and every output/update naming it) use `new`."""
-        for user in sorted(self._users[old]):
-            n = self.nodes[user]
-            self.replace_node(user, inputs=tuple(new if i == old else i for i in n.inputs))
+        self.redirect_many({old: new})
+
+    def redirect_many(self, mapping: Mapping[int, int]) -> None:
+        """`redirect` of each old -> new pair (no new node is itself an old one), scanning the
+        output and update tables once for all of them."""
+        for old, new in mapping.items():
+            for user in sorted(self._users[old]):
+                n = self.nodes[user]
+                self.replace_node(user, inputs=tuple(new if i == old else i for i in n.inputs))
         for table in (self.outputs, self.updates):
             for k, v in table.items():
-                if v == old:
-                    table[k] = new
+                if v in mapping:
+                    table[k] = mapping[v]
 
     def remove(self, nid: int) -> None:
         if self._users[nid]:

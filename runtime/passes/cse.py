@@ -45,8 +45,7 @@ def merge_common_subexpressions(graph: Graph) -> Graph:
         for m in members:
             if m != survivor:
                 losers[m] = survivor
-    for old, new in losers.items():
-        g.redirect(old, new)
+    g.redirect_many(losers)
     for old in losers:
         g.remove(old)
     for nid, n in list(g.nodes.items()):  # gradient nodes keep pointing at a live forward node
