@@ -4,9 +4,12 @@ the Python API."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import spec
 
 import dsl
+from runtime.backends import get_backend
+from runtime.plan import Plan
 
 
 def _entropy(w: np.ndarray) -> float:
@@ -51,3 +54,34 @@ def test_clip_contrastive_matches_images_with_their_captions() -> None:
     result = m.fit()
     assert result.loss_final < 0.1 * result.loss_first
     assert m.evaluate("test")["retrieval"] >= 0.85  # chance: 1/64
+
+
+def step_values(name: str, runtime: bool, batch: int = 6, **overrides: str
+                ) -> dict[str, np.ndarray]:
+    """The loss and every parameter's gradient of one float64 step of spec `name`, with the
+    time loop run at run time or unrolled by `for` (`RUNTIME`)."""
+    m = dsl.load(spec(name), dtype="float64",
+                 overrides={"RUNTIME": "true" if runtime else "false", **overrides})
+    g = m.compiled.stages["grad"][0][1]
+    feeds = {k: v[:batch].astype(np.float64) if v.dtype.kind == "f" else v[:batch]
+             for k, v in m.dataset.train.items() if k in m.program.inputs}
+    names = ["loss", *sorted(n for n in g.outputs if n.endswith(".grad"))]
+    values = {k: v.value.astype(np.float64) for k, v in m.program.variables.items()}
+    plan = Plan(g, {"B": batch}, get_backend("numpy"), values, names, apply_updates=False)
+    out = plan.run({**feeds, "step": 1.0, "epoch": 0.0})
+    return dict(zip(names, (np.asarray(v) for v in out)))
+
+
+@pytest.mark.parametrize("name", ["gru_notes", "lstm_notes"])
+def test_the_notes_cells_give_the_same_gradients_looped_and_unrolled(name: str) -> None:
+    looped, unrolled = step_values(name, True, T="12"), step_values(name, False, T="12")
+    assert looped.keys() == unrolled.keys() and len(looped) > 4
+    for k in looped:
+        np.testing.assert_allclose(looped[k], unrolled[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["gru_notes", "lstm_notes"])
+def test_the_notes_cells_remember_the_sum_through_the_silence(name: str) -> None:
+    m = dsl.load(spec(name))
+    m.fit()
+    assert m.evaluate("test")["acc"] >= 0.9
