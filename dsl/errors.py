@@ -20,8 +20,11 @@ def register_source(file: str, text: str) -> None:
     _SOURCES[file] = text
 
 
-class DslError(UserError):
-    """A user mistake in a spec (or in its data), located at a span."""
+class _Positioned:
+    """A message at a span of a spec, with notes; `format()` prints it as
+    `format_message` does, with the class's `SEVERITY`."""
+
+    SEVERITY = "error"
 
     def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
         super().__init__(message)
@@ -30,10 +33,14 @@ class DslError(UserError):
         self.notes = notes
 
     def format(self) -> str:
-        return format_message("error", self.message, self.span, self.notes)
+        return format_message(self.SEVERITY, self.message, self.span, self.notes)
 
     def __str__(self) -> str:
         return self.format()
+
+
+class DslError(_Positioned, UserError):
+    """A user mistake in a spec (or in its data), located at a span."""
 
 
 def format_message(severity: str, message: str, span: Span | None,
@@ -55,22 +62,12 @@ def format_message(severity: str, message: str, span: Span | None,
     return "\n".join(lines)
 
 
-class DslWarning(UserWarning):
+class DslWarning(_Positioned, UserWarning):
     """A spec that compiles but probably does not do what its author meant; `format()` is
     positioned like an error. The compiler collects them on `Compiled.warnings`; the CLI
     prints them, the Python API passes them to `warnings.warn`."""
 
-    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.message = message
-        self.span = span
-        self.notes = notes
-
-    def format(self) -> str:
-        return format_message("warning", self.message, self.span, self.notes)
-
-    def __str__(self) -> str:
-        return self.format()
+    SEVERITY = "warning"
 
 
 class SyntaxErr(DslError):
