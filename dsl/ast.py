@@ -360,14 +360,18 @@ class Repeat(Node):
 
 
 class Loop(Node):
-    """`loop t in [reversed] a .. b { }`: a run-time loop whose body is compiled once; t runs
-    over a, ..., b - 1 (downwards when reversed)."""
+    """`loop t in [reversed] a .. b [until c] [, max = N] [, checkpoint = K] [, count = n] { }`:
+    a run-time loop whose body is compiled once; t runs over a, ..., b - 1 (downwards when
+    reversed). `until` is the stop condition, evaluated after each iteration; `options` are
+    the `name = value` clauses (`max`, `checkpoint`, `count`), in source order."""
 
     var: str
     start: Expr
     stop: Expr
     body: tuple[Stmt, ...]
     reverse: bool = False
+    until: Expr | None = None
+    options: tuple[Setting, ...] = ()
     span: Span = NO_SPAN
 
 

@@ -51,7 +51,9 @@ from lark.exceptions import (  # noqa: E402
 from lark.lexer import PatternStr  # noqa: E402
 from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
-__all__ = ["parse", "get_parser"]
+__all__ = ["LOOP_OPTIONS", "parse", "get_parser"]
+
+LOOP_OPTIONS = ("max", "checkpoint", "count")  # `loop t in a .. b, NAME = value { }`
 
 _LARK_OPTIONS: dict[str, Any] = {
     "parser": "lalr",
@@ -330,9 +332,31 @@ class _Builder(Transformer_NonRecursive):
         reverse: Token | None,
         start: A.Expr,
         stop: A.Expr,
+        _until: Token | None,
+        until: A.Expr | None,
+        options: tuple[A.Setting, ...],
         body: tuple[A.Stmt, ...],
     ) -> A.Loop:
-        return A.Loop(str(var), start, stop, body, reverse is not None, span=self._span(meta))
+        seen: set[str] = set()
+        for o in options:
+            if o.name not in LOOP_OPTIONS:
+                raise SyntaxErr(f"a loop has no option '{o.name}'"
+                                f"{did_you_mean(o.name, LOOP_OPTIONS)}; its options are: "
+                                f"{', '.join(LOOP_OPTIONS)}", o.span)
+            if o.name in seen:
+                raise SyntaxErr(f"loop option '{o.name}' is given twice", o.span)
+            seen.add(o.name)
+            if o.name == "count" and not isinstance(o.value, A.Name):
+                raise SyntaxErr("'count' names the variable that holds the iterations run: "
+                                "count = NAME", o.value.span)
+        return A.Loop(str(var), start, stop, body, reverse is not None, until, options,
+                      span=self._span(meta))
+
+    def loop_options(self, meta: Any, *options: A.Setting) -> tuple[A.Setting, ...]:
+        return options
+
+    def loop_option(self, meta: Any, name: Token, value: A.Expr) -> A.Setting:
+        return A.Setting(str(name), value, span=self._span(meta))
 
     def if_stmt(
         self,
@@ -515,6 +539,7 @@ _EXPR_START = frozenset(
         "'None'",
         "'param'",
         "'train'",
+        "'data'",
     ]
 )
 _OPERATORS = frozenset(f"'{op}'" for op in "+ - * / // % @ ** < <= > >= == != and or [ .".split())

@@ -224,6 +224,9 @@ def _stmt_lines(s: A.Stmt, indent: str) -> list[str]:
     if isinstance(s, A.Loop):
         rev = "reversed " if s.reverse else ""
         head = f"loop {s.var} in {rev}{format_expr(s.start)} .. {format_expr(s.stop)}"
+        if s.until is not None:
+            head += f" until {format_expr(s.until)}"
+        head += "".join(f", {o.name} = {format_expr(o.value)}" for o in s.options)
         return _block(head, s.body, indent)
     if isinstance(s, A.If):
         return _if_lines(s, indent)

@@ -33,6 +33,16 @@ objective loss = sum((w - 1) ** 2)
 optimizer sgd(lr = 0.1) minimize loss
 """
 
+# a loop with the head `loop t in {}` on line 7 (the range starts at column 13)
+LOOP = HEAD + """input n: i64[]
+net f(x) {{
+  h = x
+  loop t in {} {{ h = h * 2 }}
+  return h
+}}
+objective loss = mean(f(x))
+"""
+
 
 MLP = """model mlp
 input x: f32[B, 2]
@@ -275,6 +285,31 @@ CASES: list[Case] = [
          "loop t in reversed 1 .. 3"),
     spec("emit_needs_a_name", HEAD + "net f(x) {\n  h = x\n  loop t in 0 .. 3 { emit h * 2 }"
          "\n  return h\n}\nobjective loss = mean(f(x))\n", 6, 22, "emit EXPR as NAME"),
+    spec("loop_checkpoint_zero", LOOP.format("0 .. 6, checkpoint = 0"), 7, 34,
+         "'checkpoint = 0': a segment is 1 .. 6 iterations"),
+    spec("loop_checkpoint_negative", LOOP.format("0 .. 6, checkpoint = -2"), 7, 34,
+         "'checkpoint = -2': a segment is 1 .. 6 iterations"),
+    spec("loop_checkpoint_longer_than_the_loop", LOOP.format("0 .. 6, checkpoint = 7"), 7, 34,
+         "'checkpoint = 7': a segment is 1 .. 6 iterations"),
+    spec("loop_checkpoint_not_an_integer", LOOP.format("0 .. 6, checkpoint = 2.5"), 7, 34,
+         "'checkpoint = K' takes a compile-time integer, got float 2.5"),
+    spec("loop_checkpoint_with_a_run_time_count", LOOP.format("0 .. n, max = 6, checkpoint = 2"),
+         7, 30, "'checkpoint' needs a fixed trip count"),
+    spec("loop_run_time_stop_needs_max", LOOP.format("0 .. n"), 7, 18,
+         "this loop's stop is a run-time value (i64[])", "'max = N'"),
+    spec("loop_run_time_stop_not_an_integer", LOOP.format("0 .. mean(h), max = 6"), 7, 18,
+         "a loop's run-time stop is an integer scalar (i64[]), got f32[]"),
+    spec("loop_max_of_a_fixed_stop", LOOP.format("0 .. 6, max = 8"), 7, 21,
+         "'max' bounds a stop known only at run time"),
+    spec("loop_unknown_option", LOOP.format("0 .. 6, chekpoint = 2"), 7, 21,
+         "a loop has no option 'chekpoint'", "(did you mean 'checkpoint'?)"),
+    spec("loop_until_not_a_bool", LOOP.format("0 .. 6 until sum(h)"), 7, 26,
+         "'until' takes a bool scalar; this condition is f32[]"),
+    spec("loop_until_reversed", LOOP.format("reversed 0 .. 6 until sum(h) > 1"), 7, 35,
+         "an early-exit loop counts up"),
+    spec("loop_count_names_a_carried_value", LOOP.format("0 .. n until sum(h) > 1, max = 6, "
+                                                         "count = h"), 7, 55,
+         "'count = h': 'h' is carried by this loop"),
     spec("constant_bad_arguments", HEAD + "const R = arange(0, 10, 0)\n"
          "objective loss = mean(x)\n", 4, 11, "arange: division by zero"),
 ]

@@ -1,5 +1,6 @@
-"""Run-time loops: `loop t in [reversed] a .. b { ... }` lowers its body once, into a region of
-its own, and emits one `loop` node (runtime.ops.control) in the enclosing graph.
+"""Run-time loops: `loop t in [reversed] a .. b [until c] [, NAME = value]... { ... }` lowers its
+body once, into a region of its own, and emits one `loop` node (runtime.ops.control) in the
+enclosing graph (two nested ones, and a plain one for a remainder, with `checkpoint`).
 
 - The index `t` is the body's first argument (an i64 scalar).
 - Carried values: the names the body assigns that are bound before the loop. Each enters the
@@ -13,6 +14,29 @@ its own, and emits one `loop` node (runtime.ops.control) in the enclosing graph.
   loop instead of a captured value indexed by a tensor.
 - `emit e [as name]`: e of every iteration, stacked along a new first axis, is bound to `name`
   (e's own name by default) after the loop.
+
+Clauses after the range (the grammar's `loop_stmt`): `until cond`, then options, each after a
+comma, in any order (`loop t in 0 .. n, max = 64, count = steps { }`):
+
+- `max = N`: the stop b is a run-time integer scalar (an `i64[]` input, a value computed
+  before the loop) and N, a compile-time integer, the largest it may be. The loop runs
+  t = a .. min(b, N) - 1 (none when b <= a); emitted series have N - a rows, those of the
+  iterations not run are zeros. The gradient runs over the iterations run only. `max` is
+  required when b is a run-time value, and an error when b is known at compile time.
+- `until cond`: an early exit. cond, a bool scalar, is evaluated in the body's scope after
+  each iteration (it reads this iteration's values) and stops the loop when true; b is the
+  most iterations. Rows of emitted series past the last iteration run are zeros; cond carries
+  no gradient. An early-exit loop counts up (not `reversed`).
+- `count = NAME`: after the loop NAME holds the number of iterations run, an i64 scalar (for
+  `until` and `max` loops the interesting one; a fixed loop's trip count otherwise).
+- `checkpoint = K`: time for memory. The loop runs as segments of K iterations
+  (`runtime.ops.control.checkpointed`): the forward pass keeps only the carries entering each
+  segment and the backward pass recomputes one segment at a time, so it holds about T/K + K
+  iterations' values instead of T, for one more forward pass. K is a compile-time integer in
+  1 .. T for a loop of compile-time length T. When K does not divide T, the T mod K iterations
+  left run as a plain loop after the segments (before them when reversed) and emitted series
+  are joined by one copy: T is often a size the data sets, so every K that fits is accepted.
+  Not combined with `max` or `until`.
 """
 
 from __future__ import annotations
@@ -29,7 +53,7 @@ from dsl.lower.scope import Scope
 from runtime.dtypes import NP_TO_DTYPE
 from runtime.ir import Graph, TensorType
 from runtime.ops import Builder, Val
-from runtime.ops.control import set_results
+from runtime.ops.control import loop, set_results
 
 __all__ = ["LoopFrame", "emit", "lower_loop", "sequence_slice"]
 
@@ -75,36 +99,121 @@ def _assigned(body: tuple[A.Stmt, ...]) -> list[str]:
             out.update(dict.fromkeys(_assigned(s.orelse)))
         elif isinstance(s, (A.For, A.Repeat, A.Loop)):
             out.update(dict.fromkeys(_assigned(s.body)))
+            if isinstance(s, A.Loop):  # `count = NAME` binds NAME
+                out.update((o.value.id, None) for o in s.options if o.name == "count")
     return list(out)
 
 
-def _bounds(cx: Context, s: A.Loop, scope: Scope) -> tuple[int, int | str]:
+def _bounds(cx: Context, s: A.Loop, scope: Scope, options: dict[str, A.Setting]
+            ) -> tuple[int, int | str, Val | None]:
+    """(start, length, run-time trip count or None); length is the most iterations when the
+    count is known only at run time."""
     from dsl.lower import expressions
 
     lo, hi = (expressions.ev(cx, e, scope) for e in (s.start, s.stop))
+    top = options.get("max")
+    if isinstance(hi, Val):
+        return _run_time_bounds(cx, s, scope, lo, hi, top)
     for v, e in ((lo, s.start), (hi, s.stop)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer | str):
             raise cx.err(TypeErr, "loop bounds are compile-time integers or a symbolic "
                          f"dimension (0 .. N), got {v!r}", e.span)
+    if top is not None:
+        raise cx.err(TypeErr, f"'max' bounds a stop known only at run time; this loop stops at "
+                     f"{hi!r}", top.span)
     if isinstance(lo, str):
         raise cx.err(TypeErr, "a loop starts at a compile-time integer", s.start.span)
     if isinstance(hi, str):
         if lo != 0:
             raise cx.err(TypeErr, f"a loop up to the symbolic dimension {hi} starts at 0",
                          s.start.span)
-        return 0, hi
+        return 0, hi, None
     if hi < lo:
         raise cx.err(ShapeErr, f"this loop runs {lo} .. {hi}: no iteration (write 'loop t in "
                      f"reversed {hi} .. {lo}' to count down)", s.span)
-    return int(lo), int(hi - lo)
+    return int(lo), int(hi - lo), None
+
+
+def _run_time_bounds(cx: Context, s: A.Loop, scope: Scope, lo: Any, hi: Val,
+                     top: A.Setting | None) -> tuple[int, int, Val]:
+    """`loop t in a .. n, max = N`: n a run-time integer scalar, N its largest value."""
+    from dsl.lower import expressions
+    from dsl.lower.values import describe
+
+    if hi.type.rank != 0 or hi.type.is_float or hi.type.dtype == "bool":
+        raise cx.err(TypeErr, f"a loop's run-time stop is an integer scalar (i64[]), got "
+                     f"{hi.type}", s.stop.span)
+    if top is None:
+        raise cx.err(TypeErr, f"this loop's stop is a run-time value ({hi.type}): give the "
+                     f"largest it may be, 'max = N' (emitted series get N rows)", s.stop.span)
+    if isinstance(lo, bool) or not isinstance(lo, int | np.integer):
+        raise cx.err(TypeErr, f"a loop starts at a compile-time integer, got {describe(lo)}",
+                     s.start.span)
+    n = expressions.ev(cx, top.value, scope)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise cx.err(TypeErr, f"'max = N' takes a compile-time integer, got {describe(n)}",
+                     top.value.span)
+    if n < lo:
+        raise cx.err(ShapeErr, f"'max = {n}' is below the loop's start {lo}: no iteration",
+                     top.value.span)
+    with cx.guard(s.stop.span):
+        count = cx.b.bring(hi)
+        if count.type.dtype != "i64":
+            count = cx.b.emit("cast", count, dtype="i64")
+        if lo:
+            count = count - int(lo)
+    return int(lo), int(n - lo), count
+
+
+def _checkpoint(cx: Context, s: A.Loop, scope: Scope, option: A.Setting | None,
+                length: int | str, count: Val | None) -> int | None:
+    """K of `checkpoint = K`, checked against the loop (None without the clause)."""
+    from dsl.lower import expressions
+    from dsl.lower.values import describe
+
+    if option is None:
+        return None
+    k = expressions.ev(cx, option.value, scope)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise cx.err(TypeErr, f"'checkpoint = K' takes a compile-time integer, got "
+                     f"{describe(k)}", option.value.span)
+    if count is not None or s.until is not None:
+        raise cx.err(TypeErr, "'checkpoint' needs a fixed trip count; this loop's is known "
+                     "only at run time ('max' or 'until')", option.span)
+    if isinstance(length, str):
+        raise cx.err(TypeErr, f"'checkpoint' needs a compile-time trip count; this loop runs "
+                     f"{length} times", option.span)
+    if not 1 <= k <= length:
+        raise cx.err(ShapeErr, f"'checkpoint = {k}': a segment is 1 .. {length} iterations "
+                     f"(the loop's trip count)", option.value.span)
+    return int(k)
+
+
+def _check_count_name(cx: Context, s: A.Loop, option: A.Setting, carried: list[str],
+                      emitted: list[str]) -> None:
+    """`count = NAME` must not name what the loop already binds."""
+    name = option.value.id
+    what = ("the loop's index" if name == s.var else "carried by this loop" if name in carried
+            else "emitted by this loop" if name in emitted else None)
+    if what is not None:
+        raise cx.err(NameErr, f"'count = {name}': '{name}' is {what}; name the count "
+                     "otherwise", option.value.span)
 
 
 def lower_loop(cx: Context, s: A.Loop, scope: Scope) -> None:
     """The `loop` statement: see the module docstring."""
-    from dsl.lower import statements
+    from dsl.lower import expressions, statements
     from dsl.lower.values import to_val
 
-    start, length = _bounds(cx, s, scope)
+    options = {o.name: o for o in s.options}
+    start, length, count = _bounds(cx, s, scope, options)
+    every = _checkpoint(cx, s, scope, options.get("checkpoint"), length, count)
+    if s.until is not None and s.reverse:
+        raise cx.err(TypeErr, "an early-exit loop counts up: 'until' cannot be used with "
+                     "'reversed'", s.until.span)
+    if "count" in options and count is None and s.until is None and isinstance(length, str):
+        raise cx.err(TypeErr, f"'count' of a loop that always runs {length} times: use "
+                     f"{length} itself", options["count"].span)
     carried = []
     for n in _assigned(s.body):
         found, v = scope.lookup(n)
@@ -143,19 +252,33 @@ def lower_loop(cx: Context, s: A.Loop, scope: Scope) -> None:
                 raise cx.err(ShapeErr, f"'{n}' is carried by this loop and must keep its type: "
                              f"it enters as {a.type} and the body makes it {v.type}", s.span)
         results.append(v)
+    if s.until is not None:  # the stop flag, after the carries
+        stop = rb.bring(to_val(bcx, expressions.ev(bcx, s.until, inner), s.until.span))
+        if stop.type != TensorType("bool", ()):
+            raise cx.err(TypeErr, f"'until' takes a bool scalar; this condition is {stop.type}",
+                         s.until.span)
+        results.append(stop)
     results += [rb.bring(v) for _, v, _ in frame.emitted]
     set_results(body, results)
     order = [frame.t, *carry_args, *frame.seqs.values(), *frame.captured.values()]
     for k, a in enumerate(order):
         body.replace_node(a.id, attrs={"index": k})
+    if "count" in options:
+        _check_count_name(cx, s, options["count"], carried, [n for n, _, _ in frame.emitted])
     with cx.guard(s.span):
-        node = cx.b.emit("loop", *init, *frame.seqs_from, *frame.captured_from,
-                         regions=(body,), length=length, n_carry=len(init),
-                         n_seq=len(frame.seqs_from), reverse=s.reverse, start=start)
-        items = [cx.b.emit("item", node, index=k) for k in range(len(results))]
-    for n, v in zip(carried, items):
+        out = loop(cx.b, body, init, frame.seqs_from, frame.captured_from, length, s.reverse,
+                   start, n=count, until=s.until is not None, checkpoint=every)
+        if "count" in options:
+            ran = out.count
+            if ran is None and count is not None:  # min(max(n, 0), N)
+                ran = cx.b.emit("minimum", cx.b.emit("maximum", count, cx.b.const(0, "i64")),
+                                cx.b.const(length, "i64"))
+            elif ran is None:
+                ran = cx.b.const(length, "i64")
+            scope.rebind(options["count"].value.id, ran)
+    for n, v in zip(carried, out.carries):
         scope.rebind(n, v)
-    for (n, _, _), v in zip(frame.emitted, items[len(carried):]):
+    for (n, _, _), v in zip(frame.emitted, out.stacked):
         scope.rebind(n, v)
 
 

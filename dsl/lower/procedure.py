@@ -56,13 +56,12 @@ def lower_procedure(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...],
         for dim in t.shape:
             if isinstance(dim, str):
                 scope.vars.setdefault(dim, dim)
-    returned = None
+    returned, ret = None, None
     cx.span = d.span
     try:
         statements.exec_body(cx, d.body, scope)
-    except statements.Return as r:
-        returned = r.value
-    ret = next((s for s in d.body if isinstance(s, A.Return)), None)
+    except statements.Return as r:  # the `return` that ran (one inside an `if` too)
+        returned, ret = r.value, r.stmt
     if returned is not None:
         values = list(returned) if isinstance(returned, tuple | list) else [returned]
         names = _names(ret.value if ret is not None else None, len(values))

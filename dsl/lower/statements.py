@@ -23,10 +23,12 @@ RESERVED = ("step", "epoch", "training")
 
 
 class Return(Exception):
-    """A `return` leaving the body of a def or net, with its value."""
+    """A `return` leaving the body of a def or net, with its value (and the statement, whose
+    expression names a procedure's results)."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, stmt: A.Return | None = None) -> None:
         self.value = value
+        self.stmt = stmt
 
 
 def exec_body(cx: Context, body: tuple[A.Stmt, ...], scope: Scope) -> None:
@@ -51,7 +53,7 @@ def _expression(cx: Context, s: A.ExprStmt, scope: Scope) -> None:
 
 
 def _return(cx: Context, s: A.Return, scope: Scope) -> None:
-    raise Return(expressions.ev(cx, s.value, scope))
+    raise Return(expressions.ev(cx, s.value, scope), s)
 
 
 def _param(cx: Context, s: A.ParamDecl, scope: Scope) -> None:

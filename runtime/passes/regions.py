@@ -10,7 +10,8 @@ rewrites that only loops have.
   computed once, before the loop, and passed in as new captured values.
 - `prune_loop`: a loop's unused stacked results, carried values nobody reads after the loop
   (and that the body needs only for themselves) and captured values the body no longer reads
-  are dropped (part of `eliminate_dead_code`).
+  are dropped (part of `eliminate_dead_code`). An early-exit loop keeps its stop flag (and
+  what it reads), a loop with a run-time trip count its count input.
 """
 
 from __future__ import annotations
@@ -91,11 +92,12 @@ def _hoist(g: Graph, nid: int) -> None:
                        role=n.role, name=n.name, loc=n.loc, of=None, regions=n.regions)
     n_args = len(body.args())
     new_inputs = list(node.inputs)
+    at = len(new_inputs) - node.attrs["dynamic"]  # after the captured values, before a count
     for k, i in enumerate(frontier):
         arg = body.add("arg", (), {"index": n_args + k}, body[i].type, role=Role.ARG,
                        name=body[i].name)
         body.redirect(i, arg)
-        new_inputs.append(env[i])
+        new_inputs.insert(at + k, env[i])
     _drop_dead(body)
     g.replace_node(nid, inputs=tuple(new_inputs), regions=(body,))
 
@@ -114,6 +116,8 @@ def prune_loop(g: Graph, nid: int) -> None:
     node = g[nid]
     body = node.regions[0].copy()
     nc, ns = node.attrs["n_carry"], node.attrs["n_seq"]
+    until, dynamic = int(node.attrs["until"]), int(node.attrs["dynamic"])
+    n_in = len(node.inputs) - dynamic  # the inputs the body has args for
     items: dict[int, list[int]] = {}
     for u in g.users(nid):
         if g[u].op == "item":
@@ -121,7 +125,7 @@ def prune_loop(g: Graph, nid: int) -> None:
     res = body.results()
     args = body.args()
     n_res = len(res)
-    keep_res = {k for k in range(nc, n_res) if k in items}
+    keep_res = {k for k in range(nc + until, n_res) if k in items} | set(range(nc, nc + until))
     keep_carry = {k for k in range(nc) if k in items}
     while True:  # a carry the kept results read must stay, with its own result
         need = _with_ancestors(body, [res[k] for k in keep_res | keep_carry])
@@ -132,13 +136,13 @@ def prune_loop(g: Graph, nid: int) -> None:
     kept_res = sorted(keep_carry) + sorted(keep_res)
     need = _with_ancestors(body, [res[k] for k in kept_res])
     keep_in = sorted(keep_carry) + [nc + k for k in range(ns) if args[1 + nc + k] in need] + [
-        k for k in range(nc + ns, len(node.inputs)) if args[1 + k] in need]
+        k for k in range(nc + ns, n_in) if args[1 + k] in need] + list(range(n_in, n_in + dynamic))
     if len(kept_res) == n_res and len(keep_in) == len(node.inputs):
         return
     body.outputs = {str(j): res[k] for j, k in enumerate(kept_res)}
     body.output_kinds = dict.fromkeys(body.outputs, OutputKind.RESULT)
     _drop_dead(body)
-    kept_args = [args[0]] + [args[1 + k] for k in keep_in]
+    kept_args = [args[0]] + [args[1 + k] for k in keep_in if k < n_in]
     for a in args:
         if a not in kept_args:
             body.remove(a)
