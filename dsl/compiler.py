@@ -37,7 +37,7 @@ from runtime.ops import Val, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
 from runtime.train.best import direction
-from runtime.train.data import DataError, check_dataset, load_dataset
+from runtime.train.data import DataError, check_dataset, check_sampling, load_dataset
 
 if TYPE_CHECKING:
     from dsl.procedures import ProcedureGraph
@@ -424,7 +424,15 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
                                    if n in tl.decl_spans}
     program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
     if tl.data_decl is not None:  # `check` finds what training would find
-        check_data(program, loader(tl.data_decl))
+        dataset = loader(tl.data_decl)
+        check_data(program, dataset)
+        try:
+            check_sampling(dataset.info, settings.sampling)
+        except DataError as e:
+            spans = {s.name: s.span for s in (tl.train_decl.settings if tl.train_decl else ())}
+            raise DataErr(str(e), spans.get("sampling"),
+                          (f"the data set is declared at {tl.data_decl.span.file}:"
+                           f"{tl.data_decl.span.line}:{tl.data_decl.span.col}",)) from None
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
                     loaded.get("data"), warnings,
                     ProcedureSource(stmts, dtype, dict(overrides or {}), loader))

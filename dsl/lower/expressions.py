@@ -1,7 +1,8 @@
 """The expression walker: `ev` gives an expression's value, a compile-time value or a tensor
 (`Val`), dispatching on the AST type through `EXPRESSIONS`. Owns names (locals, `step` and
 `epoch`, `training`, selections, initializers), dotted parameter names, the data set's
-`train.x`/`test.y` constants and index items; calls are `calls.call`.
+`train.x`/`test.y` constants and `data.vocab_size` facts, and index items; calls are
+`calls.call`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def _index(cx: Context, e: A.Index, scope: Scope) -> Any:
 
 
 def _attribute(cx: Context, e: A.Attribute, scope: Scope) -> Any:
-    """`classifier.dense1.W` (a parameter by its full name) or `train.x` (data)."""
+    """`classifier.dense1.W` (a parameter by its full name), `train.x` (data) or
+    `data.vocab_size` (a fact of the data set)."""
     parts: list[str] = []
     node: A.Expr = e
     while isinstance(node, A.Attribute):
@@ -121,6 +123,8 @@ def _attribute(cx: Context, e: A.Attribute, scope: Scope) -> Any:
     dotted = ".".join(reversed(parts))
     if node.id in ("train", "test") and len(parts) == 2:
         return data_field(cx, node.id, e.attr, e.span)
+    if node.id == "data" and len(parts) == 2:
+        return data_fact(cx, e.attr, e.span)
     if dotted in cx.made.var_node:
         return Val(cx.root, cx.made.var_node[dotted])
     raise cx.err(NameErr, f"unknown parameter '{dotted}'"
@@ -172,14 +176,35 @@ def counter(cx: Context, which: str) -> Val:
 
 def data_field(cx: Context, split: str, field_name: str, span: A.Span) -> np.ndarray:
     """`train.x`: a field of the data set as a constant (the data set is loaded once)."""
-    if cx.made.data_decl is None or cx.load_data is None:
-        raise cx.err(NameErr, f"'{split}.{field_name}' needs a 'data' line before it", span)
-    if cx.dataset is None:
-        cx.dataset = cx.load_data(cx.made.data_decl)
-    arrays = cx.dataset.train if split == "train" else cx.dataset.test
+    ds = _dataset(cx, f"{split}.{field_name}", span)
+    arrays = ds.train if split == "train" else ds.test
     if arrays is None:
         raise cx.err(NameErr, "this data set has no test split", span)
     if field_name not in arrays:
         raise cx.err(NameErr, f"data set has no field '{field_name}'"
                      + did_you_mean(field_name, arrays), span)
     return arrays[field_name]
+
+
+def _dataset(cx: Context, what: str, span: A.Span) -> Any:
+    """The spec's data set, loaded on first use."""
+    if cx.made.data_decl is None or cx.load_data is None:
+        raise cx.err(NameErr, f"'{what}' needs a 'data' line before it", span)
+    if cx.dataset is None:
+        cx.dataset = cx.load_data(cx.made.data_decl)
+    return cx.dataset
+
+
+def data_fact(cx: Context, fact: str, span: A.Span) -> int | float | bool:
+    """`data.vocab_size`: a number the data set states about itself, as a compile-time
+    constant (the data set is loaded once)."""
+    ds = _dataset(cx, f"data.{fact}", span)
+    facts = ds.facts()
+    if fact not in facts:
+        if fact in ds.train:
+            raise cx.err(NameErr, f"'data.{fact}' is not a fact of the data set; its field "
+                         f"'{fact}' is train.{fact} (or test.{fact})", span)
+        raise cx.err(NameErr, f"data set '{ds.info.get('name', '?')}' states no fact "
+                     f"'{fact}'" + did_you_mean(fact, facts)
+                     + f"; its facts: {', '.join(sorted(facts)) or 'none'}", span)
+    return facts[fact]

@@ -46,7 +46,14 @@ from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.best import MODES, BestTracker, direction
 from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from runtime.train.data import Batcher, DataError, Dataset, load_dataset, split_validation
+from runtime.train.data import (
+    Batcher,
+    DataError,
+    Dataset,
+    check_sampling,
+    load_dataset,
+    split_validation,
+)
 from runtime.train.evaluation import Evaluator
 from runtime.train.memory import check_fits, variable_bytes
 from runtime.train.monitor import Monitor
@@ -242,6 +249,11 @@ class Trainer:
                 raise TrainError(str(e)) from e
         elif frac and ds is None:
             raise TrainError("validation needs data to hold out, but the program has none")
+        if ds is not None:
+            try:
+                check_sampling(ds.info, self.settings.sampling)
+            except DataError as e:
+                raise TrainError(str(e)) from e
         return ds
 
     def _check_phase_inputs(self) -> None:
