@@ -1,8 +1,9 @@
 """What `dslrun check` knows about the data before anything trains.
 
 `check_data(program, dataset)` compares the data set's fields with the declared inputs they
-feed (dtype kind, rank, every static dimension, the dims they share) and the class labels with
-the class count of the logits they are compared with (`softmax_cross_entropy`, `one_hot`),
+feed (dtype kind, rank, every static dimension, the dims they share), the class labels with
+the class count of the logits they are compared with (`softmax_cross_entropy`, `one_hot`) and
+the indices of a gather (`take`: embedding ids, `x[t]`) with the size of the axis they index,
 so that a classifier whose last layer is narrower than the number of classes is a spec error,
 not an IndexError or a silently wrong loss in the middle of training. The messages point at the
 `input` declaration and name the data set's shapes, with a note at the `data` line.
@@ -86,11 +87,22 @@ def _check_labels(graph: Graph, dataset: Any, label: str, spans: dict[str, Span]
             labels = node.inputs[0]
             classes = node.attrs.get("depth")
             what = f"one_hot has depth {classes}"
+        elif node.op == "take":
+            table, labels = node.inputs
+            t = graph[table].type
+            axis = node.attrs.get("axis", 0) % t.rank
+            classes = t.shape[axis]
+            name = graph[table].name
+            what = (f"they index axis {axis} of "
+                    + (f"'{name}' {t}" if graph[table].op in ("param", "state") else f"{t}"))
         else:
             continue
         field = _label_input(graph, labels)
         if field is None or not isinstance(classes, int):
-            continue
+            continue  # (a gather along a symbolic axis, `take(x, idx)` of a batch, has no size)
+        kind = "indices" if node.op == "take" else "labels"
+        valid = (f"{classes} entries, indices 0 to {classes - 1}" if node.op == "take"
+                 else f"{classes} classes, labels 0 to {classes - 1}")
         for split, arrays in (("train", dataset.train), ("test", dataset.test)):
             if not arrays or field not in arrays or arrays[field].size == 0:
                 continue
@@ -100,6 +112,5 @@ def _check_labels(graph: Graph, dataset: Any, label: str, spans: dict[str, Span]
                 where = f" at {node.loc}" if node.loc is not None and node.loc.line > 0 and \
                     node.loc.file != "<prelude>" else ""
                 raise DataErr(
-                    f"the labels '{field}' of {label} go from {lo} to {hi} ({split} split), "
-                    f"but {what}{where}: {classes} classes, labels 0 to {classes - 1}",
-                    spans.get(field), notes)
+                    f"the {kind} '{field}' of {label} go from {lo} to {hi} ({split} split), "
+                    f"but {what}{where}: {valid}", spans.get(field), notes)

@@ -81,3 +81,43 @@ def test_numpy_backend_and_unknown_backend() -> None:
     assert b.xp is np and b.name == "numpy"
     with pytest.raises(BackendError, match="unknown backend 'jax'"):
         get_backend("jax")
+
+
+# Special functions the kernels call as `special(xp).<name>` (NumPy and CuPy have no erf):
+# scipy.special for NumPy arrays, cupyx.scipy.special for CuPy arrays
+_SPECIAL = re.compile(r"\bspecial\(xp\)\.([a-z_][a-z0-9_]*)")
+
+
+def special_names() -> dict[str, str]:
+    """`special(xp).<name>` -> the first `file:line` that uses it."""
+    out: dict[str, str] = {}
+    for path in KERNEL_SOURCES:
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            for m in _SPECIAL.finditer(line):
+                out.setdefault(m.group(1), f"{path.relative_to(ROOT).as_posix()}:{lineno}")
+    return out
+
+
+def test_special_functions_exist_for_numpy() -> None:
+    from runtime.ops.elementwise import SPECIAL_MODULES, special
+
+    names = special_names()
+    assert "erf" in names, "the scan found no special(xp).erf; did gelu's kernel move?"
+    assert set(SPECIAL_MODULES) == {"numpy", "cupy"}
+    missing = [f"{n} ({where})" for n, where in sorted(names.items())
+               if resolve(special(np), n) is None]
+    assert not missing, "not in scipy.special: " + ", ".join(missing)
+
+
+def test_special_functions_exist_in_cupyx() -> None:
+    import importlib
+
+    from runtime.ops.elementwise import SPECIAL_MODULES
+
+    try:
+        mod = importlib.import_module(SPECIAL_MODULES["cupy"])
+    except Exception as e:  # ImportError, or a broken CUDA install raising at import
+        pytest.skip(f"cupyx is not importable here ({type(e).__name__}: {e})")
+    missing = [f"{n} ({where})" for n, where in sorted(special_names().items())
+               if resolve(mod, n) is None]
+    assert not missing, "used by kernels but missing in cupyx.scipy.special: " + ", ".join(missing)

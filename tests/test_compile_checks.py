@@ -136,3 +136,19 @@ def test_a_model_too_large_for_memory_is_one_message(monkeypatch: pytest.MonkeyP
                        r"\(307,210 parameters\) need 4 MiB, more than the 1 MiB"):
         m.fit(steps=1)
     assert all(callable(v.initial) for v in m.program.variables.values())
+
+
+def test_a_gather_along_a_symbolic_axis_is_not_checked_against_the_data() -> None:
+    """`take` of the first rows of a batch (the rnn spec's carried state) indexes an axis of
+    no static size: nothing to check, and no crash while looking."""
+    text = CLASSIFIER.replace("dense(x, K)", "dense(take(x, arange(0, 4), axis = 0), K)") \
+        .replace("), y)", "), take(y, arange(0, 4), axis = 0))")
+    compile_spec(text, "c.dl")
+
+
+@pytest.mark.parametrize("expr", ["full([3], sqrt(2.0))", "full_like(x, exp(1.0))"])
+def test_a_fill_value_is_a_number_known_at_compile_time(expr: str) -> None:
+    text = f"model f\ninput x: f32[B, 3]\noutput o = {expr}\n"
+    with pytest.raises(TypeErr, match=r"the value must be a number known at compile time, "
+                       r"not a tensor f32\[\]"):
+        compile_spec(text, "f.dl")

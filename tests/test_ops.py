@@ -18,6 +18,8 @@ with one per input, or a `Joint` sampler), `reference(*inputs, **attrs)` is the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from helpers_numeric import (
@@ -70,6 +72,14 @@ def well_conditioned(n_shift: float = 3.0) -> Sampler:
     """Square matrices n_shift·I + noise: eigenvalues far from 0."""
     def draw(rng, shape):
         return np.eye(shape[-1]) * n_shift + 0.3 * rng.standard_normal(shape)
+    return draw
+
+
+def symmetric() -> Sampler:
+    """Symmetric matrices (A + Aᵀ)/2 of a Gaussian A: distinct eigenvalues almost surely."""
+    def draw(rng, shape):
+        a = rng.standard_normal(shape)
+        return (a + np.swapaxes(a, -1, -2)) / 2
     return draw
 
 
@@ -127,6 +137,57 @@ def _inv(a):
             minor = np.delete(np.delete(a, i, axis=-2), j, axis=-1)
             cof[..., i, j] = (-1) ** (i + j) * np.linalg.det(minor)
     return np.swapaxes(cof, -1, -2) / np.linalg.det(a)[..., None, None]
+
+
+def _eigvalsh3(a):
+    """The eigenvalues of symmetric 3×3 matrices, ascending, from the trigonometric solution
+    of the characteristic cubic (Smith 1961), independent of LAPACK."""
+    q = np.trace(a, axis1=-2, axis2=-1) / 3
+    off = a[..., 0, 1] ** 2 + a[..., 0, 2] ** 2 + a[..., 1, 2] ** 2
+    p = np.sqrt((sum((a[..., i, i] - q) ** 2 for i in range(3)) + 2 * off) / 6)
+    c = (a - q[..., None, None] * np.eye(3)) / p[..., None, None]
+    det = (c[..., 0, 0] * (c[..., 1, 1] * c[..., 2, 2] - c[..., 1, 2] * c[..., 2, 1])
+           - c[..., 0, 1] * (c[..., 1, 0] * c[..., 2, 2] - c[..., 1, 2] * c[..., 2, 0])
+           + c[..., 0, 2] * (c[..., 1, 0] * c[..., 2, 1] - c[..., 1, 1] * c[..., 2, 0]))
+    phi = np.arccos(np.clip(det / 2, -1, 1)) / 3
+    hi, lo = q + 2 * p * np.cos(phi), q + 2 * p * np.cos(phi + 2 * np.pi / 3)
+    return np.stack([lo, 3 * q - hi - lo, hi], axis=-1)
+
+
+_erf = np.vectorize(math.erf)
+
+
+def _gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return x * 0.5 * (1 + _erf(x / np.sqrt(2)))
+
+
+def _masked_softmax(x, mask, axis=-1):
+    """exp over the kept positions, normalized; a row with none kept is zeros."""
+    keep = mask if mask.dtype == bool else np.isfinite(mask)
+    e = np.exp(x if mask.dtype == bool else x + np.where(keep, mask, 0.0)) * keep
+    s = e.sum(axis=axis, keepdims=True)
+    return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
+
+
+def _scores_and_mask(mask: np.ndarray) -> Joint:
+    """Normal scores with a fixed boolean mask (rows with nothing kept included)."""
+    return Joint(lambda rng, shapes: [rng.standard_normal(shapes[0]), mask])
+
+
+HOLES = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [0, 1, 1, 0, 1]], dtype=bool)
+CAUSAL4 = np.tril(np.ones((4, 4), dtype=bool))  # [t, s]: key s kept for query t when s <= t
+CATEGORICAL_P = np.array([0.1, 0.2, 0.3, 0.4])
+
+
+def _categorical_stats(p, temperature):
+    """Mean and std of a class drawn from softmax(log p / T)."""
+    q = p ** (1 / temperature)
+    q = q / q.sum()
+    k = np.arange(len(p))
+    mean = float((q * k).sum())
+    return mean, float(np.sqrt((q * (k - mean) ** 2).sum()))
 
 
 def _take_grad(g, idx, axis, size):
@@ -240,6 +301,10 @@ ROWS: list[Row] = [
     Row("leaky_relu", ((3, 4),), {"alpha": 0.1}, domain=away(),
         reference=lambda x, alpha: np.where(x > 0, x, alpha * x)),
     Row("swish", ((3, 4),), domain=normal(2.0), reference=lambda x: x * _sigmoid(x)),
+    Row("gelu", ((3, 4),), domain=normal(2.0), reference=_gelu),
+    Row("gelu", ((3, 4),), {"approximate": "tanh"}, domain=normal(2.0), reference=_gelu,
+        variant="tanh"),
+    Row("erf", ((3, 4),), domain=normal(1.5), reference=_erf),
     Row("step", ((3, 4),), domain=away(), reference=lambda x: (x >= 0) * 1.0,
         nondiff="piecewise constant: zero gradient"),
     # ---- casts and barriers
@@ -255,6 +320,12 @@ ROWS: list[Row] = [
         nondiff="gradient barrier by design"),
     # ---- nn
     Row("softmax", ((3, 5),), reference=_softmax),
+    Row("masked_softmax", ((3, 5), (3, 5)), domain=_scores_and_mask(HOLES),
+        dtypes=("f64", "bool"), reference=_masked_softmax),
+    Row("masked_softmax", ((2, 4, 4), (4, 4)), domain=_scores_and_mask(CAUSAL4),
+        dtypes=("f64", "bool"), reference=_masked_softmax, variant="causal_bcast"),
+    Row("masked_softmax", ((5, 3), (5, 1)), {"axis": 0}, reference=_masked_softmax,
+        variant="additive_axis0"),
     Row("softmax", ((3, 5),), {"axis": 0, "temperature": 2.0}, reference=_softmax,
         variant="axis0_T2"),
     Row("log_softmax", ((3, 5),), reference=_log_softmax),
@@ -315,6 +386,12 @@ ROWS: list[Row] = [
         variant="batch_bcast"),
     Row("matmul", ((4,), (2, 4, 3)), reference=lambda a, b: np.einsum("k,bkj->bj", a, b),
         variant="vec_batched"),
+    Row("tensordot", ((2, 3, 4), (3, 4, 5)),
+        reference=lambda a, b, axes=2: np.einsum("ijk,jkl->il", a, b)),
+    Row("tensordot", ((2, 3, 4), (4, 5)), {"axes": 1},
+        reference=lambda a, b, axes: np.einsum("ijk,kl->ijl", a, b), variant="one_axis"),
+    Row("tensordot", ((2, 3), (4,)), {"axes": 0},
+        reference=lambda a, b, axes: np.einsum("ij,k->ijk", a, b), variant="outer"),
     Row("solve", ((3, 3), (3,)), domain=(well_conditioned(), NORMAL),
         reference=lambda a, b: _inv(a) @ b),
     Row("solve", ((3, 3), (3, 2)), domain=(well_conditioned(), NORMAL),
@@ -328,6 +405,10 @@ ROWS: list[Row] = [
         variant="batch_bcast"),
     Row("inv", ((3, 3),), domain=well_conditioned(), reference=_inv),
     Row("inv", ((2, 3, 3),), domain=well_conditioned(), reference=_inv, variant="batched"),
+    Row("eigvalsh", ((3, 3),), domain=symmetric(), reference=_eigvalsh3,
+        novjp="dλ = uᵀ dA u needs the eigenvectors"),
+    Row("eigvalsh", ((2, 3, 3),), domain=symmetric(), reference=_eigvalsh3, variant="batched",
+        novjp="dλ = uᵀ dA u needs the eigenvectors"),
     # ---- shapes and indexing
     Row("reshape", ((3, 4),), {"shape": (2, -1, 3)},
         reference=lambda x, shape: np.array(x.ravel().tolist()).reshape(2, 2, 3)),
@@ -357,10 +438,14 @@ ROWS: list[Row] = [
         reference=lambda x, i: np.stack([[x[k] for k in r] for r in i])),
     Row("take", ((2, 4), (5,)), {"axis": -1}, domain=(NORMAL, ints(0, 4)),
         dtypes=("f64", "i32"), reference=lambda x, i, axis: x[:, list(i)], variant="axis-1"),
+    Row("take", ((70, 3), (2, 3)), domain=(NORMAL, ints(0, 70)), dtypes=("f64", "i64"),
+        reference=lambda x, i: np.stack([[x[k] for k in r] for r in i]), variant="bincount"),
     Row("take_grad", ((2, 3, 4), (2, 3)), {"axis": 0, "size": 5}, domain=(NORMAL, ints(0, 5)),
         dtypes=("f64", "i64"), reference=_take_grad),
     Row("take_grad", ((2, 3, 4), (3,)), {"axis": 1, "size": 2}, domain=(NORMAL, ints(0, 2)),
         dtypes=("f64", "i64"), reference=_take_grad, variant="axis1"),
+    Row("take_grad", ((2, 3, 4), (3,)), {"axis": 1, "size": 80}, domain=(NORMAL, ints(0, 80)),
+        dtypes=("f64", "i64"), reference=_take_grad, variant="axis1_bincount"),
     Row("one_hot", ((4,),), {"depth": 5, "dtype": "f64"}, domain=ints(0, 5), dtypes=("i64",),
         reference=lambda i, depth, dtype: (np.arange(depth) == i[:, None]) * 1.0,
         nondiff="integer input"),
@@ -379,6 +464,9 @@ ROWS: list[Row] = [
         stats=(1.0, 4.0 / 12 ** 0.5), nondiff="random"),
     Row("random_bernoulli", (), {"shape": (20000,), "p": 0.3, "dtype": "f64"},
         stats=(0.3, (0.3 * 0.7) ** 0.5), nondiff="random"),
+    Row("random_categorical", ((20000, 4),), {"temperature": 2.0},
+        domain=lambda rng, shape: np.broadcast_to(np.log(CATEGORICAL_P), shape),
+        stats=_categorical_stats(CATEGORICAL_P, 2.0), nondiff="random"),
     Row("random_randint", (), {"shape": (20000,), "low": 2, "high": 7},
         stats=(4.0, 2.0 ** 0.5), nondiff="random"),
 ]
@@ -612,7 +700,7 @@ def test_random_op_shape_determinism_and_statistics(row: Row):
     b.graph.outputs["out"] = out.id
 
     def draw(seed):
-        return Runner(b.graph, ["out"], seed=seed)({})["out"]
+        return Runner(b.graph, ["out"], seed=seed)(sample_inputs(row))["out"]
 
     a, a2, c = draw(7), draw(7), draw(8)
     assert a.shape == tuple(out.shape) and NP_TO_DTYPE[a.dtype] == out.type.dtype

@@ -6,6 +6,9 @@ sums them back to each input's shape.
 
 from __future__ import annotations
 
+import importlib
+import math
+
 from runtime.dtypes import (
     DEFAULT_FLOAT,
     NP_TO_DTYPE,
@@ -191,6 +194,60 @@ unary("swish", lambda xp, x: (x * _sigmoid(xp, x)).astype(x.dtype, copy=False),
       lambda g, out, x: (g * (lambda s: s + out * (1.0 - s))(x.b.emit("sigmoid", x)),))
 unary("step", lambda xp, x: (x >= 0).astype(x.dtype if x.dtype.kind == "f" else _DEFAULT),
       lambda g, out, x: (None,), doc="1 where x >= 0 else 0 (zero gradient)", branch=at_zero)
+
+# ---- special functions: erf and the GELU built on it
+
+# array module -> the module of its special functions (NumPy and CuPy have no erf)
+SPECIAL_MODULES = {"numpy": "scipy.special", "cupy": "cupyx.scipy.special"}
+
+
+def special(xp):
+    """The special functions (SciPy's `scipy.special` API) for arrays of module `xp`."""
+    return importlib.import_module(SPECIAL_MODULES[xp.__name__])
+
+
+def erf_kernel(xp, x):
+    return special(xp).erf(x)
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_TANH_C = 0.044715
+
+
+def _gelu(xp, x, approximate):
+    if approximate == "tanh":  # ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
+        return 0.5 * x * (1.0 + xp.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)))
+    return 0.5 * x * (1.0 + erf_kernel(xp, x * math.sqrt(0.5)))  # x Φ(x)
+
+
+def _gelu_vjp(g, out, x, approximate):
+    em = x.b.emit
+    if approximate == "tanh":  # ½(1 + t) + ½x(1 - t²) √(2/π)(1 + 3·0.044715x²)
+        t = em("tanh", (x + x * x * x * GELU_TANH_C) * SQRT_2_OVER_PI)
+        return (g * ((1.0 + t) * 0.5
+                     + x * (1.0 - t * t) * (1.0 + x * x * (3 * GELU_TANH_C))
+                     * (0.5 * SQRT_2_OVER_PI)),)
+    # d xΦ(x) = Φ(x) + x φ(x), φ(x) = exp(-x²/2) / √(2π)
+    cdf = (em("erf", x * math.sqrt(0.5)) + 1.0) * 0.5
+    pdf = em("exp", x * x * -0.5) * (1.0 / math.sqrt(2.0 * math.pi))
+    return (g * (cdf + x * pdf),)
+
+
+def _gelu_shape(attrs, t):
+    if attrs["approximate"] not in ("none", "tanh"):
+        raise ShapeError(f"gelu: approximate must be \"none\" or \"tanh\", got "
+                         f"{attrs['approximate']!r}")
+    return float_elementwise("gelu", t)
+
+
+unary("erf", erf_kernel,  # d erf(x) = 2/√π exp(-x²) dx
+      lambda g, out, x: (g * x.b.emit("exp", -(x * x)) * (2.0 / math.sqrt(math.pi)),),
+      doc="the error function 2/√π ∫₀ˣ exp(-t²) dt")
+unary("gelu", lambda xp, x, approximate: _gelu(xp, x if x.dtype.kind == "f" else
+                                               x.astype(_DEFAULT), approximate),
+      _gelu_vjp, shape=_gelu_shape, attrs={"approximate": "none"},
+      doc="x Φ(x) with Φ the standard normal CDF (erf form, as PyTorch's default); "
+          "approximate = \"tanh\": the tanh form")
 
 # ---- casts and gradient barriers
 register(OpDef("cast", lambda attrs, t: TensorType(attrs["dtype"], t.shape),

@@ -1,4 +1,5 @@
-"""Linear algebra: batched matmul (NumPy semantics, 1-D operands included), solve, inv."""
+"""Linear algebra: batched matmul (NumPy semantics, 1-D operands included), tensordot, solve,
+inv, eigvalsh."""
 
 from __future__ import annotations
 
@@ -51,6 +52,42 @@ register(OpDef("matmul", _matmul_shape, promoting(lambda xp, a, b: xp.matmul(a, 
                _matmul_vjp, arity=2))
 
 
+def _tensordot_shape(attrs, a, b):
+    n = attrs["axes"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= min(a.rank, b.rank):
+        raise ShapeError(f"tensordot: axes must be an integer in 0 .. {min(a.rank, b.rank)} "
+                         f"(the rank of the smaller operand), got {n!r}: {a}, {b}")
+    if a.shape[a.rank - n:] != b.shape[:n]:
+        raise ShapeError(f"tensordot: the last {n} dimension(s) of the first operand differ "
+                         f"from the first {n} of the second: {a}, {b}")
+    return TensorType(result_dtype(a.dtype, b.dtype), a.shape[:a.rank - n] + b.shape[n:])
+
+
+def _rotate(x, k):
+    """x with its first k axes moved after the others (a transpose, or x when k is 0 or all)."""
+    r = x.type.rank
+    if r == 0 or k % r == 0:
+        return x
+    return x.b.emit("transpose", x, axes=tuple(range(k, r)) + tuple(range(k)))
+
+
+def _tensordot_vjp(g, out, a, b, axes):
+    # out[i, j] = Σ_c a[i, c] b[c, j] (i, c, j groups of axes): da = g · b over j, db = a · g
+    # over i, each one tensordot with the other operand's axes rotated into place
+    fa, fb = a.type.rank - axes, b.type.rank - axes
+    em = g.b.emit
+    return (em("tensordot", g, _rotate(b, axes), axes=fb),
+            em("tensordot", _rotate(a, fa), g, axes=fa))
+
+
+register(OpDef("tensordot", _tensordot_shape,
+               promoting(lambda xp, a, b, axes: xp.tensordot(a, b, axes=axes)),
+               _tensordot_vjp, attrs={"axes": 2}, arity=2,
+               doc="NumPy's tensordot with an integer `axes`: the last `axes` dimensions of "
+                   "the first operand contracted with the first `axes` of the second (one "
+                   "matrix product over the flattened axes)"))
+
+
 def _square(op, t):
     if t.rank < 2 or t.shape[-1] != t.shape[-2]:
         raise ShapeError(f"{op}: needs square matrices, got {t}")
@@ -90,3 +127,15 @@ def _inv_shape(attrs, a):
 register(OpDef("inv", _inv_shape, lambda xp, a: xp.linalg.inv(*to_float(xp, a)),
                lambda g, out, a: (-(_swap(out) @ g @ _swap(out)),),  # d A⁻¹ = -A⁻ᵀ G A⁻ᵀ
                arity=1))
+
+
+def _eigvalsh_shape(attrs, a):
+    _square("eigvalsh", a)
+    return TensorType(float_result_dtype(a.dtype), a.shape[:-1])
+
+
+# λ of a symmetric A, ascending; dλᵢ = uᵢᵀ dA uᵢ needs the eigenvectors, so no VJP
+register(OpDef("eigvalsh", _eigvalsh_shape,
+               lambda xp, a: xp.linalg.eigvalsh(*to_float(xp, a)), None, arity=1,
+               doc="the eigenvalues of symmetric matrices [..., n, n] in ascending order, "
+                   "[..., n] (NumPy's eigvalsh: only the lower triangle is read); no gradient"))

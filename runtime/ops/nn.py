@@ -1,14 +1,14 @@
 """Numerically dangerous functions as primitives with stable forward kernels and VJPs:
-softmax, log_softmax (with temperature), softmax cross-entropy (label smoothing) and
-sigmoid binary cross-entropy on logits."""
+softmax, log_softmax (with temperature), masked softmax (attention), softmax cross-entropy
+(label smoothing) and sigmoid binary cross-entropy on logits."""
 
 from __future__ import annotations
 
-from runtime.dtypes import float_result_dtype
+from runtime.dtypes import NP_TO_DTYPE, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import float_elementwise, norm_axes
+from runtime.ops.shapes import broadcast_shapes, float_elementwise, norm_axes
 
 SM = {"axis": -1, "temperature": 1.0}
 
@@ -52,6 +52,47 @@ register(OpDef("softmax", _sm_shape("softmax"), floating(_softmax), _softmax_vjp
                arity=1))
 register(OpDef("log_softmax", _sm_shape("log_softmax"), floating(_log_softmax), _log_softmax_vjp,
                attrs=SM, arity=1))
+
+
+def _masked_sm_shape(attrs, x, mask):
+    norm_axes("masked_softmax", attrs["axis"], x.rank)
+    if not (mask.is_float or mask.dtype == "bool"):
+        raise ShapeError(f"masked_softmax: the mask must be bool (true = keep) or float "
+                         f"(added to the scores), got {mask}")
+    if broadcast_shapes("masked_softmax", x.shape, mask.shape) != tuple(x.shape):
+        raise ShapeError(f"masked_softmax: the mask {mask} does not broadcast to the scores {x}")
+    return TensorType(float_result_dtype(x.dtype), x.shape)
+
+
+def _masked_softmax(xp, x, mask, axis):
+    # p = exp(z) 1[kept] / Σ exp(z) 1[kept], z = x (bool mask) or x + mask (float mask,
+    # -inf hides); a row with nothing kept is all zeros instead of 0/0
+    if x.dtype.kind != "f":
+        x = x.astype(np_dtype(float_result_dtype(NP_TO_DTYPE[x.dtype])))
+    if mask.dtype.kind == "b":
+        z = xp.where(mask, x, -xp.inf)
+    else:
+        z = x + mask.astype(x.dtype, copy=False)
+    m = xp.max(z, axis=axis, keepdims=True)
+    e = xp.exp(z - xp.where(xp.isfinite(m), m, 0))
+    s = xp.sum(e, axis=axis, keepdims=True)
+    return (e / xp.where(s > 0, s, 1)).astype(x.dtype, copy=False)
+
+
+def _masked_softmax_vjp(g, out, x, mask, axis):
+    # as softmax (hidden positions have p = 0, so they get none); z = x + mask for a float mask
+    (dz,) = _softmax_vjp(g, out, x, axis, 1.0)
+    if mask.type.dtype == "bool":
+        return dz, None
+    dm = dz if mask.type.dtype == dz.type.dtype else g.b.emit("cast", dz, dtype=mask.type.dtype)
+    return dz, dm
+
+
+register(OpDef("masked_softmax", _masked_sm_shape, _masked_softmax, _masked_softmax_vjp,
+               attrs={"axis": -1}, arity=2,
+               doc="softmax over the positions a mask keeps (bool: true = keep; float: added, "
+                   "-inf hides); a row with nothing kept gives zeros"))
+
 
 CE = {"smoothing": 0.0, "smoothing_mode": "m-1", "temperature": 1.0}
 

@@ -1,5 +1,9 @@
 """Seeded random primitives. Kernels draw from the executor's generator (`rng`), so a run is
-reproducible from its seed and resumable from the generator state in a checkpoint."""
+reproducible from its seed and resumable from the generator state in a checkpoint.
+
+`random_normal`, `random_uniform`, `random_bernoulli` and `random_randint` make a tensor of
+a given shape; `random_categorical` draws one class per row of its logits input (sampling
+from a language model). None carries a gradient (they are `nondiff`)."""
 
 from __future__ import annotations
 
@@ -50,3 +54,39 @@ for _name, _fwd, _attrs in [
                    attrs={"shape": (), **_attrs,
                           "dtype": "i64" if _name == "random_randint" else "f32"},
                    arity=0, random=True, nondiff=True, compile=with_generator))
+
+
+def _categorical_shape(attrs, t):
+    if t.rank < 1:
+        raise ShapeError(f"random_categorical: logits need a class axis, got {t}")
+    if not attrs["temperature"] > 0:
+        raise ShapeError("random_categorical: temperature must be positive, got "
+                         f"{attrs['temperature']}")
+    k = attrs["top_k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ShapeError(f"random_categorical: top_k must be an integer >= 0, got {k!r}")
+    return TensorType("i64", t.shape[:-1])
+
+
+def _categorical(xp, rng, logits, temperature, top_k):
+    """One index per row of `logits` [..., m], drawn from softmax(logits / temperature) over
+    the top_k largest logits (all when top_k is 0 or >= m), by inverting the CDF at one
+    uniform draw per row: the first class whose cumulative weight reaches u·total, u in
+    (0, 1] (so a class of weight 0 is never drawn)."""
+    z = logits.astype("float64") / temperature  # cumulative sums over many classes: f64
+    m = z.shape[-1]
+    if 0 < top_k < m:  # keep logits >= the k-th largest (ties at the threshold stay)
+        kth = xp.partition(z, m - top_k, axis=-1)[..., m - top_k:m - top_k + 1]
+        z = xp.where(z >= kth, z, -xp.inf)
+    w = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    cdf = xp.cumsum(w, axis=-1)
+    u = 1.0 - rng.random(z.shape[:-1] + (1,))
+    picked = xp.sum(cdf < u * cdf[..., -1:], axis=-1)
+    return xp.minimum(picked, m - 1).astype("int64")
+
+
+register(OpDef("random_categorical", _categorical_shape, _categorical, None,
+               attrs={"temperature": 1.0, "top_k": 0}, arity=1, random=True, nondiff=True,
+               compile=with_generator,
+               doc="one class per row of the logits, from softmax(logits / temperature) over "
+                   "the top_k largest (0: all)"))

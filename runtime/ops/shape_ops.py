@@ -1,5 +1,6 @@
 """Shape and indexing primitives: reshape, transpose, broadcast, sum_to, concat, slicing,
-gather (`take`), one_hot, and constant fills.
+gather (`take`, indices checked against the axis) and its adjoint (`take_grad`, a scatter-add
+without `ufunc.at`), one_hot, and constant fills.
 
 Static indices are attributes: `getitem` takes `index`, a tuple whose items are
 `("i", k)` (an integer), `("s", start, stop, step)` (a slice), or `("n",)` (a new axis).
@@ -7,7 +8,10 @@ Static indices are attributes: `getitem` takes `index`, a tuple whose items are
 
 from __future__ import annotations
 
+import math
+
 from runtime.dtypes import np_dtype, result_dtype
+from runtime.errors import UserError
 from runtime.ir import Dim, TensorType
 from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
@@ -194,6 +198,21 @@ register(OpDef("index_put", _index_put_shape, _index_put_fwd,
 
 
 # ---- gather by tensor indices
+class IndexRangeError(UserError):
+    """A gather's indices fall outside the axis they index (found when the step runs)."""
+
+
+def _check_range(xp, idx, size: int, op: str, axis: int) -> None:
+    if idx.size == 0:
+        return
+    lo, hi = int(xp.min(idx)), int(xp.max(idx))
+    if lo < 0 or hi >= size:
+        bad = lo if lo < 0 else hi
+        raise IndexRangeError(f"{op}: index {bad} is out of range for axis {axis} of size "
+                              f"{size} (the indices go from {lo} to {hi}; valid: 0 to "
+                              f"{size - 1})")
+
+
 def _take_shape(attrs, x, idx):
     if idx.is_float:
         raise ShapeError(f"take: indices must be integers, got {idx}")
@@ -201,21 +220,72 @@ def _take_shape(attrs, x, idx):
     return TensorType(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])
 
 
+def _take_fwd(xp, x, idx, axis):
+    # indices in [0, n): NumPy would wrap negatives and CuPy would wrap everything
+    _check_range(xp, idx, x.shape[axis], "take", axis % x.ndim)
+    return xp.take(x, idx, axis=axis)
+
+
+def _take_compile(ctx, node, attrs):
+    """The kernel, with the node's source position added to an out-of-range error."""
+    def kernel(x, idx):
+        try:
+            return _take_fwd(ctx.xp, x, idx, **attrs)
+        except IndexRangeError as e:
+            where = node.loc if node.loc is not None and node.loc.line > 0 else None
+            if where is None or where.file == "<prelude>":
+                raise
+            raise IndexRangeError(f"{e} at {where}") from None
+    return kernel
+
+
+# take_grad: a one-hot matmul for at most this many rows (and a one-hot matrix of at most
+# ONE_HOT_MAX_ELEMENTS), else a sort and segment sums (float32 ids repeated on average) or a
+# bincount (see `_take_grad_fwd`)
+ONE_HOT_MAX_SIZE = 64
+ONE_HOT_MAX_ELEMENTS = 1 << 22
+
+
 def _take_grad_fwd(xp, g, idx, axis, size):
-    x_shape = list(g.shape[:axis]) + [size] + list(g.shape[axis + idx.ndim:])
-    out = xp.zeros(x_shape, dtype=g.dtype)
-    moved = xp.moveaxis(out, axis, 0)
-    gm = g.reshape(g.shape[:axis] + (-1,) + g.shape[axis + idx.ndim:])
-    gm = xp.moveaxis(gm, axis, 0)
-    xp.add.at(moved, idx.reshape(-1), gm)
-    return out
+    """Rows of `g` summed into the rows of a [.., size, ..] result by index, without
+    `add.at`. With g seen as [P, N, Q] (N = idx.size):
+
+    - size <= ONE_HOT_MAX_SIZE: one_hot(idx)ᵀ @ g, a [size, N] @ [P, N, Q] matmul;
+    - float32 and size < N: a sort of the ids and `add.reduceat` over the runs of
+      equal ids, in g's dtype (bincount sums in float64 and needs a float64 copy of g);
+    - else one `bincount` over the flat positions (p, idx[n], q) of the result.
+
+    bench/embedding_grad.py, NumPy 2.4, 2 cores, 64x64 ids, dim 128 (add.at: 4.5-5.7 ms):
+    bincount 0.9-1.0 ms for vocab 100 and 1.4-2.2 ms for vocab 10000; for float32 and vocab
+    100, sort/reduceat 0.73-0.78 ms, and in a training step 1.8 against 4.0 ms for bincount;
+    vocab <= 64: the matmul 2-6x faster than bincount."""
+    pre, post = g.shape[:axis], g.shape[axis + idx.ndim:]
+    p, n, q = math.prod(pre), idx.size, math.prod(post)
+    flat_idx = idx.reshape(-1)
+    g3 = g.reshape(p, n, q)
+    if size <= ONE_HOT_MAX_SIZE and size * n <= ONE_HOT_MAX_ELEMENTS:
+        onehot = (xp.arange(size)[:, None] == flat_idx[None, :]).astype(g.dtype)
+        out = xp.matmul(onehot, g3)
+    elif g.dtype != xp.float64 and 0 < size < n:
+        order = xp.argsort(flat_idx)
+        ids = flat_idx[order]
+        starts = xp.flatnonzero(xp.concatenate((xp.ones(1, dtype=bool), ids[1:] != ids[:-1])))
+        out = xp.zeros((p, size, q), dtype=g.dtype)
+        out[:, ids[starts], :] = xp.add.reduceat(g3[:, order, :], starts, axis=1)
+    else:
+        pos = (xp.arange(p)[:, None, None] * size + flat_idx[None, :, None]) * q \
+            + xp.arange(q)[None, None, :]
+        sums = xp.bincount(pos.reshape(-1), weights=g.reshape(-1), minlength=p * size * q)
+        out = sums.astype(g.dtype, copy=False)
+    return out.reshape(pre + (size,) + post)
 
 
-register(OpDef("take", _take_shape, lambda xp, x, idx, axis: xp.take(x, idx, axis=axis),
+register(OpDef("take", _take_shape, _take_fwd,
                lambda g, out, x, idx, axis: (
                    g.b.emit("take_grad", g, idx, axis=axis % x.type.rank,
                             size=x.shape[axis % x.type.rank]), None),
-               attrs={"axis": 0}, arity=2, doc="gather along an axis (embeddings, x[t])"))
+               attrs={"axis": 0}, arity=2, compile=_take_compile,
+               doc="gather along an axis (embeddings, x[t]); indices in [0, n)"))
 
 
 def _take_grad_shape(attrs, g, idx):
@@ -225,7 +295,9 @@ def _take_grad_shape(attrs, g, idx):
 
 register(OpDef("take_grad", _take_grad_shape, _take_grad_fwd,
                lambda gg, out, g, idx, axis, size: (gg.b.emit("take", gg, idx, axis=axis), None),
-               attrs={"axis": 0, "size": 1}, arity=2, doc="scatter-add (adjoint of take)"))
+               attrs={"axis": 0, "size": 1}, arity=2,
+               doc="scatter-add (adjoint of take) by a one-hot matmul, sorted segment sums or "
+                   "bincount"))
 
 
 def _one_hot_fwd(xp, idx, depth, dtype):
