@@ -40,7 +40,14 @@ BUILTIN_DOCS: dict[str, tuple[str, str]] = {  # name -> (parameters, description
                                    "same shape (a scalar target broadcasts); emits nothing."),
     "grad": ("f, wrt", "The gradient of the scalar `f` with respect to a parameter or an "
                        "intermediate value, as more graph."),
-    "hessian": ("f, wrt", "The Hessian of the scalar `f` with respect to a vector `wrt`."),
+    "hessian": ("f, wrt, max_size = 2048",
+                "The dense Hessian of the scalar `f` with respect to `wrt`, shape wrt.shape + "
+                "wrt.shape. It costs one reverse pass per entry of `wrt` in the graph (compile "
+                "time and memory grow with each), n² numbers, and O(n³) to solve with; over "
+                "`max_size` entries it is a compile-time error. Newton's method on more "
+                "parameters: `newton_cg`, which needs only `hvp`."),
+    "hvp": ("f, wrt, v", "The Hessian-vector product ∇²f · v with respect to `wrt` (v of its "
+                         "shape, held constant): two reverse passes, no dense Hessian."),
     "sum": ("x, axis = None, keepdims = false", "Sum over `axis` (all axes by default); over a "
                                                 "selection, the sum of every parameter."),
     "mean": ("x, axis = None, keepdims = false", "Mean over `axis` (all axes by default)."),
@@ -126,7 +133,12 @@ SETTING_DOCS: dict[str, str] = {
     "steps": "Train for this many steps in total (counted from step 0). Without `steps` and "
              "`epochs`, one epoch.",
     "seed": "Seeds the initial weights, the batch order, the random tensors and dropout.",
-    "sampling": '"shuffle" (each epoch a permutation), "with_replacement" or "sequential".',
+    "sampling": '"shuffle" (each epoch a permutation), "with_replacement" (batches drawn '
+                'uniformly), or "sequential": no randomness, the samples cut into `batch` '
+                "contiguous streams and batch k holding the k-th sample of each, so that row i "
+                "of a batch continues row i of the one before (truncated backpropagation "
+                "through time over consecutive windows: `text`, `sine`). An error for windows "
+                "that overlap (a data set's `stride` < `T`).",
     "drop_last": "Drop the last, smaller batch of an epoch.",
     "checkpoint_every": "Write the checkpoint every this many steps (0: at the end only).",
     "augment": "Data augmentations applied to each training batch, e.g. "
@@ -388,7 +400,9 @@ _INTROS = {
     "Initializers": "Used as `param w: [3, 4] = NAME` or `= NAME(options)`, or as a layer's "
     "`init = NAME`.",
     "Data sets": "Used as `data NAME(options)`; the fields are `x` and `y`, and `train.x` / "
-    "`test.y` are constants. A file name ending in .csv or .npz is also a data set.",
+    "`test.y` are constants, and so are the numbers a data set states about itself: "
+    "`data.vocab_size`, `data.n_classes`, `data.n_features`, `data.T`. A file name ending in "
+    ".csv, .npz or .txt is also a data set.",
     "Train settings": "Used as `train { NAME = value, ... }`.",
     "Augmentations": "Used as `train { augment = [NAME(options), ...] }`, applied to the "
     "image field of each training batch.",

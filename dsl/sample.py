@@ -5,8 +5,9 @@ The parameters come from `--checkpoint` or the latest run of the spec's model
 (`runs/<model>/latest`); a spec with parameters and no checkpoint is an error saying how to get
 one, a spec without parameters needs none. `--set NAME=VALUE` sets a procedure argument (or,
 for other names, a const as everywhere). Each returned value's shape and summary statistics are
-printed, and all of them are written to `DIR/<procedure>.npz` (DIR: `--out`, else the run
-directory of the checkpoint, else `runs/<model>`).
+printed (token ids of a text data set also decoded to text), and all of them are written to
+`DIR/<procedure>.npz` (DIR: `--out`, else the run directory of the checkpoint, else
+`runs/<model>`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def _summary(v: np.ndarray) -> str:
     f = v.astype(np.float64)
     return (f"mean {f.mean():.6g}  std {f.std():.6g}  min {f.min():.6g}  "
             f"max {f.max():.6g}")
+
+
+def _print_text(name: str, ids: np.ndarray, vocab: Any, rows: int = 8) -> None:
+    """Token ids of a text data set, decoded with its vocabulary: one block per row."""
+    for r, row in enumerate(ids.reshape(-1, ids.shape[-1])[:rows]):
+        label = name if ids.ndim == 1 else f"{name}[{r}]"
+        print(f"--- {label} (decoded) ---")
+        print(vocab.decode(row))
+    if ids.ndim == 2 and ids.shape[0] > rows:
+        print(f"--- ({ids.shape[0] - rows} more rows in the .npz) ---")
 
 
 def sample(args: argparse.Namespace, compile_spec: Any, sets: Any) -> int:
@@ -65,9 +76,12 @@ def sample(args: argparse.Namespace, compile_spec: Any, sets: Any) -> int:
     source = f"checkpoint {ckpt}" if ckpt is not None else "no parameters"
     print(f"{p.name}: {d.name} ({source}, seed {seed})")
     width = max(len(k) for k in out) if out else 0
+    vocab = getattr(model.dataset, "vocab", None) if p.data is not None else None
     for k, v in out.items():
         shape = "[" + ", ".join(str(s) for s in v.shape) + "]"
         print(f"  {k.ljust(width)}  {v.dtype.name}{shape}  {_summary(v)}")
+        if vocab is not None and v.dtype.kind in "iu" and 1 <= v.ndim <= 2:
+            _print_text(k, v, vocab)
     target_dir = Path(args.out) if args.out else (
         ckpt.parent if ckpt is not None else Path("runs") / p.name)
     path = save_arrays(target_dir / f"{d.name}.npz", out)

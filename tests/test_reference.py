@@ -41,7 +41,7 @@ def test_every_name_has_a_description() -> None:
              "Train settings": "a comment on the field in runtime/program.py, SETTING_DOCS "
                                "in dsl/reference.py or field metadata 'doc'",
              "Augmentations": "AUGMENT_DOCS in dsl/reference.py",
-             "Data sets": "a docstring on the loader in runtime/train/data.py"}
+             "Data sets": "a docstring on the loader in runtime/train/data/"}
     missing = [f"{e.section}: {e.name} (add to {where.get(e.section, 'dsl/prelude.dl')})"
                for e in reference.entries()
                if e.section != "Primitives" and not e.description.strip()]

@@ -178,7 +178,7 @@ def call_def(cx: Context, d: A.NetDef, e: A.Call, scope: Scope, statement: bool 
     except statements.Return as r:
         result = r.value
     except DslError as ex:
-        raise _at_call_site(ex, d.name, e.span) from None
+        raise at_call_site(ex, d.name, e.span) from None
     finally:
         cx.calls.stack.pop()
         cx.span = saved
@@ -190,7 +190,7 @@ def call_def(cx: Context, d: A.NetDef, e: A.Call, scope: Scope, statement: bool 
     return result
 
 
-def _at_call_site(ex: DslError, def_name: str, call: A.Span) -> DslError:
+def at_call_site(ex: DslError, def_name: str, call: A.Span) -> DslError:
     """A mistake found inside a prelude def, moved to the user's call of that def (the
     prelude's own line goes into a note): users see their line, not the library's."""
     s = ex.span

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsl import ast as A
-from dsl.errors import NameErr, TypeErr, did_you_mean
+from dsl.errors import DslError, NameErr, TypeErr, did_you_mean
 from dsl.lower import calls, expressions, statements
 from dsl.lower.context import Context
 from dsl.lower.result import OptUse
@@ -152,6 +152,8 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
         statements.exec_body(cx, d.body, scope)
     except statements.Return:
         raise cx.err(TypeErr, "an optimizer body does not return", d.span) from None
+    except DslError as ex:  # a mistake inside a prelude optimizer: at the spec's use of it
+        raise calls.at_call_site(ex, use.rule, use.stmt.span) from None
     for var, nid in cx.made.state_updates.items():
         if before.get(var) != nid:
             use.updates[var] = nid

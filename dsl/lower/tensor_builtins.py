@@ -1,11 +1,12 @@
 """The builtins that make tensors (rows of `builtins.BUILTINS`): derivatives (`grad`,
-`hessian`), reductions and norms (also over parameter selections), random tensors, fills,
+`hessian`, `hvp`), reductions and norms (also over parameter selections), random tensors, fills,
 casts and the shape builtins (`split`, `concat`, `stack`, `reshape`, `flatten`, `transpose`).
 Each takes the context, the call and the scope.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from dsl.lower.scope import Scope
 from dsl.lower.values import InitSpec, Selection, check_dim, const_val, to_val
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian, or_zeros
-from runtime.dtypes import DTYPES, is_float
+from runtime.dtypes import DTYPES, is_float, np_dtype
 from runtime.ir import TensorType
 from runtime.ops import Val
 
@@ -59,16 +60,58 @@ def b_grad(cx: Context, e: A.Call, scope: Scope) -> Val:
     return or_zeros(cx.b, g, w.id)
 
 
+HESSIAN_MAX_SIZE = 2048  # the default limit of hessian(f, w, max_size) and of newton
+
+
 def b_hessian(cx: Context, e: A.Call, scope: Scope) -> Val:
-    a = calls.builtin_args(cx, e, scope, ["f", "wrt"], {})
-    f, w = a["f"], a["wrt"]
+    """hessian(f, wrt, max_size): the dense Hessian, refused at compile time over max_size
+    entries of wrt (one reverse pass per entry in the graph, n² numbers, an O(n³) solve)."""
+    a = calls.builtin_args(cx, e, scope, ["f", "wrt", "max_size"],
+                           {"max_size": HESSIAN_MAX_SIZE})
+    f, w, limit = a["f"], a["wrt"], a["max_size"]
     if not isinstance(f, Val) or not isinstance(w, Val):
         raise cx.err(TypeErr, "hessian(f, w) takes a scalar and a tensor", e.span)
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer):
+        raise cx.err(TypeErr, f"hessian: max_size must be an integer, got {limit!r}", e.span)
+    n = math.prod(d for d in w.shape if isinstance(d, int))
+    if all(isinstance(d, int) for d in w.shape) and n > limit:
+        mb = n * n * np_dtype(w.type.dtype).itemsize / 2**20
+        what = f"{w.node.name} ({w.type})" if w.node.name else str(w.type)
+        raise cx.err(TypeErr, f"hessian: a dense Hessian over the {n} entries of {what} "
+                     f"costs {n} reverse passes in the graph (compile time and memory grow "
+                     f"with each), {n}×{n} = {n * n:,} numbers ({mb:,.0f} MB) and an O(n³) "
+                     f"solve per Newton step; the limit is max_size = {limit}. Use newton_cg "
+                     "(Hessian-vector products, no dense matrix), or raise max_size", e.span)
     with cx.b.context(role="grad", loc=cx.loc(e.span)):
         try:
             return hessian(cx.b, f.id, w.id)
         except GradError as ex:
             raise cx.err(TypeErr, str(ex), e.span) from None
+
+
+def b_hvp(cx: Context, e: A.Call, scope: Scope) -> Val:
+    """hvp(f, wrt, v): the Hessian-vector product ∇²f · v as two reverse passes (the gradient
+    of ⟨∇f, v⟩ with v held constant), never the dense Hessian."""
+    a = calls.builtin_args(cx, e, scope, ["f", "wrt", "v"], {})
+    f, w, v = a["f"], a["wrt"], a["v"]
+    if not isinstance(f, Val) or isinstance(w, Selection) or not isinstance(w, Val):
+        raise cx.err(TypeErr, "hvp(f, w, v) takes a scalar, a tensor and a tensor of the "
+                     "tensor's shape", e.span)
+    v = to_val(cx, v, e.span)
+    if tuple(v.shape) != tuple(w.shape):
+        raise cx.err(ShapeErr, f"hvp: v must have the shape of wrt: {v.type} vs {w.type}",
+                     e.span)
+    b = cx.b
+    with b.context(role="grad", loc=cx.loc(e.span)):
+        try:
+            (g,) = gradients(b, f.id, [w.id])
+            if g is None:  # f does not depend on w: H = 0
+                return or_zeros(b, None, w.id)
+            s = b.emit("sum", g * b.emit("stop_gradient", v))
+            (hv,) = gradients(b, s.id, [w.id])
+        except GradError as ex:
+            raise cx.err(TypeErr, str(ex), e.span) from None
+    return or_zeros(b, hv, w.id)
 
 
 def reduce_builtin(op: str) -> Builtin:
@@ -157,13 +200,23 @@ def b_randint(cx: Context, e: A.Call, scope: Scope) -> Val:
                          high=int(a["high"]), dtype="i64")
 
 
+def _fill_value(cx: Context, v: Any, e: A.Call) -> Any:
+    """The fill value of zeros/ones/full(_like): a number known at compile time."""
+    if isinstance(v, Val):
+        raise cx.err(TypeErr, f"{e.func}: the value must be a number known at compile time, "
+                     f"not a tensor {v.type} (a primitive such as sqrt or exp makes a tensor "
+                     "even of a number: write 2.0 ** 0.5); for a tensor value add it to "
+                     "zeros(...)", e.span)
+    return v
+
+
 def fill_builtin(value: float | None) -> Builtin:
     """zeros/ones/full(shape, [value], dtype): a constant for a static shape, else a `full`
     node."""
     def fn(cx: Context, e: A.Call, scope: Scope) -> Any:
         names = ["shape"] + (["value"] if value is None else []) + ["dtype"]
         a = calls.builtin_args(cx, e, scope, names, {"dtype": None})
-        v = a.get("value", value)
+        v = _fill_value(cx, a.get("value", value), e)
         if isinstance(a["shape"], Val):
             raise cx.err(TypeErr, f"{e.func}: give a shape list; for a tensor use "
                          f"{e.func}_like", e.span)
@@ -181,7 +234,7 @@ def fill_like_builtin(value: float | None) -> Builtin:
         names = ["x"] + (["value"] if value is None else [])
         a = calls.builtin_args(cx, e, scope, names, {})
         x = a["x"]
-        v = a.get("value", value)
+        v = _fill_value(cx, a.get("value", value), e)
         if not isinstance(x, Val):
             return np.full(np.shape(x), v, dtype=np.float64)
         return cx.b.emit("full", shape=x.shape, value=float(v), dtype=x.type.dtype)

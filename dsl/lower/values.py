@@ -177,7 +177,11 @@ def arith(cx: Context, op: str, a: Any, b: Any, span: A.Span) -> Any:
 
 
 def compare(cx: Context, op: str, a: Any, b: Any, span: A.Span) -> Any:
-    """`a op b` for < <= > >= == !=: a Python bool for constants, a bool tensor otherwise."""
+    """`a op b` for < <= > >= == !=: a Python bool for constants, a bool tensor otherwise;
+    `x == None` / `x != None` tests at compile time whether an optional argument was given
+    (`mask = None`), also when x is a tensor."""
+    if op in ("==", "!=") and (a is None or b is None):
+        return (a is b) == (op == "==")
     if not isinstance(a, Val) and not isinstance(b, Val):
         try:
             return _PY_COMPARE[op](a, b)
