@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 DROP_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-DEFAULT_SPECS = ("mlp_small", "mlp_large", "lenet")
+DEFAULT_SPECS = ("mlp_small", "mlp_large", "lenet", "lstm", "transformer")
 
 sys.path.insert(0, str(BENCH))
 from torch_models import MODELS  # noqa: E402  (standard library only)
@@ -157,7 +157,7 @@ def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
                 runs["torch"].append(d["step_ms_median"])
             else:
                 errors["torch"] = err
-            if with_jax:
+            if with_jax and MODELS[model].get("jax", True):
                 d, err = run_json([*common, "--framework", "jax"], timeout)
                 if d:
                     runs["jax"].append(d["step_ms_median"])

@@ -32,6 +32,10 @@ LR, MOMENTUM = 0.01, 0.9
 # name -> (batch, sample shape, classes, layer list). Layers:
 #   ("dense", units, relu)  ("conv", out_channels, kernel, padding)  ("relu",)
 #   ("maxpool", k)  ("flatten",)
+#   on sequences [T, features]: ("lstm", hidden) (nn.LSTM, its last hidden state),
+#   ("transformer", heads, ff) (nn.TransformerEncoderLayer, post-norm, ReLU, dropout 0),
+#   ("mean_time",) (the mean over the T positions)
+# "jax": False marks a model without a JAX version.
 MODELS: dict[str, dict[str, Any]] = {
     "mlp_small": {"batch": 128, "shape": (64,), "classes": 10,
                   "layers": [("dense", 256, True), ("dense", 256, True), ("dense", 10, False)]},
@@ -42,6 +46,10 @@ MODELS: dict[str, dict[str, Any]] = {
               "layers": [("conv", 6, 5, 2), ("relu",), ("maxpool", 2),
                          ("conv", 16, 5, 0), ("relu",), ("maxpool", 2), ("flatten",),
                          ("dense", 120, True), ("dense", 84, True), ("dense", 10, False)]},
+    "lstm": {"batch": 64, "shape": (32, 32), "classes": 10, "jax": False,
+             "layers": [("lstm", 128), ("dense", 10, False)]},
+    "transformer": {"batch": 32, "shape": (64, 128), "classes": 10, "jax": False,
+                    "layers": [("transformer", 4, 512), ("mean_time",), ("dense", 10, False)]},
 }
 
 
@@ -79,6 +87,20 @@ def torch_model(name: str) -> Any:
     import torch
     from torch import nn
 
+    class LastState(nn.Module):
+        """nn.LSTM over [B, T, features] (batch_first); its hidden state after the last step."""
+
+        def __init__(self, features: int, hidden: int) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(features, hidden, batch_first=True)
+
+        def forward(self, x: Any) -> Any:
+            return self.lstm(x)[1][0][-1]
+
+    class MeanTime(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x.mean(dim=1)
+
     cfg = MODELS[name]
     mods: list[Any] = []
     shape = cfg["shape"]
@@ -101,6 +123,15 @@ def torch_model(name: str) -> Any:
             mods.append(nn.Flatten())
             with torch.no_grad():  # the flattened width, from a dummy forward
                 feat = nn.Sequential(*mods)(torch.zeros(1, *shape)).shape[1]
+        elif kind == "lstm":
+            mods.append(LastState(shape[-1], layer[1]))
+            feat = layer[1]
+        elif kind == "transformer":
+            feat = shape[-1]
+            mods.append(nn.TransformerEncoderLayer(feat, layer[1], layer[2], dropout=0.0,
+                                                   batch_first=True))
+        elif kind == "mean_time":
+            mods.append(MeanTime())
     return nn.Sequential(*mods)
 
 
@@ -138,6 +169,8 @@ def bench_torch(name: str, steps: int, warmup: int, threads: int | None) -> dict
 
 # ---------------------------------------------------------------- JAX jit
 def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+    if not MODELS[name].get("jax", True):
+        raise SystemExit(f"{name}: no JAX version (only PyTorch)")
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -1,5 +1,6 @@
 """The PyTorch reference models in bench/torch_models.py train the same workload as the bench
-specs: batch, sample shape, classes, parameter count, learning rate and momentum."""
+specs: batch, sample shape, classes, parameter count, learning rate and momentum (and, where
+torch is installed, the parameter count of the torch model itself)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def _param_count(cfg: dict) -> int:
             shape = [shape[0], shape[1] // layer[1], shape[2] // layer[1]]
         elif layer[0] == "flatten":
             shape = [math.prod(shape)]
+        elif layer[0] == "lstm":  # nn.LSTM: weight_ih, weight_hh and two biases, 4 gates
+            h = layer[1]
+            total += 4 * h * (shape[-1] + h) + 8 * h
+            shape = [h]
+        elif layer[0] == "transformer":  # in_proj, out_proj, two linears, two layer norms
+            _, _, ff = layer
+            d = shape[-1]
+            total += 3 * d * d + 3 * d + d * d + d + 2 * d * ff + ff + d + 4 * d
+        elif layer[0] == "mean_time":
+            shape = shape[1:]
     return total
 
 
@@ -51,3 +62,10 @@ def test_torch_reference_matches_the_bench_spec(name: str) -> None:
     options = {k.name: k.value.value for k in use.rule.kwargs}
     assert use.rule.func == "sgd"
     assert options == {"lr": torch_models.LR, "momentum": torch_models.MOMENTUM}
+
+
+@pytest.mark.parametrize("name", sorted(torch_models.MODELS))
+def test_torch_model_has_the_counted_parameters(name: str) -> None:
+    pytest.importorskip("torch")
+    model = torch_models.torch_model(name)
+    assert sum(p.numel() for p in model.parameters()) == _param_count(torch_models.MODELS[name])

@@ -16,6 +16,7 @@ from runtime.ir import Graph, IRError, Node, TensorType, parse_text
 from runtime.ops import Builder, Val, to_text
 from runtime.passes import (
     ALGEBRAIC_RULES,
+    CONTRACTION_RULES,
     FUSED,
     PASSES,
     PIPELINE,
@@ -488,7 +489,7 @@ def test_stabilize_runs_only_stabilizing_rows():
 
 def test_rule_tables_have_no_overlap_and_are_well_formed():
     names = [str(r) for r in SIMPLIFY_RULES]
-    assert names == [str(r) for r in STABILIZING_RULES + ALGEBRAIC_RULES]
+    assert names == [str(r) for r in STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES]
     assert len(set(names)) == len(names)
     for r in SIMPLIFY_RULES:
         check_rule(r)
@@ -609,7 +610,8 @@ def test_fuse_respects_outputs_and_random_ops():
 def test_pipeline_names_and_order():
     assert [n for n, _ in PIPELINE] == ["stabilize", "fold_constants",
                                         "merge_common_subexpressions", "simplify",
-                                        "hoist_loop_invariants", "eliminate_dead_code",
+                                        "hoist_loop_invariants", "restructure_loops",
+                                        "concat_padded_slices", "eliminate_dead_code",
                                         "fuse_elementwise"]
     assert set(PASSES) == {n for n, _ in PIPELINE}
 

@@ -7,9 +7,15 @@ Every pass is a function `Graph -> Graph` that works on a copy and never mutates
   so gradients taken during lowering are built from the stable forms.
 - `fold_constants`: evaluate nodes whose inputs are all constants.
 - `merge_common_subexpressions`: compute equal subexpressions once.
-- `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...), one rule
-  engine (`runtime.passes.rewrite`) over data tables (`runtime.passes.rules`).
+- `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...) and matrix
+  products over stacked rows as one `tensordot`, one rule engine (`runtime.passes.rewrite`)
+  over data tables (`runtime.passes.rules`).
 - `hoist_loop_invariants`: compute once, before a loop, what its body reads only from outside.
+- `restructure_loops`: run once over whole sequences, before or after a loop, the work its
+  body does per iteration without reading a carried value (input projections, the sums of a
+  backward loop's weight gradients; `runtime.passes.loops`).
+- `concat_padded_slices`: a sum of zero-padded slices tiling an axis (the gradient of `split`)
+  becomes their `concat`.
 - `eliminate_dead_code`: drop what no output or update needs (and what loops make for nobody).
 - `fuse_elementwise`: group elementwise ops into `fused_elementwise` nodes (a lowering: the
   result has no VJP, so it runs last, after differentiation).
@@ -26,10 +32,12 @@ from collections.abc import Callable, Sequence
 from runtime.ir import Graph, IRError
 from runtime.ops import to_text
 from runtime.ops.fused import FUSED
+from runtime.passes.concat import concat_padded_slices
 from runtime.passes.cse import merge_common_subexpressions
 from runtime.passes.dce import eliminate_dead_code
 from runtime.passes.fold import fold_constants
 from runtime.passes.fuse import fuse_elementwise
+from runtime.passes.loops import restructure_loops
 from runtime.passes.regions import everywhere, hoist_loop_invariants
 from runtime.passes.rewrite import (
     Attr,
@@ -39,7 +47,12 @@ from runtime.passes.rewrite import (
     Var,
     rewrite,
 )
-from runtime.passes.rules import ALGEBRAIC_RULES, SIMPLIFY_RULES, STABILIZING_RULES
+from runtime.passes.rules import (
+    ALGEBRAIC_RULES,
+    CONTRACTION_RULES,
+    SIMPLIFY_RULES,
+    STABILIZING_RULES,
+)
 from runtime.passes.verify import VerifyError, verify_graph
 
 Pass = Callable[[Graph], Graph]
@@ -63,6 +76,8 @@ PIPELINE: list[tuple[str, Pass]] = [(name, everywhere(fn)) for name, fn in [
     ("merge_common_subexpressions", merge_common_subexpressions),
     ("simplify", simplify),
     ("hoist_loop_invariants", hoist_loop_invariants),
+    ("restructure_loops", restructure_loops),
+    ("concat_padded_slices", concat_padded_slices),
     ("eliminate_dead_code", eliminate_dead_code),
     ("fuse_elementwise", fuse_elementwise),
 ]]
@@ -116,9 +131,9 @@ def _verify(g: Graph, where: str) -> None:
 
 
 __all__ = [
-    "ALGEBRAIC_RULES", "FUSED", "PASSES", "PIPELINE", "SIMPLIFY_RULES", "STABILIZING_RULES",
-    "Attr", "Const", "Pass", "RewriteStats", "Rule", "Var", "VerifyError",
-    "eliminate_dead_code", "fold_constants", "fuse_elementwise", "hoist_loop_invariants",
-    "merge_common_subexpressions",
+    "ALGEBRAIC_RULES", "CONTRACTION_RULES", "FUSED", "PASSES", "PIPELINE", "SIMPLIFY_RULES",
+    "STABILIZING_RULES", "Attr", "Const", "Pass", "RewriteStats", "Rule", "Var", "VerifyError",
+    "concat_padded_slices", "eliminate_dead_code", "fold_constants", "fuse_elementwise",
+    "hoist_loop_invariants", "merge_common_subexpressions", "restructure_loops",
     "rewrite", "run_pipeline", "simplify", "stabilize", "verify_graph",
 ]

@@ -1,4 +1,5 @@
-"""The rewrite tables: numerically stabilizing rewrites and algebraic simplifications.
+"""The rewrite tables: numerically stabilizing rewrites, algebraic simplifications and matrix
+products over stacked rows as one product.
 
 Every row is `Rule(before, after[, guard])` written in the pattern language of
 `runtime.passes.rewrite`. The engine only rewrites when the replacement has exactly the
@@ -10,10 +11,12 @@ same-shape cases. Deliberately absent: `exp(log(x)) -> x` (wrong for x <= 0), `x
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.ir import Graph
 from runtime.passes.rewrite import Attr, Binding, Const, Guard, Rule, Var
 
-X, Y = Var("x"), Var("y")
+X, Y, W = Var("x"), Var("y"), Var("w")
 ONE, ZERO, TWO = Const(1.0), Const(0.0), Const(2.0)
 
 
@@ -112,4 +115,69 @@ ALGEBRAIC_RULES: tuple[Rule, ...] = (
          ("transpose", X, {"axes": _composed})),
 )
 
-SIMPLIFY_RULES: tuple[Rule, ...] = STABILIZING_RULES + ALGEBRAIC_RULES
+
+
+def _rank(g: Graph, b: Binding, var: str) -> int:
+    return g.nodes[b[var]].type.rank
+
+
+def _rows_times_matrix(g: Graph, b: Binding) -> bool:
+    """x has rows in two or more leading axes ([..., T, K]), w is a matrix."""
+    return _rank(g, b, "x") >= 3 and _rank(g, b, "w") == 2
+
+
+def _summed_products(g: Graph, b: Binding) -> bool:
+    """sum_to(matmul(swap(x), y), s): x [..., T, K] and y [..., T, N] share every leading axis
+    and s = [K, N] sums all the products (a dense layer's weight gradient on sequences)."""
+    x, y = g.nodes[b["x"]].type, g.nodes[b["y"]].type
+    r = x.rank
+    return (r >= 3 and y.rank == r
+            and _perm(b["p"], r) == (*range(r - 2), r - 1, r - 2)
+            and x.shape[:-1] == y.shape[:-1] and tuple(b["s"]) == (x.shape[-1], y.shape[-1]))
+
+
+def _transposed_product(g: Graph, b: Binding) -> bool:
+    """transpose(tensordot(x, y, axes=n)) of a matrix: x [K, c...] and y [c..., N]."""
+    n = b["n"]
+    return (_rank(g, b, "x") == n + 1 and _rank(g, b, "y") == n + 1
+            and _perm(b["p"], 2) == (1, 0))
+
+
+def _last_first(var: str) -> Any:
+    """The axes moving the last axis of `var` to the front."""
+    def axes(g: Graph, b: Binding) -> tuple[int, ...]:
+        r = _rank(g, b, var)
+        return (r - 1, *range(r - 1))
+    return axes
+
+
+def _first_last(var: str) -> Any:
+    """The axes moving the first axis of `var` to the end."""
+    def axes(g: Graph, b: Binding) -> tuple[int, ...]:
+        r = _rank(g, b, var)
+        return (*range(1, r), 0)
+    return axes
+
+
+def _leading_axes(g: Graph, b: Binding) -> int:
+    return _rank(g, b, "x") - 1
+
+
+# Matrix products over rows stacked in several leading axes (sequences [B, T, features]) as
+# one product over the flattened rows (`tensordot`, one BLAS call instead of one per leading
+# index and a sum): the same sums, added in another order.
+CONTRACTION_RULES: tuple[Rule, ...] = (
+    # matmul(x [..., T, K], w [K, N]) -> tensordot(x, w, axes=1)
+    Rule(("matmul", X, W), ("tensordot", X, W, {"axes": 1}), _rows_times_matrix),
+    # sum_to(matmul(swap(x), y), [K, N]) -> tensordot(x with K first, y, axes=rank - 1)
+    Rule(("sum_to", ("matmul", ("transpose", X, {"axes": Attr("p")}), Y), {"shape": Attr("s")}),
+         ("tensordot", ("transpose", X, {"axes": _last_first("x")}), Y,
+          {"axes": _leading_axes}), _summed_products),
+    # transpose(tensordot(x, y)) -> tensordot(y with N first, x with K last)
+    Rule(("transpose", ("tensordot", X, Y, {"axes": Attr("n")}), {"axes": Attr("p")}),
+         ("tensordot", ("transpose", Y, {"axes": _last_first("y")}),
+          ("transpose", X, {"axes": _first_last("x")}), {"axes": Attr("n")}),
+         _transposed_product),
+)
+
+SIMPLIFY_RULES: tuple[Rule, ...] = STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES

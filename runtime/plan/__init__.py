@@ -3,8 +3,10 @@
     step         `Plan` (dims bound, nodes ordered, kernels bound to slots; compute and commit),
                  `PlanContext` (what an op's compile hook gets), `RegionPlan` (a loop's body)
     buffers      the buffer-reusing step on NumPy: out= kernels, buffer lifetimes and pool,
-                 updates written in place
+                 updates written in place (and the same for loop bodies)
     out_kernels  the out= forms of kernels, checked bit-identical with the plain ones
+    scan         the driver of loops with a fixed trip count (one generated function each)
+    memory       glibc malloc keeps freed memory for the next step
     codegen      a list of steps as one generated Python function
 """
 

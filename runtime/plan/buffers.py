@@ -14,6 +14,11 @@ plan's `vals` hold every value it made).
   execution order, where a value that may be a view of a buffer (the result of any kernel
   without an out= form reading it) keeps the buffer alive.
 * The steps are generated code (`runtime.plan.codegen`).
+* Freed memory stays in the process (`runtime.plan.memory`): the arrays a step still
+  allocates come back without page faults.
+* A loop's body (`RegionPlan`) gets the same kind of step (`build_region_step`), run once
+  per iteration: its carries are new arrays (the next iteration reads them while it writes
+  its buffers), its stacked values may be buffers (the loop copies them at once).
 
 Everything here is linear in the number of instructions (times the few variables a value may
 be a view of), so that a plan of a deep network builds in time proportional to its size.
@@ -28,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.plan.codegen import codegen
+from runtime.plan.memory import keep_freed_memory
 from runtime.plan.out_kernels import OutSpec, is_zero, layout, out_spec, same, spec_matches
 
 if TYPE_CHECKING:
-    from runtime.plan.step import Plan
+    from runtime.plan.step import Plan, RegionPlan
 
-__all__ = ["FastStep", "build_fast_step", "plan_inplace"]
+__all__ = ["FastStep", "build_fast_step", "build_region_step", "plan_inplace"]
 
 
 @dataclass
@@ -56,6 +62,7 @@ class FastStep:
 
 def build_fast_step(plan: Plan) -> FastStep:
     """The buffer-reusing step of `plan` (see the module)."""
+    keep_freed_memory()
     xp = plan.backend.xp
     vals = plan.vals
     instrs = plan.instrs
@@ -71,27 +78,78 @@ def build_fast_step(plan: Plan) -> FastStep:
             specs[k] = spec
     # values that leave the plan (outputs) must be new arrays on every step
     escaping = set(plan.out_slots)
-    for k in range(n - 1, -1, -1):
+    _drop_escaping(instrs, specs, escaping)
+    inplace, deferred = plan_inplace(plan, specs, escaping, zero)
+    order = [k for k in range(n) if k not in deferred] + sorted(deferred)
+    fixed = {k: (plan.variables[name], spec) for k, (name, spec) in inplace.items()}
+    steps = _with_buffers(instrs, plan.steps, vals, order, specs, fixed,
+                          [s for _name, s in plan.upd_slots])
+    written = {name for name, _spec in inplace.values()}
+    return FastStep(
+        step=codegen([steps[k] for k in order if k not in deferred], "_step"),
+        commit=codegen([steps[k] for k in sorted(deferred)], "_commit"),
+        copies=[(name, s) for name, s in plan.upd_slots if name not in written],
+        steps=steps,
+        feed_sig=plan.feed_sig(),
+        inplace_vars=[(name, plan.variables[name]) for name, _spec in inplace.values()],
+        deferred_plain=[plan.steps[k] for k in sorted(deferred)],
+        kernels=len(specs),
+        inplace=len(inplace))
+
+
+def build_region_step(rp: RegionPlan) -> list[tuple[Any, tuple[int, ...], int]]:
+    """The buffer-reusing steps (by instruction) of a region plan that just ran plainly (its
+    `vals` hold every value it made): as a plan's step, without updates; its results other
+    than those the caller copies at once (`rp.escaping`) are new arrays."""
+    keep_freed_memory()
+    vals = rp.vals
+    instrs = rp.instrs
+    zero = {s: is_zero(vals[s]) for s in rp.const_slots}
+    specs: dict[int, OutSpec] = {}
+    for k, ins in enumerate(instrs):
+        args = [vals[i] for i in ins.ins]
+        res = vals[ins.out]
+        spec = out_spec(np, rp.region[ins.nid], ins.attrs, rp.dims, args, res,
+                        [zero.get(i, False) for i in ins.ins])
+        if spec is not None and spec_matches(spec, args, res):
+            specs[k] = spec
+    _drop_escaping(instrs, specs, set(rp.escaping))
+    return _with_buffers(instrs, rp.steps, vals, list(range(len(instrs))), specs, {},
+                         rp.result_slots)
+
+
+def _drop_escaping(instrs: list[Any], specs: dict[int, OutSpec], escaping: set[int]) -> None:
+    """Keep the plain kernels of the values in `escaping` (which grows by the inputs of the
+    kernels that may return views of them): they must be new arrays on every step."""
+    for k in range(len(instrs) - 1, -1, -1):
         ins = instrs[k]
         if ins.out in escaping:
             if k in specs:
                 del specs[k]
             else:
                 escaping.update(ins.ins)
-    inplace, deferred = plan_inplace(plan, specs, escaping, zero)
-    order = [k for k in range(n) if k not in deferred] + sorted(deferred)
+
+
+def _with_buffers(instrs: list[Any], plain: list[tuple[Any, tuple[int, ...], int]],
+                  vals: list[Any], order: list[int], specs: dict[int, OutSpec],
+                  fixed: dict[int, tuple[Any, OutSpec]], read_after: list[int]
+                  ) -> list[tuple[Any, tuple[int, ...], int]]:
+    """The steps (by instruction) with the out= kernels of `specs` writing into shared
+    buffers and those of `fixed` into their given array. Buffers are shared by liveness along
+    `order` (the execution order); a value that may be a view of a buffer keeps it alive, and
+    the slots `read_after` are read after the last instruction."""
     end_pos = len(order)
     last_read: dict[int, int] = {}
     for p, k in enumerate(order):
         for i in instrs[k].ins:
             last_read[i] = p
-    for _name, s in plan.upd_slots:
+    for s in read_after:
         last_read[s] = end_pos
     roots: dict[int, frozenset[int]] = {}
     end: dict[int, int] = {}
     for p, k in enumerate(order):
         ins = instrs[k]
-        if k in inplace:
+        if k in fixed:
             r: frozenset[int] = frozenset()
         elif k in specs:
             r = frozenset((k,))
@@ -111,12 +169,11 @@ def build_fast_step(plan: Plan) -> FastStep:
     def give(b: Any) -> None:
         pool.setdefault(layout(b), []).append(b)
 
-    steps = list(plan.steps)
+    steps = list(plain)
     for p, k in enumerate(order):
         ins = instrs[k]
-        if k in inplace:
-            spec = inplace[k][1]
-            out = plan.variables[inplace[k][0]]
+        if k in fixed:
+            out, spec = fixed[k]
         elif k in specs:
             spec = specs[k]
             out = bufs[k] = take(vals[ins.out])
@@ -130,17 +187,7 @@ def build_fast_step(plan: Plan) -> FastStep:
             steps[k] = (spec.make(out, scratch), ins.ins, ins.out)
         for b in frees.pop(p, ()):
             give(bufs[b])
-    written = {name for name, _spec in inplace.values()}
-    return FastStep(
-        step=codegen([steps[k] for k in order if k not in deferred], "_step"),
-        commit=codegen([steps[k] for k in sorted(deferred)], "_commit"),
-        copies=[(name, s) for name, s in plan.upd_slots if name not in written],
-        steps=steps,
-        feed_sig=plan.feed_sig(),
-        inplace_vars=[(name, plan.variables[name]) for name, _spec in inplace.values()],
-        deferred_plain=[plan.steps[k] for k in sorted(deferred)],
-        kernels=len(specs),
-        inplace=len(inplace))
+    return steps
 
 
 def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],

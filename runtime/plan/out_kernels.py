@@ -1,6 +1,7 @@
 """The `out=` forms of kernels on NumPy: how to compute an op into a buffer the plan owns
-(ufuncs, relu, matmul, sum_to, `where` against a zero, the bodies of fused elementwise nodes),
-by the same NumPy calls as the plain kernel, so that results are bit-identical.
+(ufuncs, relu, sigmoid, softmax, matmul, tensordot, sum_to, `where` against a zero, the bodies
+of fused elementwise nodes), by the same NumPy calls as the plain kernel (or, for sigmoid, the
+same arithmetic), so that results are bit-identical.
 `spec_matches` checks a form against the plain kernel's result before a plan uses it."""
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def out_spec(xp: Any, node: Node, attrs: Mapping[str, Any], dims: Mapping[str, i
         return OutSpec(lambda out, s: functools.partial(mm, out=out), [])
     if op == "sum_to":
         return None if any(alias) else _sum_to_spec(xp, attrs, args[0], res)
+    if op == "softmax":
+        return _softmax_spec(xp, attrs, args[0], res) if same_float and not any(alias) else None
+    if op == "sigmoid":
+        return _sigmoid_spec(xp, args[0], res) if same_float and not any(alias) else None
+    if op == "tensordot":
+        return _tensordot_spec(xp, attrs, args, res) if same_float and not any(alias) else None
     if op == "where":
         return _where_spec(xp, args, res, zero)
     if op == FUSED:
@@ -132,6 +139,87 @@ def _sum_to_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpec
 
         def kernel(x: Any) -> Any:
             red(x, axis=axes, dtype=None, out=keep, keepdims=True)
+            return out
+        return kernel
+    return OutSpec(make, [])
+
+
+def _sigmoid_spec(xp: Any, x: Any, res: Any) -> OutSpec | None:
+    """The sigmoid kernel's `where(x >= 0, 1 / (1 + e), e / (1 + e))`, e = exp(-|x|), as
+    `n / (1 + e)` with the numerator n = 1 or e picked on the bit patterns by x's sign bit
+    (-|x| too is x with its sign bit set): the same bits (x = -0.0 gives 1/2 either way; for a
+    NaN both divide by the NaN 1 + e), no allocation and no branchy select."""
+    if res.dtype.itemsize not in (4, 8) or x.dtype != res.dtype:
+        return None
+    bits = _BITS[res.dtype.itemsize]
+    shift = 8 * res.dtype.itemsize - 1
+    sign = bits(np.array(-0.0, res.dtype).view(bits))
+    one = bits(np.array(1.0, res.dtype).view(bits))
+    bor, bxor, band, rshift = xp.bitwise_or, xp.bitwise_xor, xp.bitwise_and, xp.right_shift
+    exp, add, div = xp.exp, xp.add, xp.divide
+
+    def make(out: Any, s: list[Any]) -> Any:
+        e, d, m = s
+        eb, ob = e.view(bits), out.view(bits)
+
+        def kernel(x: Any) -> Any:
+            xb = x.view(bits)
+            bor(xb, sign, out=eb)  # -|x|
+            exp(e, out=e)
+            add(1.0, e, out=d)
+            rshift(xb, shift, out=m)  # all ones where the sign bit is set, else 0
+            bxor(eb, one, out=ob)
+            band(ob, m, out=ob)
+            bxor(ob, one, out=ob)  # e where x's sign bit is set, else 1
+            div(out, d, out=out)
+            return out
+        return kernel
+    return OutSpec(make, [res, res, np.empty(res.shape, dtype=bits)])
+
+
+def _softmax_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpec | None:
+    # as `_softmax`: e = exp(z - max z), e / Σ e, with z = x / T, in the output buffer
+    axis, temp = attrs["axis"], attrs["temperature"]
+    if x.dtype != res.dtype or x.shape != res.shape:
+        return None
+    stat = np.empty(np.max(res, axis=axis, keepdims=True).shape, dtype=res.dtype)
+    mx, sm, sub, exp, div = xp.max, xp.sum, xp.subtract, xp.exp, xp.divide
+
+    def make(out: Any, s: list[Any]) -> Any:
+        m, total = s
+
+        def kernel(x: Any) -> Any:
+            z = x
+            if temp != 1.0:
+                div(x, temp, out=out)
+                z = out
+            mx(z, axis=axis, keepdims=True, out=m)
+            sub(z, m, out=out)
+            exp(out, out=out)
+            sm(out, axis=axis, keepdims=True, out=total)
+            div(out, total, out=out)
+            return out
+        return kernel
+    return OutSpec(make, [stat, stat])
+
+
+def _tensordot_spec(xp: Any, attrs: Mapping[str, Any], args: list[Any],
+                    res: Any) -> OutSpec | None:
+    # as NumPy's tensordot with an integer `axes`: one dot of the operands as matrices
+    a, b = args
+    n = attrs["axes"]
+    if not res.flags.c_contiguous or res.ndim == 0:
+        return None
+    m = int(np.prod(a.shape[:a.ndim - n], dtype=np.int64))
+    k = int(np.prod(a.shape[a.ndim - n:], dtype=np.int64))
+    cols = int(np.prod(b.shape[n:], dtype=np.int64))
+    dot = xp.dot
+
+    def make(out: Any, s: list[Any]) -> Any:
+        o2 = out.reshape(m, cols)
+
+        def kernel(a: Any, b: Any) -> Any:
+            dot(a.reshape(m, k), b.reshape(k, cols), out=o2)
             return out
         return kernel
     return OutSpec(make, [])

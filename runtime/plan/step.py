@@ -11,7 +11,7 @@ buffer-reusing step that replaces the plain one on NumPy is built by `runtime.pl
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,9 @@ from runtime.backends import Backend
 from runtime.errors import UserError
 from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
 from runtime.ops import REGISTRY
-from runtime.plan.buffers import FastStep, build_fast_step
+from runtime.plan.buffers import FastStep, build_fast_step, build_region_step
 from runtime.plan.codegen import codegen
+from runtime.plan.scan import scan_kernel
 
 __all__ = ["NonFiniteError", "Plan", "PlanContext", "RegionPlan"]
 
@@ -55,51 +56,129 @@ class PlanContext:
     array module, the bound dims, the run's generator (through a proxy, so that a generator
     restored from a checkpoint takes effect) and `compile_region` for a loop's body."""
 
-    def __init__(self, backend: Backend, dims: Mapping[str, int], rng: Any) -> None:
+    def __init__(self, backend: Backend, dims: Mapping[str, int], rng: Any,
+                 reuse_buffers: Callable[[], bool] = lambda: False) -> None:
         self.backend = backend
         self.xp = backend.xp
         self.dims = dims
         self.rng = rng
+        # whether region bodies reuse buffers, asked at their first run (so that setting
+        # `Plan.reuse_buffers` on a plan before its first step takes effect)
+        self.reuse_buffers = reuse_buffers
+        self._compiling: Any = None  # the node whose compile hook is running
 
     def kernel(self, node: Any) -> tuple[Any, dict[str, Any]]:
-        """The kernel of a node (its op's forward, or what its compile hook makes) and the
-        node's attributes with symbolic dims bound."""
+        """The kernel of a node (its op's forward, or what its compile hook makes; the plan's
+        own driver for loops of a fixed trip count, `runtime.plan.scan`) and the node's
+        attributes with symbolic dims bound."""
         opdef = REGISTRY[node.op]
         attrs = concrete_attrs(node.attrs, self.dims)
+        if node.op == "loop":
+            fn = scan_kernel(self, node, attrs)
+            if fn is not None:
+                return fn, attrs
         if opdef.compile is not None:
-            return opdef.compile(self, node, attrs), attrs
+            outer, self._compiling = self._compiling, node
+            try:
+                return opdef.compile(self, node, attrs), attrs
+            finally:
+                self._compiling = outer
         return functools.partial(opdef.forward, self.xp, **attrs), attrs
 
-    def compile_region(self, region: Graph) -> RegionPlan:
-        return RegionPlan(region, self)
+    def compile_region(self, region: Graph, copied: Any = None) -> RegionPlan:
+        """`region` compiled into a `RegionPlan` whose results at positions `copied` are
+        copied by the caller before the next run (they may live in reused buffers). By
+        default, for the body of the `loop` being compiled: its stacked results (the loop
+        copies them into its stacked arrays; its carries, which the next iteration reads,
+        get new arrays)."""
+        if copied is None:
+            node = self._compiling
+            copied = range(0)
+            if (node is not None and node.op == "loop" and node.regions
+                    and node.regions[0] is region):
+                copied = range(node.attrs["n_carry"] + node.attrs["until"],
+                               len(region.results()))
+        return RegionPlan(region, self, copied)
 
 
 class RegionPlan:
     """A region (a loop's body) compiled once: `run(args)` sets its `arg` slots, runs its
-    kernels in order (generated code, no graph walking) and returns its results."""
+    kernels in order (generated code, no graph walking) and returns its results. (The plan's
+    loop driver, `runtime.plan.scan`, writes the slots itself and calls `plain_run` or a
+    step from `layouts`.)
 
-    def __init__(self, region: Graph, ctx: PlanContext) -> None:
+    On NumPy (`PlanContext.reuse_buffers`), a run after a plain one with the same argument
+    layouts uses a buffer-reusing step (`runtime.plan.buffers.build_region_step`), one per
+    layout of the arguments (the first iteration's carries may differ from the later ones'),
+    at most `MAX_LAYOUTS` per layout of the values that stay fixed through a loop. Results are
+    bit-identical either way. The results at positions `copied` may be such buffers,
+    overwritten by the next run; the others are new arrays."""
+
+    MAX_LAYOUTS = 4
+
+    def __init__(self, region: Graph, ctx: PlanContext, copied: Any = ()) -> None:
         order = region.topo_order()
         slot = {nid: k for k, nid in enumerate(order)}
+        self.region = region
+        self.dims = ctx.dims
         self.vals: list[Any] = [None] * len(order)
         self.arg_slots = [slot[i] for i in region.args()]
         self.result_slots = [slot[i] for i in region.results()]
-        steps = []
+        self.const_slots = {slot[i] for i in order if region[i].op == "const"}
+        self.instrs: list[_Instr] = []
         for nid in order:
             n = region[nid]
             if n.op == "const":
                 self.vals[slot[nid]] = ctx.backend.asarray(region.consts[nid],
                                                            dtype=n.type.np_dtype())
             elif n.op not in LEAF_OPS:
-                fn, _attrs = ctx.kernel(n)
-                steps.append((fn, tuple(slot[i] for i in n.inputs), slot[nid]))
-        self._step = codegen(steps, "_region")
+                fn, attrs = ctx.kernel(n)
+                self.instrs.append(_Instr(fn, tuple(slot[i] for i in n.inputs), slot[nid], nid,
+                                          attrs))
+        self.steps = [(i.fn, i.ins, i.out) for i in self.instrs]  # the plain step
+        copied = set(copied)
+        self.escaping = {s for k, s in enumerate(self.result_slots) if k not in copied}
+        self._plain = codegen(self.steps, "_region")
+        self._ctx: PlanContext | None = ctx
+        self._reuse = False
+        # fixed layouts -> (argument layouts -> the buffer-reusing step), and its kernels
+        self._fast: dict[Any, dict[tuple, Any]] = {}
+        self._no_more: dict[tuple, Any] = {}
+        self.fast_steps: dict[tuple, list[tuple[Any, tuple[int, ...], int]]] = {}
+
+    def layouts(self, fixed: Any) -> dict[tuple, Any]:
+        """The buffer-reusing steps for runs whose fixed arguments have layout `fixed`, by the
+        layout of the others (filled by `plain_run`)."""
+        got = self._fast.get(fixed)
+        if got is None:
+            if len(self._fast) >= self.MAX_LAYOUTS:
+                return self._no_more  # no more steps are built
+            got = self._fast[fixed] = {}
+        return got
+
+    def plain_run(self, vals: list[Any], key: tuple, fast: dict[tuple, Any]) -> None:
+        """Run the plain step on the argument slots already written; then, on NumPy, build
+        the buffer-reusing step for this layout `key` into `fast` (at most `MAX_LAYOUTS`)."""
+        self._plain(vals)
+        if self._ctx is not None:  # the first run
+            self._reuse = bool(self._ctx.reuse_buffers()) and self._ctx.xp is np
+            self._ctx = None
+        if self._reuse and len(fast) < self.MAX_LAYOUTS and fast is not self._no_more:
+            steps = build_region_step(self)
+            self.fast_steps[(id(fast), key)] = steps
+            fast[key] = codegen(steps, "_region_step")
 
     def run(self, args: Any) -> list[Any]:
         vals = self.vals
         for s, a in zip(self.arg_slots, args):
             vals[s] = a
-        self._step(vals)
+        key = tuple([a.strides for a in args])
+        fast = self.layouts(None)
+        step = fast.get(key)
+        if step is None:
+            self.plain_run(vals, key, fast)
+        else:
+            step(vals)
         return [vals[s] for s in self.result_slots]
 
 
@@ -135,7 +214,7 @@ class Plan:
         self.var_slots: list[tuple[str, int]] = []
         self.instrs: list[_Instr] = []
         xp = backend.xp
-        ctx = PlanContext(backend, dims, _RngProxy(self))
+        ctx = PlanContext(backend, dims, _RngProxy(self), lambda: self.reuse_buffers)
         for nid in order:
             n = graph[nid]
             if n.op == "input":
