@@ -26,7 +26,7 @@ be a view of), so that a plan of a deep network builds in time proportional to i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,14 +68,7 @@ def build_fast_step(plan: Plan) -> FastStep:
     instrs = plan.instrs
     n = len(instrs)
     zero = {s: is_zero(vals[s]) for s in plan.const_slots}
-    specs: dict[int, OutSpec] = {}
-    for k, ins in enumerate(instrs):
-        args = [vals[i] for i in ins.ins]
-        res = vals[ins.out]
-        spec = out_spec(xp, plan.graph[ins.nid], ins.attrs, plan.dims, args, res,
-                        [zero.get(i, False) for i in ins.ins])
-        if spec is not None and spec_matches(spec, args, res):
-            specs[k] = spec
+    specs = _out_specs(xp, plan.graph, instrs, vals, plan.dims, zero)
     # values that leave the plan (outputs) must be new arrays on every step
     escaping = set(plan.out_slots)
     _drop_escaping(instrs, specs, escaping)
@@ -97,6 +90,21 @@ def build_fast_step(plan: Plan) -> FastStep:
         inplace=len(inplace))
 
 
+def _out_specs(xp: Any, graph: Any, instrs: list[Any], vals: list[Any],
+               dims: Mapping[str, int], zero: dict[int, bool]) -> dict[int, OutSpec]:
+    """The instructions (by position) whose out= form computes the bytes their plain kernel
+    just made into `vals`."""
+    specs: dict[int, OutSpec] = {}
+    for k, ins in enumerate(instrs):
+        args = [vals[i] for i in ins.ins]
+        res = vals[ins.out]
+        spec = out_spec(xp, graph[ins.nid], ins.attrs, dims, args, res,
+                        [zero.get(i, False) for i in ins.ins])
+        if spec is not None and spec_matches(spec, args, res):
+            specs[k] = spec
+    return specs
+
+
 def build_region_step(rp: RegionPlan) -> list[tuple[Any, tuple[int, ...], int]]:
     """The buffer-reusing steps (by instruction) of a region plan that just ran plainly (its
     `vals` hold every value it made): as a plan's step, without updates; its results other
@@ -105,14 +113,7 @@ def build_region_step(rp: RegionPlan) -> list[tuple[Any, tuple[int, ...], int]]:
     vals = rp.vals
     instrs = rp.instrs
     zero = {s: is_zero(vals[s]) for s in rp.const_slots}
-    specs: dict[int, OutSpec] = {}
-    for k, ins in enumerate(instrs):
-        args = [vals[i] for i in ins.ins]
-        res = vals[ins.out]
-        spec = out_spec(np, rp.region[ins.nid], ins.attrs, rp.dims, args, res,
-                        [zero.get(i, False) for i in ins.ins])
-        if spec is not None and spec_matches(spec, args, res):
-            specs[k] = spec
+    specs = _out_specs(np, rp.region, instrs, vals, rp.dims, zero)
     _drop_escaping(instrs, specs, set(rp.escaping))
     return _with_buffers(instrs, rp.steps, vals, list(range(len(instrs))), specs, {},
                          rp.result_slots)
