@@ -50,6 +50,28 @@ def spec(name: str) -> str:
     return str(ROOT / "specs" / f"{name}.dl")
 
 
+def step_values(name: str, runtime: bool, batch: int = 6, **overrides: str) -> dict:
+    """The loss and every parameter's gradient (name -> array) of one float64 step of the
+    shipped spec `name` on its first `batch` training rows, with its time loop run at run
+    time or unrolled by `for` (the spec's `RUNTIME` const)."""
+    import numpy as np
+
+    import dsl
+    from runtime.backends import get_backend
+    from runtime.plan import Plan
+
+    m = dsl.load(spec(name), dtype="float64",
+                 overrides={"RUNTIME": "true" if runtime else "false", **overrides})
+    g = m.compiled.stages["grad"][0][1]
+    feeds = {k: v[:batch].astype(np.float64) if v.dtype.kind == "f" else v[:batch]
+             for k, v in m.dataset.train.items() if k in m.program.inputs}
+    names = ["loss", *sorted(n for n in g.outputs if n.endswith(".grad"))]
+    values = {k: v.value.astype(np.float64) for k, v in m.program.variables.items()}
+    plan = Plan(g, {"B": batch}, get_backend("numpy"), values, names, apply_updates=False)
+    out = plan.run({**feeds, "step": 1.0, "epoch": 0.0})
+    return dict(zip(names, (np.asarray(v) for v in out)))
+
+
 _OWN_CACHE: list[str] = []
 
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import spec
+from conftest import spec, step_values
 
 import dsl
-from runtime.backends import get_backend
-from runtime.plan import Plan
 
 
 def kalman_numpy(y: np.ndarray, a: float, q: float, r: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,20 +55,9 @@ def test_kalman_graph_does_not_grow_with_the_series() -> None:
     assert sizes[0] == sizes[1]
 
 
-def _step_values(runtime: bool) -> dict[str, np.ndarray]:
-    m = dsl.load(spec("rnn_runtime_loop"), dtype="float64",
-                 overrides={"T": "12", "RUNTIME": "true" if runtime else "false"})
-    g = m.compiled.stages["grad"][0][1]
-    x = m.dataset.train["x"][:8].astype(np.float64)
-    names = ["loss", *sorted(n for n in g.outputs if n.endswith(".grad"))]
-    values = {k: v.value.astype(np.float64) for k, v in m.program.variables.items()}
-    plan = Plan(g, {"B": 8}, get_backend("numpy"), values, names, apply_updates=False)
-    return dict(zip(names, (np.asarray(v) for v in plan.run({"x": x, "step": 1.0,
-                                                               "epoch": 0.0}))))
-
-
 def test_rnn_loop_and_unrolled_for_give_the_same_loss_and_gradients() -> None:
-    looped, unrolled = _step_values(True), _step_values(False)
+    looped, unrolled = (step_values("rnn_runtime_loop", r, batch=8, T="12")
+                        for r in (True, False))
     assert looped.keys() == unrolled.keys() and len(looped) == 6
     for k in looped:
         np.testing.assert_allclose(looped[k], unrolled[k], rtol=1e-12, atol=1e-12, err_msg=k)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import spec
+from conftest import spec, step_values
 
 import dsl
-from runtime.backends import get_backend
-from runtime.plan import Plan
+
+# small matrices (a step of a loop, a batch of heads): one BLAS thread is faster and steadier
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _entropy(w: np.ndarray) -> float:
@@ -56,22 +57,6 @@ def test_clip_contrastive_matches_images_with_their_captions() -> None:
     assert m.evaluate("test")["retrieval"] >= 0.85  # chance: 1/64
 
 
-def step_values(name: str, runtime: bool, batch: int = 6, **overrides: str
-                ) -> dict[str, np.ndarray]:
-    """The loss and every parameter's gradient of one float64 step of spec `name`, with the
-    time loop run at run time or unrolled by `for` (`RUNTIME`)."""
-    m = dsl.load(spec(name), dtype="float64",
-                 overrides={"RUNTIME": "true" if runtime else "false", **overrides})
-    g = m.compiled.stages["grad"][0][1]
-    feeds = {k: v[:batch].astype(np.float64) if v.dtype.kind == "f" else v[:batch]
-             for k, v in m.dataset.train.items() if k in m.program.inputs}
-    names = ["loss", *sorted(n for n in g.outputs if n.endswith(".grad"))]
-    values = {k: v.value.astype(np.float64) for k, v in m.program.variables.items()}
-    plan = Plan(g, {"B": batch}, get_backend("numpy"), values, names, apply_updates=False)
-    out = plan.run({**feeds, "step": 1.0, "epoch": 0.0})
-    return dict(zip(names, (np.asarray(v) for v in out)))
-
-
 @pytest.mark.parametrize("name", ["gru_notes", "lstm_notes"])
 def test_the_notes_cells_give_the_same_gradients_looped_and_unrolled(name: str) -> None:
     looped, unrolled = step_values(name, True, T="12"), step_values(name, False, T="12")
@@ -110,20 +95,6 @@ def test_gpt_char_perplexity_falls_and_it_samples_text() -> None:
 # attention_rnn, transformer_classifier
 
 
-@pytest.fixture
-def blas_thread():
-    """One BLAS thread for a test: these models multiply many small matrices (a batch of
-    heads, a step of a loop), where a multi-threaded BLAS on a busy machine waits far longer
-    for its threads than it computes (as `one_blas_thread` in conftest, for one test only)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 LOOPED_SPECS = [  # (spec, overrides, batch): each RNN spec with `RUNTIME` true and false
     ("rnn", {"T": "12"}, 16),  # a training batch has the state's 16 rows
     ("lstm", {"T": "12"}, 6),
@@ -143,7 +114,6 @@ def test_the_rnn_specs_give_the_same_gradients_looped_and_unrolled(
         np.testing.assert_allclose(looped[k], unrolled[k], rtol=1e-11, atol=1e-13, err_msg=k)
 
 
-@pytest.mark.usefixtures("blas_thread")
 def test_rnn_forecasts_the_sine_better_than_the_last_value() -> None:
     m = dsl.load(spec("rnn"))
     result = m.fit(final_eval=False)
@@ -158,7 +128,6 @@ def test_rnn_forecasts_the_sine_better_than_the_last_value() -> None:
     assert m(x=x, y=y)["prediction"].shape == (5, 25, 1)
 
 
-@pytest.mark.usefixtures("blas_thread")
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_the_standard_cells_solve_the_adding_problem(name: str) -> None:
     m = dsl.load(spec(name))
@@ -168,7 +137,6 @@ def test_the_standard_cells_solve_the_adding_problem(name: str) -> None:
     assert test["loss"] < 0.1 * test["baseline"]
 
 
-@pytest.mark.usefixtures("blas_thread")
 def test_birnn_fills_the_blank_as_a_smoother_and_one_direction_as_a_filter() -> None:
     both = dsl.load(spec("birnn"))
     both.fit(final_eval=False)
@@ -180,7 +148,6 @@ def test_birnn_fills_the_blank_as_a_smoother_and_one_direction_as_a_filter() -> 
     assert b["loss"] < 0.65 * f["loss"]
 
 
-@pytest.mark.usefixtures("blas_thread")
 def test_attention_rnn_retrieves_the_marked_value_and_the_plain_rnn_does_not() -> None:
     m = dsl.load(spec("attention_rnn"))
     m.fit(final_eval=False)
@@ -191,7 +158,6 @@ def test_attention_rnn_retrieves_the_marked_value_and_the_plain_rnn_does_not() -
     assert plain.evaluate("test")["loss"] > 0.5 * test["baseline"]
 
 
-@pytest.mark.usefixtures("blas_thread")
 def test_transformer_classifier_needs_its_positions() -> None:
     m = dsl.load(spec("transformer_classifier"))
     m.fit(final_eval=False)
