@@ -18,6 +18,7 @@ from runtime.passes import (
     ALGEBRAIC_RULES,
     CONTRACTION_RULES,
     FUSED,
+    FUSION_RULES,
     PASSES,
     PIPELINE,
     SIMPLIFY_RULES,
@@ -489,7 +490,8 @@ def test_stabilize_runs_only_stabilizing_rows():
 
 def test_rule_tables_have_no_overlap_and_are_well_formed():
     names = [str(r) for r in SIMPLIFY_RULES]
-    assert names == [str(r) for r in STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES]
+    assert names == [str(r) for r in STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES
+                     + FUSION_RULES]
     assert len(set(names)) == len(names)
     for r in SIMPLIFY_RULES:
         check_rule(r)
@@ -501,6 +503,48 @@ def test_rule_tables_have_no_overlap_and_are_well_formed():
         check_rule(Rule(("sum", Var("a"), {"axis": Attr("a")}), Var("a")))
     with pytest.raises(ValueError, match="unknown op"):
         check_rule(Rule(("nope", Var("x")), Var("x")))
+
+
+def _gated(n_gates: int, acts: tuple[str, ...]) -> Graph:
+    """z [3, 2 n] split into n gates along its last axis, activation acts[k] on gate k, then
+    an LSTM-like state update from the first gates; its output and gradients as outputs."""
+    g, b = new()
+    z, c = inp(b, "z", (3, 2 * n_gates)), inp(b, "c", (3, 2))
+    gates = [b.emit(a, b.emit("getitem", z, index=(("s", None, None, None),  # z[:, :2] first
+                                                   ("s", 2 * k or None, 2 * k + 2, None))))
+             for k, a in enumerate(acts)]
+    c2 = gates[1] * c + gates[0] * gates[2]
+    h = gates[-1] * b.emit("tanh", c2)
+    y = b.emit("sum", h * h + c2)
+    g.outputs.update(h=h.id, c=c2.id)
+    for name, gr in zip(("dz", "dc"), gradients(b, y.id, [z.id, c.id])):
+        g.outputs[name] = gr.id
+    return g
+
+
+def test_lstm_gates_rule_fuses_the_four_gate_activations():
+    # sigmoid / tanh of the four quarters of z -> slices of one lstm_gates(z); the gradient
+    # (built before the rewrite, as in the pipeline) reads the same slices
+    g = _gated(4, ("sigmoid", "sigmoid", "tanh", "sigmoid"))
+    out = checked(simplify, g)
+    assert ops(out)["lstm_gates"] == 1 and ops(out)["sigmoid"] == 0
+    assert ops(out)["tanh"] == 1  # tanh(c') is no gate
+    assert_same_values(g, out, scale=3.0)
+
+
+@pytest.mark.parametrize("n_gates,acts", [
+    (3, ("sigmoid", "sigmoid", "tanh")),                 # a GRU's split: three gates
+    (4, ("sigmoid", "sigmoid", "sigmoid", "sigmoid")),   # a sigmoid on gate g
+])
+def test_lstm_gates_rule_needs_four_gates_with_tanh_on_g(n_gates: int, acts: tuple) -> None:
+    g = _gated(n_gates, acts)
+    out = checked(simplify, g)
+    fused = ops(out)["lstm_gates"]
+    if n_gates == 3:
+        assert fused == 0 and ops(out)["sigmoid"] == 2
+    else:  # i, f, o are gates of lstm_gates; sigmoid on g stays
+        assert fused == 1 and ops(out)["sigmoid"] == 1
+    assert_same_values(g, out, scale=3.0)
 
 
 # --------------------------------------------------------------------------- engine limits

@@ -7,7 +7,12 @@ array function the kernels use exists in `cupy`.
 
 from __future__ import annotations
 
-from runtime.backends import Backend, BackendError
+from runtime.backends import Backend, BackendError, KernelTable
+
+# CuPy's table: every op keeps its plain kernel (the buffer-reusing step is NumPy's; CuPy's
+# memory pool already hands freed device blocks back without a system call)
+KERNELS = KernelTable({}, {}, default="the buffer-reusing step runs on NumPy only; CuPy's "
+                      "memory pool reuses freed device memory")
 
 
 def make() -> Backend:
@@ -29,4 +34,5 @@ def make() -> Backend:
         asarray=lambda a, dtype=None: cupy.asarray(a, dtype=dtype),
         to_numpy=cupy.asnumpy,
         make_rng=lambda seed: cupy.random.default_rng(seed),
+        kernels=KERNELS,
     )

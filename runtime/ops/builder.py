@@ -75,7 +75,7 @@ class Builder:
         if unknown:
             raise ShapeError(f"{op}: unknown attribute {sorted(unknown)[0]!r}")
         full = {**opdef.attrs, **attrs}
-        full = {k: _norm_attr(v) for k, v in full.items()}
+        full = {k: _norm_attr(op, k, v, opdef.attrs[k]) for k, v in full.items()}
         types = [self.graph[v.id].type for v in inputs]
         out_type = opdef.infer(full, types, regions)
         nid = self.graph.add(op, [v.id for v in inputs], full, out_type, role=self.role,
@@ -113,11 +113,18 @@ class Builder:
         return self.const(x, dt)
 
 
-def _norm_attr(v: Any) -> Any:
-    if isinstance(v, list):
-        return tuple(_norm_attr(x) for x in v)
+def _norm_attr(op: str, name: str, v: Any, default: Any) -> Any:
+    """An attribute as the graph stores it (tuples, Python scalars); a tensor, or a non-bool
+    for a flag, is a ShapeError: attributes are compile-time values."""
+    if isinstance(v, list | tuple):
+        return tuple(_norm_attr(op, name, x, None) for x in v)
+    if isinstance(v, Val):
+        raise ShapeError(f"{op}: option '{name}' needs a value known at compile time (a "
+                         "number, true/false, a string or a list of them), not a tensor")
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(default, bool) and not isinstance(v, bool):
+        raise ShapeError(f"{op}: option '{name}' is true or false, got {v!r}")
     return v
 
 

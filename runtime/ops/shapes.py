@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from runtime.dtypes import float_result_dtype, result_dtype
+from runtime.errors import UserError
 from runtime.ir import Dim, TensorType
 from runtime.ops.registry import ShapeError
 
@@ -52,12 +55,16 @@ def norm_axes(op: str, axis: Any, rank: int) -> tuple[int, ...]:
     """Normalize an `axis` attribute (None, int or tuple) to sorted non-negative axes."""
     if axis is None:
         return tuple(range(rank))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis) \
+        if isinstance(axis, list | tuple) else (axis,)
     out = []
     for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int | np.integer):
+            what = repr(a) if isinstance(a, int | float | str) else "a tensor"
+            raise ShapeError(f"{op}: an axis is an integer known at compile time, got {what}")
         if not -rank <= a < rank:
             raise ShapeError(f"{op}: axis {a} out of range for rank {rank}")
-        out.append(a % rank)
+        out.append(int(a) % rank)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {axis}")
     return tuple(sorted(out))
@@ -112,3 +119,19 @@ def _fmt_n(n: int, syms: Counter) -> str:
     parts = [str(n)] if n != 1 or not syms else []
     parts += [s if c == 1 else f"{s}^{c}" for s, c in sorted(syms.items())]
     return "*".join(parts)
+
+
+class IndexRangeError(UserError):
+    """A gather's indices fall outside the axis they index (found when the step runs)."""
+
+
+def check_range(xp: Any, idx: Any, size: int, op: str, axis: int) -> None:
+    """IndexRangeError unless every index is in [0, size) (NumPy would wrap negatives)."""
+    if idx.size == 0:
+        return
+    lo, hi = int(xp.min(idx)), int(xp.max(idx))
+    if lo < 0 or hi >= size:
+        bad = lo if lo < 0 else hi
+        raise IndexRangeError(f"{op}: index {bad} is out of range for axis {axis} of size "
+                              f"{size} (the indices go from {lo} to {hi}; valid: 0 to "
+                              f"{size - 1})")

@@ -7,8 +7,9 @@ Every pass is a function `Graph -> Graph` that works on a copy and never mutates
   so gradients taken during lowering are built from the stable forms.
 - `fold_constants`: evaluate nodes whose inputs are all constants.
 - `merge_common_subexpressions`: compute equal subexpressions once.
-- `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...) and matrix
-  products over stacked rows as one `tensordot`, one rule engine (`runtime.passes.rewrite`)
+- `simplify`: stabilizing rewrites plus algebraic identities (`x * 1 -> x`, ...), matrix
+  products over stacked rows as one `tensordot` and the gates of an LSTM cell as one
+  `lstm_gates` kernel, one rule engine (`runtime.passes.rewrite`)
   over data tables (`runtime.passes.rules`).
 - `hoist_loop_invariants`: compute once, before a loop, what its body reads only from outside.
 - `restructure_loops`: run once over whole sequences, before or after a loop, the work its
@@ -50,6 +51,7 @@ from runtime.passes.rewrite import (
 from runtime.passes.rules import (
     ALGEBRAIC_RULES,
     CONTRACTION_RULES,
+    FUSION_RULES,
     SIMPLIFY_RULES,
     STABILIZING_RULES,
 )
@@ -131,8 +133,9 @@ def _verify(g: Graph, where: str) -> None:
 
 
 __all__ = [
-    "ALGEBRAIC_RULES", "CONTRACTION_RULES", "FUSED", "PASSES", "PIPELINE", "SIMPLIFY_RULES",
-    "STABILIZING_RULES", "Attr", "Const", "Pass", "RewriteStats", "Rule", "Var", "VerifyError",
+    "ALGEBRAIC_RULES", "CONTRACTION_RULES", "FUSED", "FUSION_RULES", "PASSES", "PIPELINE",
+    "SIMPLIFY_RULES", "STABILIZING_RULES", "Attr", "Const", "Pass", "RewriteStats", "Rule",
+    "Var", "VerifyError",
     "concat_padded_slices", "eliminate_dead_code", "fold_constants", "fuse_elementwise",
     "hoist_loop_invariants", "merge_common_subexpressions", "restructure_loops",
     "rewrite", "run_pipeline", "simplify", "stabilize", "verify_graph",

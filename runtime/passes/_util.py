@@ -86,13 +86,17 @@ def const_key(g: Graph, n: Node) -> Any:
 def drop_orphans(g: Graph, candidates: Iterable[int]) -> int:
     """Remove candidates (and, transitively, their inputs) that have no users and are neither
     outputs, updates nor input/param/state leaves. Returns how many nodes were removed."""
-    roots = set(g.roots())
+    roots: set[int] | None = None  # made when first needed (a scan of the outputs, updates)
     work = list(candidates)
     removed = 0
     while work:
         nid = work.pop()
         n = g.nodes.get(nid)
-        if n is None or nid in roots or n.op in VARIABLE_OPS or g.users(nid):
+        if n is None or n.op in VARIABLE_OPS or g.n_users(nid):
+            continue
+        if roots is None:
+            roots = set(g.outputs.values()) | set(g.updates.values())
+        if nid in roots:
             continue
         g.remove(nid)
         removed += 1

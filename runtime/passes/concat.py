@@ -45,7 +45,7 @@ def _tree(g: Graph, nid: int, t: Any, leaves: list[int], roots: set[int],
     if n.op == "index_put" and n.type == t:
         leaves.append(nid)
         return True
-    if n.op != "add" or n.type != t or (not root and (len(g.users(nid)) != 1 or nid in roots)):
+    if n.op != "add" or n.type != t or (not root and (g.n_users(nid) != 1 or nid in roots)):
         return False
     return all(_tree(g, i, t, leaves, roots) for i in n.inputs)
 
@@ -95,7 +95,7 @@ def _drop_unused(g: Graph, nids: list[int], roots: set[int]) -> None:
     while work:
         i = work.pop()
         n = g.nodes.get(i)
-        if n is None or i in roots or g.users(i) or n.op in ("input", "param", "state", "arg"):
+        if n is None or i in roots or g.n_users(i) or n.op in ("input", "param", "state", "arg"):
             continue
         g.remove(i)
         work.extend(n.inputs)

@@ -50,7 +50,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
             for i in sorted(frontier):
                 if i in assigned or i in roots or not _fusible(g, i):
                     frontier.discard(i)
-                elif all(u in group for u in g.users(i)):
+                elif g.n_users(i) <= len(group) and all(u in group for u in g.user_set(i)):
                     group.add(i)
                     frontier.discard(i)
                     frontier.update(j for j in g.nodes[i].inputs if j not in group)

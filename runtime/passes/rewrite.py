@@ -36,6 +36,7 @@ import numpy as np
 
 from runtime.ir import Graph, Role, TensorType, const_attr
 from runtime.ops import REGISTRY
+from runtime.ops.registry import ShapeError
 from runtime.passes._util import attrs_key, canon, const_value, drop_orphans, full_attrs
 
 
@@ -195,7 +196,11 @@ def _is_const(g: Graph, nid: int, value: float) -> bool:
         v = full_attrs("full", n.attrs).get("value")
         return isinstance(v, (int, float)) and v == value
     arr = const_value(g, nid) if n.op == "const" else None
-    return arr is not None and arr.size > 0 and bool(np.all(arr == value))
+    if arr is None or arr.size == 0:
+        return False
+    if arr.size == 1:  # most constants: one number
+        return bool(arr.reshape(-1)[0] == value)
+    return bool(np.all(arr == value))
 
 
 # ----------------------------------------------------------------------------- building
@@ -265,14 +270,12 @@ class _Builder:
         g = self.g
         if REGISTRY[op].random:
             return None
-        pool: Iterable[int] = g.users(ins[0]) if ins else list(g.nodes)
+        pool: Iterable[int] = g.user_set(ins[0]) if ins else g.nodes
         key = attrs_key(op, attrs)
-        for nid in pool:
-            n = g.nodes[nid]
-            if (nid != self.root and n.op == op and n.inputs == ins and n.type == t
-                    and attrs_key(n.op, n.attrs) == key):
-                return nid
-        return None
+        found = [nid for nid in pool if nid != self.root and g.nodes[nid].op == op
+                 and g.nodes[nid].inputs == ins and g.nodes[nid].type == t
+                 and attrs_key(op, g.nodes[nid].attrs) == key]
+        return min(found, default=None)  # the first in id order
 
 
 # ----------------------------------------------------------------------------- engine
@@ -291,9 +294,9 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_iterations: int = DEFAULT_M
     g = graph.copy()
     stats = RewriteStats()
     limit = max(64, len(g.nodes)) if max_new_nodes is None else max_new_nodes
-    by_op: dict[str, list[Rule]] = {}
+    by_op: dict[str, list[tuple[Rule, int, tuple]]] = {}
     for r in rules:
-        by_op.setdefault(r.before[0], []).append(r)
+        by_op.setdefault(r.before[0], []).append((r, *_shallow(r.before)))
     for _ in range(max_iterations):
         stats.iterations += 1
         changed = False
@@ -301,7 +304,10 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_iterations: int = DEFAULT_M
             n = g.nodes.get(nid)
             if n is None:
                 continue
-            for rule in by_op.get(n.op, ()):
+            for rule, arity, kids in by_op.get(n.op, ()):
+                if len(n.inputs) != arity or any(
+                        g.nodes[n.inputs[k]].op not in ops for k, ops in kids):
+                    continue  # cannot match: the root's arity or an input's op differs
                 outcome = _try(g, rule, nid, limit - stats.new_nodes)
                 if outcome is None:
                     continue
@@ -318,6 +324,15 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_iterations: int = DEFAULT_M
             return g, stats
     stats.stopped = "iterations"
     return g, stats
+
+
+def _shallow(p: Pattern) -> tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]:
+    """What a node must have for pattern `p` to match there, one level deep: its number of
+    inputs and, for the inputs the pattern constrains, the ops they may have."""
+    _op, children, _attrs = _split(p)
+    kids = tuple((k, ("const", "full") if isinstance(c, Const) else (_split(c)[0],))
+                 for k, c in enumerate(children) if not isinstance(c, Var))
+    return len(children), kids
 
 
 def rewrite_at(g: Graph, rules: Sequence[Rule], nid: int) -> int:
@@ -352,7 +367,7 @@ def _try(g: Graph, rule: Rule, nid: int, budget: int,
     node = g.nodes[nid]
     try:
         plan = _plan(g, rule.after, b, node.type.dtype)
-    except Exception:  # an operand combination the replacement's ops reject
+    except ShapeError:  # an operand combination the replacement's ops reject
         return None
     if plan[-1] != node.type:
         return None

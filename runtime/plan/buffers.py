@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime.backends import KernelTable
+from runtime.ir import with_gc_paused
+from runtime.plan.assign import buffer_ends, downstream
 from runtime.plan.codegen import codegen
 from runtime.plan.memory import keep_freed_memory
 from runtime.plan.out_kernels import OutSpec, is_zero, layout, out_spec, same, spec_matches
@@ -60,6 +63,7 @@ class FastStep:
     inplace: int  # updates written in place
 
 
+@with_gc_paused
 def build_fast_step(plan: Plan) -> FastStep:
     """The buffer-reusing step of `plan` (see the module)."""
     keep_freed_memory()
@@ -68,7 +72,7 @@ def build_fast_step(plan: Plan) -> FastStep:
     instrs = plan.instrs
     n = len(instrs)
     zero = {s: is_zero(vals[s]) for s in plan.const_slots}
-    specs = _out_specs(xp, plan.graph, instrs, vals, plan.dims, zero)
+    specs = _out_specs(xp, plan.backend.kernels, plan.graph, instrs, vals, plan.dims, zero)
     # values that leave the plan (outputs) must be new arrays on every step
     escaping = set(plan.out_slots)
     _drop_escaping(instrs, specs, escaping)
@@ -90,21 +94,22 @@ def build_fast_step(plan: Plan) -> FastStep:
         inplace=len(inplace))
 
 
-def _out_specs(xp: Any, graph: Any, instrs: list[Any], vals: list[Any],
+def _out_specs(xp: Any, table: KernelTable, graph: Any, instrs: list[Any], vals: list[Any],
                dims: Mapping[str, int], zero: dict[int, bool]) -> dict[int, OutSpec]:
-    """The instructions (by position) whose out= form computes the bytes their plain kernel
-    just made into `vals`."""
+    """The instructions (by position) whose out= form in `table` computes the bytes their
+    plain kernel just made into `vals`."""
     specs: dict[int, OutSpec] = {}
     for k, ins in enumerate(instrs):
         args = [vals[i] for i in ins.ins]
         res = vals[ins.out]
         spec = out_spec(xp, graph[ins.nid], ins.attrs, dims, args, res,
-                        [zero.get(i, False) for i in ins.ins])
+                        [zero.get(i, False) for i in ins.ins], table=table)
         if spec is not None and spec_matches(spec, args, res):
             specs[k] = spec
     return specs
 
 
+@with_gc_paused
 def build_region_step(rp: RegionPlan) -> list[tuple[Any, tuple[int, ...], int]]:
     """The buffer-reusing steps (by instruction) of a region plan that just ran plainly (its
     `vals` hold every value it made): as a plan's step, without updates; its results other
@@ -113,7 +118,7 @@ def build_region_step(rp: RegionPlan) -> list[tuple[Any, tuple[int, ...], int]]:
     vals = rp.vals
     instrs = rp.instrs
     zero = {s: is_zero(vals[s]) for s in rp.const_slots}
-    specs = _out_specs(np, rp.region, instrs, vals, rp.dims, zero)
+    specs = _out_specs(np, rp.kernels, rp.region, instrs, vals, rp.dims, zero)
     _drop_escaping(instrs, specs, set(rp.escaping))
     return _with_buffers(instrs, rp.steps, vals, list(range(len(instrs))), specs, {},
                          rp.result_slots)
@@ -139,26 +144,8 @@ def _with_buffers(instrs: list[Any], plain: list[tuple[Any, tuple[int, ...], int
     buffers and those of `fixed` into their given array. Buffers are shared by liveness along
     `order` (the execution order); a value that may be a view of a buffer keeps it alive, and
     the slots `read_after` are read after the last instruction."""
-    end_pos = len(order)
-    last_read: dict[int, int] = {}
-    for p, k in enumerate(order):
-        for i in instrs[k].ins:
-            last_read[i] = p
-    for s in read_after:
-        last_read[s] = end_pos
-    roots: dict[int, frozenset[int]] = {}
-    end: dict[int, int] = {}
-    for p, k in enumerate(order):
-        ins = instrs[k]
-        if k in fixed:
-            r: frozenset[int] = frozenset()
-        elif k in specs:
-            r = frozenset((k,))
-        else:
-            r = frozenset().union(*[roots.get(i, frozenset()) for i in ins.ins])
-        roots[ins.out] = r
-        for b in r:
-            end[b] = max(end.get(b, p), last_read.get(ins.out, p))
+    end = buffer_ends([(k, instrs[k].ins, instrs[k].out) for k in order], specs, fixed,
+                      read_after)
     pool: dict[tuple, list[Any]] = {}
     frees: dict[int, list[int]] = {}
     bufs: dict[int, Any] = {}
@@ -234,7 +221,8 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
         args = [vals[i] for i in ins.ins]
         alias = [i == var_slot.get(name) for i in ins.ins]
         spec = out_spec(plan.backend.xp, plan.graph[ins.nid], ins.attrs, plan.dims, args,
-                        res, [zero.get(i, False) for i in ins.ins], alias)
+                        res, [zero.get(i, False) for i in ins.ins], alias,
+                        plan.backend.kernels)
         if spec is None:
             continue
         tmp = var.copy()
@@ -243,13 +231,7 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
         if got is tmp and same(tmp, res):
             cands[k] = (name, spec)
     while cands:
-        deferred: set[int] = set()
-        stack = list(cands)
-        while stack:
-            k = stack.pop()
-            if k not in deferred:
-                deferred.add(k)
-                stack.extend(users.get(instrs[k].out, ()))
+        deferred = downstream(cands, lambda k: users.get(instrs[k].out, ()))
         if any(instrs[j].out in escaping for j in deferred):
             return {}, set()  # an output needs what commit would compute
         # the last deferred instruction reading a (view of a) variable's old value, and the

@@ -1,32 +1,35 @@
-"""The `out=` forms of kernels on NumPy: how to compute an op into a buffer the plan owns
-(ufuncs, relu, sigmoid, softmax, matmul, tensordot, sum_to, `where` against a zero, the bodies
-of fused elementwise nodes), by the same NumPy calls as the plain kernel (or, for sigmoid, the
-same arithmetic), so that results are bit-identical.
-`spec_matches` checks a form against the plain kernel's result before a plan uses it."""
+"""The NumPy backend's kernel table: for each op of the registry, its `out=` form (how to
+compute the op into a buffer the plan owns, by the same NumPy calls as the plain kernel, or for
+sigmoid the same arithmetic, so that results are bit-identical) or the reason it runs its
+plain kernel in the buffer-reusing step (`runtime.plan.buffers`).
+
+`NUMPY_KERNELS` is the table (`runtime.backends.KernelTable`): `out` maps an op to its form
+(`Call -> OutSpec | None`: None when these operands do not fit it), `plain` an op to its
+reason. `out_spec` finds the form of a node through a table; `spec_matches` checks a form
+against the plain kernel's result before a plan uses it. A new op gets a row in one of the
+two (`tests/test_plan.py` fails on an op in neither).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from runtime.backends import KernelTable
 from runtime.ir import Graph, Node, concrete_attrs
 from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
+from runtime.ops.nn import gate_affine
 from runtime.ops.shape_ops import sum_to_axes
 
-__all__ = ["OutSpec", "is_zero", "layout", "out_spec", "same", "spec_matches"]
+__all__ = ["NUMPY_KERNELS", "Call", "OutSpec", "is_zero", "layout", "out_spec", "same",
+           "spec_matches"]
 
-_BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "true_divide",
-           "pow": "power", "maximum": "maximum", "minimum": "minimum"}
-_COMPARE = ("greater", "less", "greater_equal", "less_equal", "equal", "not_equal",
-            "logical_and", "logical_or")
-_UNARY = {"neg": "negative", "exp": "exp", "log": "log", "log1p": "log1p", "expm1": "expm1",
-          "sqrt": "sqrt", "abs": "absolute", "sign": "sign", "sin": "sin", "cos": "cos",
-          "tanh": "tanh", "square": "square"}
 _BITS = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
@@ -68,65 +71,89 @@ def spec_matches(spec: OutSpec, args: list[Any], res: Any) -> bool:
     return got is out and same(out, res)
 
 
+class Call(NamedTuple):
+    """What a form sees: the array module, the node with its concrete attributes and the
+    bound dims, the plain kernel's operands and result, which operands are constant +0.0
+    (`zero`) and which will be the output buffer itself (`alias`: an in-place update)."""
+
+    xp: Any
+    node: Node
+    attrs: Mapping[str, Any]
+    dims: Mapping[str, int]
+    args: list[Any]
+    res: Any
+    zero: list[bool]
+    alias: list[bool]
+    same_float: bool  # the result and every operand have one float dtype
+    table: KernelTable  # the table the form is from (a fused body's members use it too)
+
+
+OutForm = Callable[[Call], "OutSpec | None"]
+
+
 def out_spec(xp: Any, node: Node, attrs: Mapping[str, Any], dims: Mapping[str, int],
-              args: list[Any], res: Any, zero: list[bool],
-              alias: list[bool] | None = None) -> OutSpec | None:
-    """The `out=` form of `node` (with these concrete `attrs`) for these operands (the plain
-    kernel's `args` and result `res`), computing the same values by the same NumPy calls;
-    None when there is none.
+             args: list[Any], res: Any, zero: list[bool],
+             alias: list[bool] | None = None, table: KernelTable | None = None
+             ) -> OutSpec | None:
+    """The `out=` form of `node` (with these concrete `attrs`) in `table` (default
+    `NUMPY_KERNELS`) for these operands (the plain kernel's `args` and result `res`),
+    computing the same values by the same calls; None when there is none.
     `zero[i]`: input i is a constant +0.0; `alias[i]`: input i will be the output buffer itself
     (an in-place update: only elementwise kernels, which NumPy makes overlap-safe)."""
-    if not _fresh(res, args) or not all(isinstance(a, (np.ndarray, np.generic)) for a in args):
+    form = (table or NUMPY_KERNELS).out.get(node.op)
+    if form is None or not _fresh(res, args) or not all(
+            isinstance(a, (np.ndarray, np.generic)) for a in args):
         return None
-    alias = alias or [False] * len(args)
-    op = node.op
     rdt = res.dtype
-    dts = [a.dtype for a in args]
-    same_float = rdt.kind == "f" and all(d == rdt for d in dts)
-    if op in _BINARY or op in _UNARY:
-        if not same_float:
+    same_float = rdt.kind == "f" and all(a.dtype == rdt for a in args)
+    return form(Call(xp, node, attrs, dims, args, res, zero, alias or [False] * len(args),
+                     same_float, table or NUMPY_KERNELS))
+
+
+def _float_ufunc(name: str) -> OutForm:
+    """A ufunc of one float dtype (`name` in the array module), into the buffer."""
+    def form(c: Call) -> OutSpec | None:
+        if not c.same_float:
             return None
-        uf = getattr(xp, _BINARY.get(op) or _UNARY[op])
+        uf = getattr(c.xp, name)
         return OutSpec(lambda out, s: functools.partial(uf, out=out), [])
-    if op in _COMPARE:
-        if rdt != np.bool_ or len(set(dts)) != 1:
+    return form
+
+
+def _compare(name: str) -> OutForm:
+    """A comparison or logical ufunc of operands of one dtype, into a bool buffer."""
+    def form(c: Call) -> OutSpec | None:
+        if c.res.dtype != np.bool_ or len({a.dtype for a in c.args}) != 1:
             return None
-        uf = getattr(xp, op)
+        uf = getattr(c.xp, name)
         return OutSpec(lambda out, s: functools.partial(uf, out=out), [])
-    if op == "relu":
-        # maximum(x, 0) against a full array of +0.0: the same values (NaN and -0.0 included;
-        # `spec_matches` checks), and NumPy's SIMD loop, which a scalar operand misses (4x)
-        if not same_float:
-            return None
-        mx = xp.maximum
-
-        def make_relu(out: Any, s: list[Any]) -> Any:
-            zeros = np.zeros_like(out)  # owned by the kernel, never pooled
-            return lambda x: mx(x, zeros, out=out)
-        return OutSpec(make_relu, [])
-    if op == "matmul":
-        if not same_float or any(a.ndim < 2 for a in args) or any(alias):
-            return None
-        mm = xp.matmul
-        return OutSpec(lambda out, s: functools.partial(mm, out=out), [])
-    if op == "sum_to":
-        return None if any(alias) else _sum_to_spec(xp, attrs, args[0], res)
-    if op == "softmax":
-        return _softmax_spec(xp, attrs, args[0], res) if same_float and not any(alias) else None
-    if op == "sigmoid":
-        return _sigmoid_spec(xp, args[0], res) if same_float and not any(alias) else None
-    if op == "tensordot":
-        return _tensordot_spec(xp, attrs, args, res) if same_float and not any(alias) else None
-    if op == "where":
-        return _where_spec(xp, args, res, zero)
-    if op == FUSED:
-        return _fused_spec(xp, node.regions[0], dims, args, res, zero, alias)
-    return None
+    return form
 
 
-def _sum_to_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpec | None:
+def _relu(c: Call) -> OutSpec | None:
+    # maximum(x, 0) against a full array of +0.0: the same values (NaN and -0.0 included;
+    # `spec_matches` checks), and NumPy's SIMD loop, which a scalar operand misses (4x)
+    if not c.same_float:
+        return None
+    mx = c.xp.maximum
+
+    def make_relu(out: Any, s: list[Any]) -> Any:
+        zeros = np.zeros_like(out)  # owned by the kernel, never pooled
+        return lambda x: mx(x, zeros, out=out)
+    return OutSpec(make_relu, [])
+
+
+def _matmul(c: Call) -> OutSpec | None:
+    if not c.same_float or any(a.ndim < 2 for a in c.args) or any(c.alias):
+        return None
+    mm = c.xp.matmul
+    return OutSpec(lambda out, s: functools.partial(mm, out=out), [])
+
+
+def _sum_to(c: Call) -> OutSpec | None:
     # as `sum_to_fwd`: one keepdims sum over the broadcast axes, then a reshape
-    if x.dtype.kind != "f" or res.dtype != x.dtype:
+    xp, attrs, x, res = c.xp, c.attrs, c.args[0], c.res
+    if any(c.alias) or x.dtype.kind != "f" or res.dtype != x.dtype:
         return None
     axes = sum_to_axes(x.shape, tuple(attrs["shape"]))
     if not axes or not res.flags.c_contiguous:
@@ -144,12 +171,14 @@ def _sum_to_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpec
     return OutSpec(make, [])
 
 
-def _sigmoid_spec(xp: Any, x: Any, res: Any) -> OutSpec | None:
+def _sigmoid(c: Call) -> OutSpec | None:
     """The sigmoid kernel's `where(x >= 0, 1 / (1 + e), e / (1 + e))`, e = exp(-|x|), as
     `n / (1 + e)` with the numerator n = 1 or e picked on the bit patterns by x's sign bit
     (-|x| too is x with its sign bit set): the same bits (x = -0.0 gives 1/2 either way; for a
     NaN both divide by the NaN 1 + e), no allocation and no branchy select."""
-    if res.dtype.itemsize not in (4, 8) or x.dtype != res.dtype:
+    xp, x, res = c.xp, c.args[0], c.res
+    if (not c.same_float or any(c.alias) or res.dtype.itemsize not in (4, 8)
+            or x.dtype != res.dtype):
         return None
     bits = _BITS[res.dtype.itemsize]
     shift = 8 * res.dtype.itemsize - 1
@@ -177,10 +206,11 @@ def _sigmoid_spec(xp: Any, x: Any, res: Any) -> OutSpec | None:
     return OutSpec(make, [res, res, np.empty(res.shape, dtype=bits)])
 
 
-def _softmax_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpec | None:
+def _softmax(c: Call) -> OutSpec | None:
     # as `_softmax`: e = exp(z - max z), e / Σ e, with z = x / T, in the output buffer
-    axis, temp = attrs["axis"], attrs["temperature"]
-    if x.dtype != res.dtype or x.shape != res.shape:
+    xp, x, res = c.xp, c.args[0], c.res
+    axis, temp = c.attrs["axis"], c.attrs["temperature"]
+    if not c.same_float or any(c.alias) or x.dtype != res.dtype or x.shape != res.shape:
         return None
     stat = np.empty(np.max(res, axis=axis, keepdims=True).shape, dtype=res.dtype)
     mx, sm, sub, exp, div = xp.max, xp.sum, xp.subtract, xp.exp, xp.divide
@@ -203,12 +233,12 @@ def _softmax_spec(xp: Any, attrs: Mapping[str, Any], x: Any, res: Any) -> OutSpe
     return OutSpec(make, [stat, stat])
 
 
-def _tensordot_spec(xp: Any, attrs: Mapping[str, Any], args: list[Any],
-                    res: Any) -> OutSpec | None:
+def _tensordot(c: Call) -> OutSpec | None:
     # as NumPy's tensordot with an integer `axes`: one dot of the operands as matrices
-    a, b = args
-    n = attrs["axes"]
-    if not res.flags.c_contiguous or res.ndim == 0:
+    xp, res = c.xp, c.res
+    a, b = c.args
+    n = c.attrs["axes"]
+    if not c.same_float or any(c.alias) or not res.flags.c_contiguous or res.ndim == 0:
         return None
     m = int(np.prod(a.shape[:a.ndim - n], dtype=np.int64))
     k = int(np.prod(a.shape[a.ndim - n:], dtype=np.int64))
@@ -225,13 +255,14 @@ def _tensordot_spec(xp: Any, attrs: Mapping[str, Any], args: list[Any],
     return OutSpec(make, [])
 
 
-def _where_spec(xp: Any, args: list[Any], res: Any, zero: list[bool]) -> OutSpec | None:
+def _where(c: Call) -> OutSpec | None:
     """`where(c, a, 0)` (ReLU's backward) as `a & -c` on the bit patterns, and `where(c, 0, b)`
     as `b & (c - 1)`: the selected elements' exact bits, +0.0 elsewhere, without NumPy's
     branchy select (several times slower on unpredictable masks)."""
-    c, a, b = args
-    rdt = res.dtype
-    if (c.dtype != np.bool_ or a.dtype != rdt or b.dtype != rdt or rdt.kind != "f"
+    xp, zero = c.xp, c.zero
+    cond, a, b = c.args
+    rdt = c.res.dtype
+    if (cond.dtype != np.bool_ or a.dtype != rdt or b.dtype != rdt or rdt.kind != "f"
             or rdt.itemsize not in _BITS or not (zero[1] or zero[2])):
         return None
     bits = _BITS[rdt.itemsize]
@@ -243,45 +274,36 @@ def _where_spec(xp: Any, args: list[Any], res: Any, zero: list[bool]) -> OutSpec
         (m8,) = s
         ov = out.view(bits)
 
-        def kernel(c: Any, a: Any, b: Any) -> Any:
+        def kernel(cv: Any, a: Any, b: Any) -> Any:
             if keep_a:
-                neg(c.view(i8), out=m8)
+                neg(cv.view(i8), out=m8)
                 band(a.view(bits), m8, out=ov)
             else:
-                sub(c.view(i8), 1, out=m8)
+                sub(cv.view(i8), 1, out=m8)
                 band(b.view(bits), m8, out=ov)
             return out
         return kernel
-    return OutSpec(make, [np.empty(c.shape, dtype=np.int8)])
+    return OutSpec(make, [np.empty(cond.shape, dtype=np.int8)])
 
 
-def _fused_spec(xp: Any, body: Graph, dims: Mapping[str, int], args: list[Any], res: Any,
-                zero: list[bool], alias: list[bool]) -> OutSpec | None:
+def _fused(c: Call) -> OutSpec | None:
     """A fused node's body with each member in its out= form where it has one (the others
     allocate as before). The last member writes the output buffer; an intermediate of the
     output's layout is computed in the output buffer too while that holds no live value
     (elementwise ops may read and write the same buffer) and no later member reads an input
     that is the output buffer (`alias`), otherwise in scratch."""
+    xp, dims, args, res, zero, alias = c.xp, c.dims, c.args, c.res, c.zero, c.alias
+    structure = _body_members(c.node.regions[0], dims)
+    if structure is None:
+        return None
     n_in = len(args)
-    ref = {a: k for k, a in enumerate(body.args())}  # body node -> position in `vals`
     vals = list(args)
     members = []
-    for i in body.topo_order(body.results()):
-        n = body[i]
-        if n.op == "arg":
-            continue
-        opdef = REGISTRY.get(n.op)  # a const in the body: no out= form
-        if opdef is None or opdef.forward is None or opdef.compile is not None:
-            return None
-        attrs = concrete_attrs(n.attrs, dims)  # as `PlanContext.kernel`
-        refs = tuple(ref[j] for j in n.inputs)
+    for n, refs, attrs, opdef in structure:
         margs = [vals[r] for r in refs]
         v = opdef.forward(xp, *margs, **attrs)
-        ref[i] = len(vals)
         vals.append(v)
         members.append((n, refs, attrs, margs, v, opdef))
-    if not members or ref[body.results()[0]] != len(vals) - 1:
-        return None
     last: dict[int, int] = {}
     for k, m in enumerate(members):
         for r in m[1]:
@@ -295,7 +317,8 @@ def _fused_spec(xp: Any, body: Graph, dims: Mapping[str, int], args: list[Any], 
     final = len(members) - 1
     for k, (n, refs, attrs, margs, v, opdef) in enumerate(members):
         z = [r < n_in and zero[r] for r in refs]
-        spec = out_spec(xp, n, attrs, dims, margs, v, z, [r < n_in and alias[r] for r in refs])
+        spec = out_spec(xp, n, attrs, dims, margs, v, z, [r < n_in and alias[r] for r in refs],
+                        c.table)
         if spec is None and k == final:
             return None
         if spec is None:
@@ -328,3 +351,123 @@ def _fused_spec(xp: Any, body: Graph, dims: Mapping[str, int], args: list[Any], 
             return out
         return kernel
     return OutSpec(make, likes)
+
+
+
+def _lstm_gates(c: Call) -> OutSpec | None:
+    """The plain kernel's tanh(z s) s + b (`runtime.ops.nn.gate_affine`), one ufunc at a time
+    in the buffer."""
+    if not c.same_float or any(c.alias):
+        return None
+    xp = c.xp
+    s, b = gate_affine(xp, c.res.dtype, c.res.shape[-1])
+    mul, tanh, add = xp.multiply, xp.tanh, xp.add
+
+    def make(out: Any, scratch: list[Any]) -> Any:
+        def kernel(z: Any) -> Any:
+            mul(z, s, out=out)
+            tanh(out, out=out)
+            mul(out, s, out=out)
+            return add(out, b, out=out)
+        return kernel
+    return OutSpec(make, [])
+
+
+def _concat(c: Call) -> OutSpec | None:
+    """`concatenate(xs, axis)` into the buffer (operands of the result's dtype: the plain
+    kernel promotes mixed ones first)."""
+    if any(c.alias) or not c.args or any(a.dtype != c.res.dtype for a in c.args):
+        return None
+    cat, axis = c.xp.concatenate, c.attrs["axis"]
+
+    def make(out: Any, scratch: list[Any]) -> Any:
+        return lambda *xs: cat(xs, axis=axis, out=out)
+    return OutSpec(make, [])
+
+
+_VIEW = "returns its input or a view of it: there is no new array to place"
+_NOT_YET = "no out= form yet: its plain kernel allocates its result"
+_RANDOM = "draws from the run's generator: its plain kernel allocates the draw"
+_SCALAR = "makes a scalar or reads a tuple: nothing worth a buffer"
+
+NUMPY_KERNELS = KernelTable(
+    out={
+        # binary and unary ufuncs of one float dtype
+        **{op: _float_ufunc(name) for op, name in (
+            ("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("div", "true_divide"),
+            ("pow", "power"), ("maximum", "maximum"), ("minimum", "minimum"),
+            ("neg", "negative"), ("exp", "exp"), ("log", "log"), ("log1p", "log1p"),
+            ("expm1", "expm1"), ("sqrt", "sqrt"), ("abs", "absolute"), ("sign", "sign"),
+            ("sin", "sin"), ("cos", "cos"), ("tanh", "tanh"), ("square", "square"))},
+        # comparisons and logical ops, into bool buffers
+        **{op: _compare(op) for op in (
+            "greater", "less", "greater_equal", "less_equal", "equal", "not_equal",
+            "logical_and", "logical_or")},
+        "relu": _relu,
+        "matmul": _matmul,
+        "sum_to": _sum_to,
+        "softmax": _softmax,
+        "sigmoid": _sigmoid,
+        "lstm_gates": _lstm_gates,
+        "concat": _concat,
+        "tensordot": _tensordot,
+        "where": _where,
+        FUSED: _fused,
+    },
+    plain={
+        **dict.fromkeys(("reshape", "transpose", "broadcast_to", "getitem", "stop_gradient"),
+                        _VIEW),
+        **dict.fromkeys(("item", "size"), _SCALAR),
+        **dict.fromkeys(("random_bernoulli", "random_categorical", "random_normal",
+                         "random_randint", "random_uniform"), _RANDOM),
+        "loop": "runs its body's own plan (`runtime.plan.scan`), which reuses buffers per "
+                "iteration",
+        "cast": "astype(copy=False) returns its input when the dtype is already right",
+        **dict.fromkeys((
+            "argmax", "avg_pool2d", "avg_pool2d_grad", "batch_norm_train", "conv1d",
+            "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "eigvalsh", "erf", "full",
+            "full_like", "gelu", "group_norm", "index_put", "inv", "layer_norm", "leaky_relu",
+            "log_softmax", "logical_not", "logsumexp", "masked_softmax", "max", "max_pool2d",
+            "max_pool2d_grad", "max_pool2d_pick", "mean", "min", "norm", "one_hot",
+            "sigmoid_bce", "softmax_cross_entropy", "softplus", "solve", "step", "sum",
+            "swish", "take", "take_grad", "variance"), _NOT_YET),
+    },
+    # forms that take `alias` (the others return None when an operand is the output)
+    overlap_safe=frozenset((
+        "add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log", "log1p",
+        "expm1", "sqrt", "abs", "sign", "sin", "cos", "tanh", "square", "greater", "less",
+        "greater_equal", "less_equal", "equal", "not_equal", "logical_and", "logical_or",
+        "relu", "where", FUSED)))
+
+
+Members = list[tuple[Node, tuple[int, ...], dict[str, Any], Any]]
+# body -> bound dims -> its members (a deep network's plan asks for each body twice)
+_MEMBERS: weakref.WeakKeyDictionary[Graph, dict[tuple, Members | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _body_members(body: Graph, dims: Mapping[str, int]) -> Members | None:
+    """The members of a fused body in order: (node, operand positions, concrete attributes,
+    op), an operand's position counting the body's args first and then the members; None
+    when a member has no plain forward of its own or the last one is not the result."""
+    by_dims = _MEMBERS.setdefault(body, {})
+    key = tuple(sorted(dims.items()))
+    if key in by_dims:
+        return by_dims[key]
+    ref = {a: k for k, a in enumerate(body.args())}  # body node -> position in `vals`
+    members: Members | None = []
+    for i in body.topo_order(body.results()):
+        n = body[i]
+        if n.op == "arg":
+            continue
+        opdef = REGISTRY.get(n.op)  # a const in the body: no out= form
+        if opdef is None or opdef.forward is None or opdef.compile is not None:
+            members = None
+            break
+        attrs = concrete_attrs(n.attrs, dims)  # as `PlanContext.kernel`
+        ref[i] = len(ref)
+        members.append((n, tuple(ref[j] for j in n.inputs), attrs, opdef))
+    if members is not None and (not members or ref[body.results()[0]] != len(ref) - 1):
+        members = None
+    by_dims[key] = members
+    return members

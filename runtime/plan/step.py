@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import Backend
+from runtime.dtypes import NP_TO_DTYPE
 from runtime.errors import UserError
-from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs
+from runtime.ir import LEAF_OPS, Graph, IRError, Loc, concrete_attrs, with_gc_paused
 from runtime.ops import REGISTRY
 from runtime.plan.buffers import FastStep, build_fast_step, build_region_step
 from runtime.plan.codegen import codegen
@@ -32,14 +33,35 @@ class NonFiniteError(UserError):
     """A node produced NaN or Inf (raised by `--nan-check` runs)."""
 
     def __init__(self, nid: int, op: str, loc: Loc | None, of_op: str | None,
-                 of_loc: Loc | None, name: str | None) -> None:
+                 of_loc: Loc | None, name: str | None, inputs: tuple[str, ...] = ()) -> None:
         head = f"non-finite value produced by node %{nid} ({op})"
         tail = f" [{name}]" if name else ""
         if of_op is not None:
             tail += f"; it is part of the gradient of {of_op}" + (f" at {of_loc}" if of_loc else "")
         self.what = head + tail  # without the node's own position, for callers that show it
-        super().__init__(head + (f" at {loc}" if loc else "") + tail)
+        self.inputs = inputs  # one line per input: its node, type and range (`value_range`)
+        lines = "".join(f"\n  {line}" for line in inputs)
+        super().__init__(head + (f" at {loc}" if loc else "") + tail
+                         + (f"; its inputs:{lines}" if inputs else ""))
         self.nid, self.op, self.loc = nid, op, loc
+
+
+def value_range(xp: Any, v: Any) -> str:
+    """`f32[64,10] min -3.1 max 4.2` (floats also count NaN and Inf), for `--nan-check`."""
+    arr = xp.asarray(v)
+    kind = arr.dtype.kind
+    head = f"{NP_TO_DTYPE.get(arr.dtype, arr.dtype)}{list(arr.shape)}"
+    if arr.size == 0 or kind not in "fiub":
+        return head
+    if kind != "f":
+        return f"{head} min {arr.min()} max {arr.max()}"
+    finite = xp.isfinite(arr)
+    bad = [f"{int(n)} {what}" for n, what in ((xp.isnan(arr).sum(), "NaN"),
+                                               ((~finite & ~xp.isnan(arr)).sum(), "Inf"))
+           if int(n)]
+    ok = arr[finite]
+    span = f" min {float(ok.min()):.6g} max {float(ok.max()):.6g}" if ok.size else ""
+    return head + span + (f" ({', '.join(bad)})" if bad else "")
 
 
 @dataclass
@@ -121,6 +143,7 @@ class RegionPlan:
         slot = {nid: k for k, nid in enumerate(order)}
         self.region = region
         self.dims = ctx.dims
+        self.kernels = ctx.backend.kernels  # the backend's table of out= forms
         self.vals: list[Any] = [None] * len(order)
         self.arg_slots = [slot[i] for i in region.args()]
         self.result_slots = [slot[i] for i in region.results()]
@@ -195,6 +218,7 @@ class Plan:
 
     reuse_buffers = True
 
+    @with_gc_paused
     def __init__(self, graph: Graph, dims: Mapping[str, int], backend: Backend,
                  variables: dict[str, Any], outputs: list[str] | None = None,
                  apply_updates: bool = True, rng: Any = None) -> None:
@@ -331,8 +355,10 @@ class Plan:
                     xp.all(xp.isfinite(v))):
                 n = self.graph[ins.nid]
                 of = self.graph.nodes.get(n.of) if n.of is not None else None
+                inputs = tuple(f"%{i} ({self.graph[i].op}): {value_range(xp, vals[s])}"
+                               for i, s in zip(n.inputs, ins.ins))
                 raise NonFiniteError(ins.nid, n.op, n.loc, of.op if of else None,
-                                     of.loc if of else None, n.name)
+                                     of.loc if of else None, n.name, inputs)
 
 
 class _RngProxy:
