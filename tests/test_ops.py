@@ -128,6 +128,11 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _lstm_gates(z):
+    i, f, g, o = np.split(z, 4, axis=-1)
+    return np.concatenate([_sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)], axis=-1)
+
+
 def _inv(a):
     """Adjugate over determinant (cofactor expansion), independent of LAPACK's inverse."""
     n = a.shape[-1]
@@ -296,6 +301,8 @@ ROWS: list[Row] = [
     Row("square", ((3, 4),), reference=lambda x: x * x),
     # ---- activations
     Row("sigmoid", ((3, 4),), domain=normal(3.0), reference=_sigmoid),
+    Row("lstm_gates", ((3, 8),), domain=normal(3.0), reference=_lstm_gates),
+    Row("lstm_gates", ((2, 3, 4),), domain=normal(3.0), reference=_lstm_gates, variant="rank3"),
     Row("softplus", ((3, 4),), domain=normal(3.0), reference=lambda x: np.log(1 + np.exp(x))),
     Row("relu", ((3, 4),), domain=away(), reference=lambda x: x * (x > 0)),
     Row("leaky_relu", ((3, 4),), {"alpha": 0.1}, domain=away(),

@@ -42,15 +42,15 @@ CONV1D = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 
 
 def _pair(op: str, name: str, v) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 2 or not all(isinstance(a, int) for a in t):
+    t = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, tuple | list) else ()
+    if len(t) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) for a in t):
         raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
     return t
 
 
 def _pad4(op: str, v) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) from an int, an (h, w) pair or a 4-tuple."""
-    t = (v,) * 4 if isinstance(v, int) else tuple(v)
+    t = (v,) * 4 if isinstance(v, int) else tuple(v) if isinstance(v, tuple | list) else ()
     if len(t) == 2:
         t = (t[0], t[0], t[1], t[1])
     if len(t) != 4 or not all(isinstance(a, int) and a >= 0 for a in t):
@@ -252,7 +252,9 @@ def _conv2d_grad_weight_fwd(xp, x, g, stride, padding, dilation, groups, kernel_
     C, O, G = x.shape[1], g.shape[1], groups
     cols = _im2col(xp, x, geo).reshape(G, C // G * kh * kw, -1)
     gt = _to_grid(xp, g, geo).reshape(G, O // G, -1)
-    return xp.matmul(gt, cols.transpose(0, 2, 1)).reshape(O, C // G, kh, kw)
+    # as (cols · Gᵀ)ᵀ: BLAS runs this long reduction ~1.5-2x faster than G · colsᵀ
+    dwt = xp.matmul(cols, gt.transpose(0, 2, 1))
+    return xp.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(O, C // G, kh, kw)
 
 
 # --------------------------------------------------------------------------- shape rules

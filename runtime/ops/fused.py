@@ -12,6 +12,7 @@ graphs that are already differentiated.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from runtime.ir import Graph, TensorType
@@ -73,8 +74,15 @@ def _fused_compile(ctx: Any, node: Any, attrs: dict[str, Any]) -> Any:
         if dead and i != result:
             lines.append(f"    del {', '.join(dead)}")
     lines.append(f"    return {var[result]}")
-    exec(compile("\n".join(lines), f"<{FUSED} %{node.id}>", "exec"), ns)
+    exec(_code("\n".join(lines)), ns)
     return ns[FUSED]
+
+
+@functools.lru_cache(maxsize=1024)
+def _code(source: str) -> Any:
+    """The compiled kernel source (fused nodes of a deep network repeat a few shapes of
+    body: compiling each anew was a third of building its plan)."""
+    return compile(source, f"<{FUSED}>", "exec")
 
 
 register(OpDef(FUSED, _fused_shape, None, None, elementwise=True, regions=True,

@@ -1,14 +1,17 @@
 """Numerically dangerous functions as primitives with stable forward kernels and VJPs:
 softmax, log_softmax (with temperature), masked softmax (attention), softmax cross-entropy
-(label smoothing) and sigmoid binary cross-entropy on logits."""
+(label smoothing) and sigmoid binary cross-entropy on logits; and the four gate activations of
+an LSTM cell as one kernel (`lstm_gates`, introduced by a rewrite in `runtime.passes.rules`)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from runtime.dtypes import NP_TO_DTYPE, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import broadcast_shapes, float_elementwise, norm_axes
+from runtime.ops.shapes import broadcast_shapes, check_range, float_elementwise, norm_axes
 
 SM = {"axis": -1, "temperature": 1.0}
 
@@ -118,6 +121,7 @@ def _smooth_weights(eps, mode, m):
 
 def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
     (z,) = to_float(xp, z)
+    check_range(xp, y, z.shape[-1], "softmax_cross_entropy: a label", z.ndim - 1)
     lp = _log_softmax(xp, z, -1, temperature)
     picked = xp.take_along_axis(lp, y[..., None].astype("int64"), axis=-1)[..., 0]
     if smoothing == 0.0:
@@ -154,3 +158,44 @@ register(OpDef("sigmoid_bce", lambda attrs, z, y: float_elementwise("sigmoid_bce
                lambda g, out, z, y: (g * (z.b.emit("sigmoid", z) - y), -g * z),
                arity=2, elementwise=True, doc="elementwise BCE of sigmoid(z) against y"))
 
+
+# ---- LSTM gates: the four gate activations of a cell in one kernel
+
+LSTM_GATES = 4  # PyTorch's order i, f, g, o: sigmoid, sigmoid, tanh, sigmoid
+
+
+def _gates_shape(attrs, z):
+    n = z.shape[-1] if z.rank else None
+    if not isinstance(n, int) or n % LSTM_GATES:
+        raise ShapeError(f"lstm_gates: the last axis must be a static multiple of "
+                         f"{LSTM_GATES} (gates i, f, g, o), got {z}")
+    return TensorType(float_result_dtype(z.dtype), z.shape)
+
+
+def gate_affine(xp, dtype, n):
+    """(s, b) of length n: s = 1/2, b = 1/2 on the sigmoid gates i, f, o; s = 1, b = 0 on g."""
+    h = n // LSTM_GATES
+    s, b = xp.full(n, 0.5, dtype=dtype), xp.full(n, 0.5, dtype=dtype)
+    s[2 * h:3 * h], b[2 * h:3 * h] = 1.0, 0.0
+    return s, b
+
+
+def _lstm_gates(xp, z):
+    # σ(x) = tanh(x/2)/2 + 1/2 on i, f, o and tanh(x) on g: act = tanh(z s) s + b
+    s, b = gate_affine(xp, z.dtype, z.shape[-1])
+    t = xp.tanh(z * s)
+    return t * s + b
+
+
+def _lstm_gates_vjp(g, out, z):
+    # σ' = σ - σ² on i, f, o and tanh' = 1 - tanh² on g: g ⊙ (act ⊙ k + (1 - k) - act²)
+    s, _ = gate_affine(np, np.float64, z.shape[-1])
+    k = (s == 0.5).astype(np.float64)  # 1 on i, f, o; 0 on g
+    dt = out.type.dtype
+    return (g * (out * g.b.const(k, dt) + g.b.const(1.0 - k, dt) - out * out),)
+
+
+register(OpDef("lstm_gates", _gates_shape, floating(_lstm_gates), _lstm_gates_vjp, arity=1,
+               doc="the gate activations of an LSTM cell on its pre-activations x [..., 4H] "
+                   "in PyTorch's order i, f, g, o: sigmoid, sigmoid, tanh, sigmoid (the "
+                   "rewrite `simplify` makes it from a split cell)"))

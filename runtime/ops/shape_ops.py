@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 
 from runtime.dtypes import np_dtype, result_dtype
-from runtime.errors import UserError
 from runtime.ir import Dim, TensorType
 from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.shapes import broadcast_shapes, norm_axes, reshape_shape
+from runtime.ops.shapes import (  # noqa: F401 - IndexRangeError: imported from here too
+    IndexRangeError,
+    broadcast_shapes,
+    check_range,
+    norm_axes,
+    reshape_shape,
+)
 
 # ---- reshape / transpose
 register(OpDef(
@@ -30,7 +35,9 @@ def _transpose_shape(attrs, t):
     axes = attrs["axes"]
     if axes is None:
         return TensorType(t.dtype, t.shape[::-1])
-    if sorted(a % t.rank for a in axes) != list(range(t.rank)):
+    if len(axes) != t.rank or not all(isinstance(a, int) and not isinstance(a, bool)
+                                      and -t.rank <= a < t.rank for a in axes) \
+            or sorted(a % t.rank for a in axes) != list(range(t.rank)):
         raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of rank {t.rank}")
     return TensorType(t.dtype, tuple(t.shape[a] for a in axes))
 
@@ -133,6 +140,8 @@ register(OpDef("concat", _concat_shape,
 
 # ---- static indexing
 def _slice_len(d: Dim, start, stop, step, op="getitem") -> Dim:
+    if step == 0:
+        raise ShapeError(f"{op}: a slice step cannot be zero")
     if not isinstance(d, int):
         if start is None and stop is None and step in (None, 1):
             return d
@@ -168,6 +177,22 @@ def _getitem_fwd(xp, x, index):
     return x[_np_index(index)]
 
 
+def _getitem_compile(ctx, node, attrs):
+    """The kernel: a constant index into a dimension known only when the step runs
+    (`x[99, :]` of an `f32[B, 4]`) that is out of range is an IndexRangeError at the
+    node's source position."""
+    index = _np_index(attrs["index"])
+
+    def kernel(x):
+        try:
+            return x[index]
+        except IndexError as e:
+            where = node.loc if node.loc is not None and node.loc.line > 0 else None
+            at = f" at {where}" if where is not None and where.file != "<prelude>" else ""
+            raise IndexRangeError(f"getitem: {e}{at}") from None
+    return kernel
+
+
 def _index_put_fwd(xp, g, index, shape):
     z = xp.zeros(tuple(shape), dtype=g.dtype)
     z[_np_index(tuple(it for it in index if it[0] != "n"))] = g.reshape(
@@ -179,7 +204,7 @@ register(OpDef("getitem", lambda attrs, t: TensorType(t.dtype, index_shape(t.sha
                                                                            attrs["index"])),
                _getitem_fwd,
                lambda g, out, x, index: (g.b.emit("index_put", g, index=index, shape=x.shape),),
-               attrs={"index": ()}, arity=1))
+               attrs={"index": ()}, arity=1, compile=_getitem_compile))
 
 
 def _index_put_shape(attrs, t):
@@ -197,20 +222,7 @@ register(OpDef("index_put", _index_put_shape, _index_put_fwd,
                doc="zeros of `shape` with x written at `index` (adjoint of getitem)"))
 
 
-# ---- gather by tensor indices
-class IndexRangeError(UserError):
-    """A gather's indices fall outside the axis they index (found when the step runs)."""
-
-
-def _check_range(xp, idx, size: int, op: str, axis: int) -> None:
-    if idx.size == 0:
-        return
-    lo, hi = int(xp.min(idx)), int(xp.max(idx))
-    if lo < 0 or hi >= size:
-        bad = lo if lo < 0 else hi
-        raise IndexRangeError(f"{op}: index {bad} is out of range for axis {axis} of size "
-                              f"{size} (the indices go from {lo} to {hi}; valid: 0 to "
-                              f"{size - 1})")
+# ---- gather by tensor indices (IndexRangeError and check_range live in shapes.py)
 
 
 def _take_shape(attrs, x, idx):
@@ -222,7 +234,7 @@ def _take_shape(attrs, x, idx):
 
 def _take_fwd(xp, x, idx, axis):
     # indices in [0, n): NumPy would wrap negatives and CuPy would wrap everything
-    _check_range(xp, idx, x.shape[axis], "take", axis % x.ndim)
+    check_range(xp, idx, x.shape[axis], "take", axis % x.ndim)
     return xp.take(x, idx, axis=axis)
 
 
@@ -301,6 +313,7 @@ register(OpDef("take_grad", _take_grad_shape, _take_grad_fwd,
 
 
 def _one_hot_fwd(xp, idx, depth, dtype):
+    check_range(xp, idx, depth, "one_hot", idx.ndim)
     out = xp.zeros(idx.shape + (depth,), dtype=np_dtype(dtype))
     xp.put_along_axis(out, idx[..., None].astype("int64"), 1, axis=-1)
     return out

@@ -1,5 +1,6 @@
-"""The rewrite tables: numerically stabilizing rewrites, algebraic simplifications and matrix
-products over stacked rows as one product.
+"""The rewrite tables: numerically stabilizing rewrites, algebraic simplifications, matrix
+products over stacked rows as one product, and fused kernels for known compositions (the
+gates of an LSTM cell).
 
 Every row is `Rule(before, after[, guard])` written in the pattern language of
 `runtime.passes.rewrite`. The engine only rewrites when the replacement has exactly the
@@ -180,4 +181,49 @@ CONTRACTION_RULES: tuple[Rule, ...] = (
          _transposed_product),
 )
 
-SIMPLIFY_RULES: tuple[Rule, ...] = STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES
+
+def _quarter(g: Graph, z: int, index: Any) -> int | None:
+    """k when `index` reads z[..., k H : (k + 1) H] of z [..., 4H] (gate k of an LSTM cell)."""
+    t = g.nodes[z].type
+    n = t.shape[-1] if t.rank else None
+    if not isinstance(n, int) or n % 4 or not isinstance(index, tuple) or len(index) != t.rank:
+        return None
+    if any(e != ("s", None, None, None) for e in index[:-1]):
+        return None
+    h, last = n // 4, index[-1]
+    if last[0] != "s" or last[3] not in (None, 1):
+        return None
+    start = 0 if last[1] is None else last[1]
+    stop = n if last[2] is None else last[2]
+    if start < 0 or start % h or stop != start + h:
+        return None
+    return start // h
+
+
+def _lstm_gate(gates: tuple[int, ...]) -> Guard:
+    """Guard: the slice bound to `ix` is gate k of x for a k in `gates`, x is a float split
+    into its four gates (getitem users for every quarter of its last axis: an LSTM cell), or
+    an earlier gate of x was rewritten already (x has an `lstm_gates` user)."""
+    def guard(g: Graph, b: Binding) -> bool:
+        z = b["x"]
+        if not g.nodes[z].type.is_float or _quarter(g, z, b["ix"]) not in gates:
+            return False
+        users = [g.nodes[u] for u in g.user_set(z)]
+        seen = {_quarter(g, z, n.attrs.get("index")) for n in users if n.op == "getitem"}
+        return {0, 1, 2, 3} <= seen or any(n.op == "lstm_gates" for n in users)
+    return guard
+
+
+# The gate activations of an LSTM cell (PyTorch's order i, f, g, o) as one `lstm_gates` kernel
+# over all four gates, read back by the same slices.
+FUSION_RULES: tuple[Rule, ...] = (
+    # sigmoid(x[..., gate i, f or o]) -> lstm_gates(x)[..., same gate]
+    Rule(("sigmoid", ("getitem", X, {"index": Attr("ix")})),
+         ("getitem", ("lstm_gates", X), {"index": Attr("ix")}), _lstm_gate((0, 1, 3))),
+    # tanh(x[..., gate g]) -> lstm_gates(x)[..., gate g]
+    Rule(("tanh", ("getitem", X, {"index": Attr("ix")})),
+         ("getitem", ("lstm_gates", X), {"index": Attr("ix")}), _lstm_gate((2,))),
+)
+
+SIMPLIFY_RULES: tuple[Rule, ...] = (STABILIZING_RULES + ALGEBRAIC_RULES + CONTRACTION_RULES
+                                    + FUSION_RULES)
