@@ -94,9 +94,10 @@ def run_json(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, str
         return json.loads(out.read_text()), ""
 
 
-def jax_available() -> bool:
+def importable(module: str) -> bool:
+    """Whether `import module` works in the benchmark environment (a subprocess)."""
     try:
-        p = subprocess.run([sys.executable, "-c", "import jax"], env=bench_env(),
+        p = subprocess.run([sys.executable, "-c", f"import {module}"], env=bench_env(),
                            capture_output=True, timeout=120)
     except subprocess.SubprocessError:
         return False
@@ -124,11 +125,15 @@ def med(xs: list[float]) -> float | None:
     return round(statistics.median(xs), 4) if xs else None
 
 
+MEMORY_KEYS = ("plan_peak", "dslrun_rss", "torch_rss", "jax_rss")
+
+
 def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
-               with_jax: bool) -> dict[str, Any]:
+               peers: dict[str, bool]) -> dict[str, Any]:
     model = Path(name).stem
     runs: dict[str, list[float]] = {"dslrun": [], "plain": [], "torch": [], "jax": [],
-                                    "compile": []}
+                                    "compile": [], "gemm": [],
+                                    **{k: [] for k in MEMORY_KEYS}}
     errors: dict[str, str] = {}
     timeout = max(300.0, args.steps * 5.0)
     for _ in range(args.repeat):  # interleaved, so a burst of load hits both alike
@@ -137,6 +142,10 @@ def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
         if d:
             runs["dslrun"].append(d["step_ms_median"])
             runs["compile"].append(d["compile_ms"])
+            if d.get("gemm_ms") is not None:
+                runs["gemm"].append(d["gemm_ms"])
+            runs["plan_peak"].append(d["plan_peak_bytes"])
+            runs["dslrun_rss"].append(d["rss_increase_bytes"])
         else:
             errors["dslrun"] = err
         if args.baseline:  # the same with the plan's plain loop (no buffer reuse)
@@ -152,26 +161,24 @@ def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
             common = [sys.executable, str(BENCH / "torch_models.py"), model,
                       "--steps", str(args.steps), "--warmup", str(args.warmup),
                       *(["--n", str(n)] if n else [])]
-            d, err = run_json([*common, "--threads", str(threads)], timeout)
-            if d:
-                runs["torch"].append(d["step_ms_median"])
-            else:
-                errors["torch"] = err
-            if with_jax and MODELS[model].get("jax", True):
-                d, err = run_json([*common, "--framework", "jax"], timeout)
+            for fw, extra in (("torch", ["--threads", str(threads)]),
+                              ("jax", ["--framework", "jax"])):
+                if not peers[fw]:
+                    continue
+                d, err = run_json([*common, *extra], timeout)
                 if d:
-                    runs["jax"].append(d["step_ms_median"])
+                    runs[fw].append(d["step_ms_median"])
+                    runs[f"{fw}_rss"].append(d["rss_increase_bytes"])
                 else:
-                    errors["jax"] = err
+                    errors[fw] = err
     res: dict[str, Any] = {"spec": model, "path": str(path),
-                           "dslrun_ms": med(runs["dslrun"]), "plain_ms": med(runs["plain"]),
-                           "torch_ms": med(runs["torch"]),
-                           "jax_ms": med(runs["jax"]) if with_jax else None,
-                           "compile_ms": med(runs["compile"]), "runs": runs}
-    if res["dslrun_ms"] and res["torch_ms"]:
-        res["ratio"] = round(res["dslrun_ms"] / res["torch_ms"], 3)
-    else:
-        res["ratio"] = None
+                           **{f"{k}_ms": med(runs[k]) for k in ("dslrun", "plain", "torch",
+                                                                 "jax", "gemm", "compile")},
+                           **{f"{k}_bytes": med(runs[k]) for k in MEMORY_KEYS},
+                           "runs": runs}
+    for peer in ("torch", "jax", "gemm"):
+        d_ms, p_ms = res["dslrun_ms"], res[f"{peer}_ms"]
+        res[f"ratio_{peer}"] = round(d_ms / p_ms, 3) if d_ms and p_ms else None
     if errors:
         res["errors"] = errors
     return res
@@ -201,6 +208,10 @@ def time_checks(repeat: int) -> list[dict[str, Any]]:
     return out
 
 
+def mb(v: float | None) -> float | None:
+    return None if v is None else v / 1e6
+
+
 def fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -227,45 +238,54 @@ def main(argv: list[str] | None = None) -> int:
     global FORCED_THREADS
     FORCED_THREADS = args.threads
     threads = blas_threads()
-    with_jax = jax_available()
+    peers = {fw: importable(fw) for fw in ("torch", "jax")}
     print(f"numpy BLAS threads: {threads}{' (forced)' if args.threads else ''} "
-          f"(torch.set_num_threads({threads})); "
-          f"jax: {'yes' if with_jax else 'not installed'}; dropped from the environment: "
+          f"(torch.set_num_threads({threads})); dropped from the environment: "
           f"{', '.join(k for k in DROP_ENV if k in os.environ) or 'nothing set'}", flush=True)
+    for fw, ok in peers.items():
+        if not ok:
+            print(f"{fw}: not installed, skipped (pip install -e '.[bench]' installs PyTorch "
+                  f"and JAX)", flush=True)
     results = []
     for name in [] if args.check_only else args.specs:
         path = resolve_spec(name, args.spec_dir)
         if path is None:
             print(f"  {name}: no spec file, skipped", flush=True)
             continue
-        r = bench_spec(name, path, args, threads, with_jax)
+        r = bench_spec(name, path, args, threads, peers)
         results.append(r)
         for fw, e in r.get("errors", {}).items():
             print(f"  {r['spec']}: {fw} failed: {e}", flush=True)
 
-    cols = ["spec", "dslrun ms", "torch ms", "dslrun/torch"]
+    cols = ["spec", "dslrun ms"]
+    for fw in ("torch", "jax"):
+        if peers[fw]:
+            cols += [f"{fw} ms", f"dslrun/{fw}"]
+    cols += ["GEMM ms", "dslrun/GEMM"]
     if args.baseline:
-        cols += ["plain-loop ms", "plain/torch"]
-    if with_jax:
-        cols.append("jax ms")
-    cols.append("compile ms")
+        cols += ["plain-loop ms"]
+    cols += ["compile ms", "plan peak MB", "dslrun RSS+ MB"]
+    cols += [f"{fw} RSS+ MB" for fw in ("torch", "jax") if peers[fw]]
     rows = []
     for r in results:
-        row = [r["spec"], fmt(r["dslrun_ms"], ".3f"), fmt(r["torch_ms"], ".3f"),
-               fmt(r["ratio"], ".2f")]
+        row = [r["spec"], fmt(r["dslrun_ms"], ".3f")]
+        for fw in ("torch", "jax"):
+            if peers[fw]:
+                row += [fmt(r[f"{fw}_ms"], ".3f"), fmt(r[f"ratio_{fw}"], ".2f")]
+        row += [fmt(r["gemm_ms"], ".3f"), fmt(r["ratio_gemm"], ".2f")]
         if args.baseline:
-            row += [fmt(r["plain_ms"], ".3f"),
-                    fmt(r["plain_ms"] / r["torch_ms"] if r["plain_ms"] and r["torch_ms"]
-                        else None, ".2f")]
-        if with_jax:
-            row.append(fmt(r["jax_ms"], ".3f"))
-        row.append(fmt(r["compile_ms"], ".0f"))
+            row += [fmt(r["plain_ms"], ".3f")]
+        row += [fmt(r["compile_ms"], ".0f"), fmt(mb(r["plan_peak_bytes"]), ".2f"),
+                fmt(mb(r["dslrun_rss_bytes"]), ".2f")]
+        row += [fmt(mb(r[f"{fw}_rss_bytes"]), ".2f") for fw in ("torch", "jax") if peers[fw]]
         rows.append(row)
     if rows:
         widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(cols)]
         print()
         print(f"step time, median of {args.repeat} run(s) x {args.steps} steps "
-              f"after {args.warmup} warm-up steps")
+              f"after {args.warmup} warm-up steps; GEMM: the step's matrix products timed "
+              f"alone with NumPy in the dslrun run; plan peak: the plan's values alive at "
+              f"once; RSS+: peak resident memory increase over the timed steps")
         for row in [cols, *rows]:
             print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
                             for k, (c, w) in enumerate(zip(row, widths))))
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(
             {"steps": args.steps, "warmup": args.warmup, "repeat": args.repeat,
              "forced_threads": args.threads,
-             "threads": threads, "jax": with_jax, "results": results, "check": checks},
+             "threads": threads, "peers": peers, "results": results, "check": checks},
             indent=2) + "\n")
     return 0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 N_SAMPLES = 4096  # the default; `--n` (bench/run.py passes the spec's `random(n = ...)`)
+CLOCK = time.perf_counter  # `--cpu`: time.process_time (this process's CPU time)
 LR, MOMENTUM = 0.01, 0.9
 
 # name -> (batch, sample shape, classes, layer list). Layers:
@@ -35,7 +36,6 @@ LR, MOMENTUM = 0.01, 0.9
 #   on sequences [T, features]: ("lstm", hidden) (nn.LSTM, its last hidden state),
 #   ("transformer", heads, ff) (nn.TransformerEncoderLayer, post-norm, ReLU, dropout 0),
 #   ("mean_time",) (the mean over the T positions)
-# "jax": False marks a model without a JAX version.
 MODELS: dict[str, dict[str, Any]] = {
     "mlp_small": {"batch": 128, "shape": (64,), "classes": 10,
                   "layers": [("dense", 256, True), ("dense", 256, True), ("dense", 10, False)]},
@@ -46,9 +46,9 @@ MODELS: dict[str, dict[str, Any]] = {
               "layers": [("conv", 6, 5, 2), ("relu",), ("maxpool", 2),
                          ("conv", 16, 5, 0), ("relu",), ("maxpool", 2), ("flatten",),
                          ("dense", 120, True), ("dense", 84, True), ("dense", 10, False)]},
-    "lstm": {"batch": 64, "shape": (32, 32), "classes": 10, "jax": False,
+    "lstm": {"batch": 64, "shape": (32, 32), "classes": 10,
              "layers": [("lstm", 128), ("dense", 10, False)]},
-    "transformer": {"batch": 32, "shape": (64, 128), "classes": 10, "jax": False,
+    "transformer": {"batch": 32, "shape": (64, 128), "classes": 10,
                     "layers": [("transformer", 4, 512), ("mean_time",), ("dense", 10, False)]},
 }
 
@@ -62,23 +62,42 @@ def _data(cfg: dict[str, Any]) -> tuple[Any, Any]:
     return x, y
 
 
-def _time_steps(step: Any, order: Any, batch: int, warmup: int, steps: int) -> list[float]:
-    """Run warmup + steps steps over per-epoch permutations; the step times (ms) after warm-up."""
+def _peak_rss() -> Any:
+    """`runtime.train.profile.PeakRss`, the meter `dslrun bench` uses (imported on use)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    from runtime.train.profile import PeakRss
+
+    return PeakRss()
+
+
+def _time_steps(step: Any, order: Any, batch: int, warmup: int, steps: int,
+                rss: Any) -> list[float]:
+    """Run warmup + steps steps over per-epoch permutations; the step times (ms) after warm-up.
+    `rss` (a `PeakRss`) measures the peak resident memory increase over the timed steps, as
+    `dslrun bench` does."""
     per_epoch = N_SAMPLES // batch
     times: list[float] = []
     k = 0
-    prev = time.perf_counter()
+    if warmup == 0:
+        rss.__enter__()
+    prev = CLOCK()
     while k < warmup + steps:
         perm = order()
         for i in range(per_epoch):
             step(perm[i * batch:(i + 1) * batch])
-            now = time.perf_counter()
+            now = CLOCK()
             if k >= warmup:
                 times.append((now - prev) * 1000)
-            prev = now
             k += 1
+            if k == warmup:
+                rss.__enter__()
+                now = CLOCK()
+            prev = now
             if k >= warmup + steps:
                 break
+    rss.__exit__(None, None, None)
     return times
 
 
@@ -161,24 +180,37 @@ def bench_torch(name: str, steps: int, warmup: int, threads: int | None) -> dict
         opt.step()
         return loss.item()
 
-    times = _time_steps(step, order, cfg["batch"], warmup, steps)
+    rss = _peak_rss()
+    times = _time_steps(step, order, cfg["batch"], warmup, steps, rss)
     return {"framework": "torch", "model": name, "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "step_ms_median": round(statistics.median(times), 4), "steps": len(times)}
+            "step_ms_median": round(statistics.median(times), 4), "steps": len(times),
+            "rss_increase_bytes": rss.increase, "rss_method": rss.method}
 
 
 # ---------------------------------------------------------------- JAX jit
-def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
-    if not MODELS[name].get("jax", True):
-        raise SystemExit(f"{name}: no JAX version (only PyTorch)")
+def _uniform(rng: Any, shape: tuple[int, ...], fan_in: int) -> Any:
+    """PyTorch's default init of a linear layer's weight and bias: U(-1/sqrt(fan_in), ...)
+    (drawn with NumPy: JAX's generator compiles a kernel per shape, seconds per model)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    bound = 1 / fan_in ** 0.5
+    return jnp.asarray(rng.uniform(-bound, bound, shape).astype(np.float32))
+
+
+def jax_model(name: str, seed: int = 0) -> tuple[list[Any], Any]:
+    """The model as (parameters, forward(params, x) -> logits) in JAX. Parameters are a list
+    with one tuple of arrays per layer that has some: dense (w [in, out], b), conv (w [O, C,
+    k, k], b), lstm in PyTorch's layout (w_ih [4H, F], w_hh [4H, H], b_ih, b_hh; gates i, f,
+    g, o), transformer (in_proj_w [3d, d], in_proj_b, out_w [d, d], out_b, linear1_w [ff, d],
+    linear1_b, linear2_w [d, ff], linear2_b, norm1 scale and shift, norm2 scale and shift)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     cfg = MODELS[name]
-    x_np, y_np = _data(cfg)
-    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
-    key = jax.random.PRNGKey(0)
+    rng = np.random.default_rng(seed)
     params: list[Any] = []
     ops: list[tuple] = []
     shape = cfg["shape"]
@@ -186,28 +218,77 @@ def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
     hw = shape[1:]
     for layer in cfg["layers"]:
         kind = layer[0]
-        key, k1 = jax.random.split(key)
         if kind == "dense":
             if hw:
                 feat, hw = feat * int(np.prod(hw)), ()
-            bound = 1 / np.sqrt(feat)
-            params.append((jax.random.uniform(k1, (feat, layer[1]), minval=-bound, maxval=bound),
-                           jnp.zeros(layer[1])))
+            params.append((_uniform(rng, (feat, layer[1]), feat),
+                           _uniform(rng, (layer[1],), feat)))
             ops.append(("dense", len(params) - 1, layer[2]))
             feat = layer[1]
         elif kind == "conv":
             k, pad = layer[2], layer[3]
-            bound = 1 / np.sqrt(feat * k * k)
-            params.append((jax.random.uniform(k1, (layer[1], feat, k, k), minval=-bound,
-                                              maxval=bound), jnp.zeros(layer[1])))
+            fan = feat * k * k
+            params.append((_uniform(rng, (layer[1], feat, k, k), fan),
+                           _uniform(rng, (layer[1],), fan)))
             ops.append(("conv", len(params) - 1, pad))
             feat = layer[1]
             hw = tuple(d + 2 * pad - k + 1 for d in hw)
         elif kind == "maxpool":
             ops.append(("maxpool", layer[1]))
             hw = tuple(d // layer[1] for d in hw)
+        elif kind == "lstm":
+            h, f = layer[1], shape[-1]
+            params.append((_uniform(rng, (4 * h, f), h), _uniform(rng, (4 * h, h), h),
+                           _uniform(rng, (4 * h,), h), _uniform(rng, (4 * h,), h)))
+            ops.append(("lstm", len(params) - 1))
+            feat, hw = h, ()
+        elif kind == "transformer":
+            d, ff = shape[-1], layer[2]
+            # nn.MultiheadAttention: xavier_uniform in_proj (fan_in + fan_out = 4d), zero biases
+            params.append((_uniform(rng, (3 * d, d), 4 * d // 6), jnp.zeros(3 * d),
+                           _uniform(rng, (d, d), d), jnp.zeros(d),
+                           _uniform(rng, (ff, d), d), _uniform(rng, (ff,), d),
+                           _uniform(rng, (d, ff), ff), _uniform(rng, (d,), ff),
+                           jnp.ones(d), jnp.zeros(d), jnp.ones(d), jnp.zeros(d)))
+            ops.append(("transformer", len(params) - 1, layer[1]))
+            feat, hw = d, ()
         else:
             ops.append((kind,))
+
+    def layer_norm(x: Any, g: Any, b: Any) -> Any:
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / jnp.sqrt(var + 1e-5) * g + b
+
+    def lstm(p: tuple, x: Any) -> Any:
+        w_ih, w_hh, b_ih, b_hh = p
+        hidden = w_hh.shape[1]
+
+        def cell(carry: tuple, x_t: Any) -> tuple:
+            h, c = carry
+            z = x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+            i, f, g, o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+
+        zeros = jnp.zeros((x.shape[0], hidden), x.dtype)
+        (h, _), _ = jax.lax.scan(cell, (zeros, zeros), jnp.swapaxes(x, 0, 1))
+        return h
+
+    def encoder(p: tuple, x: Any, heads: int) -> Any:
+        (w_in, b_in, w_out, b_out, w1, b1, w2, b2, g1, s1, g2, s2) = p
+        bsz, t, d = x.shape
+        q, k, v = jnp.split(x @ w_in.T + b_in, 3, axis=-1)
+
+        def split_heads(a: Any) -> Any:
+            return a.reshape(bsz, t, heads, d // heads).transpose(0, 2, 1, 3)
+
+        q, k, v = split_heads(q), split_heads(k), split_heads(v)
+        att = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / (d // heads) ** 0.5, axis=-1)
+        a = (att @ v).transpose(0, 2, 1, 3).reshape(bsz, t, d) @ w_out.T + b_out
+        x = layer_norm(x + a, g1, s1)
+        return layer_norm(x + jax.nn.relu(x @ w1.T + b1) @ w2.T + b2, g2, s2)
 
     def forward(ps: list[Any], xb: Any) -> Any:
         h = xb
@@ -229,7 +310,26 @@ def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
                                           (1, 1, k, k), "VALID")
             elif op[0] == "flatten":
                 h = h.reshape(h.shape[0], -1)
+            elif op[0] == "lstm":
+                h = lstm(ps[op[1]], h)
+            elif op[0] == "transformer":
+                h = encoder(ps[op[1]], h, op[2])
+            elif op[0] == "mean_time":
+                h = h.mean(axis=1)
         return h
+
+    return params, forward
+
+
+def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    cfg = MODELS[name]
+    x_np, y_np = _data(cfg)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    params, forward = jax_model(name)
 
     def loss_fn(ps: list[Any], xb: Any, yb: Any) -> Any:
         logp = jax.nn.log_softmax(forward(ps, xb))
@@ -253,13 +353,15 @@ def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
         state["p"], state["b"], loss = train_step(state["p"], state["b"], jnp.asarray(idx))
         return float(loss)
 
-    times = _time_steps(step, order, cfg["batch"], max(warmup, 1), steps)
+    rss = _peak_rss()
+    times = _time_steps(step, order, cfg["batch"], max(warmup, 1), steps, rss)
     return {"framework": "jax", "model": name, "jax": jax.__version__,
-            "step_ms_median": round(statistics.median(times), 4), "steps": len(times)}
+            "step_ms_median": round(statistics.median(times), 4), "steps": len(times),
+            "rss_increase_bytes": rss.increase, "rss_method": rss.method}
 
 
 def main(argv: list[str] | None = None) -> int:
-    global N_SAMPLES
+    global N_SAMPLES, CLOCK
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", choices=sorted(MODELS))
     ap.add_argument("--framework", choices=("torch", "jax"), default="torch")
@@ -267,9 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--n", type=int, default=N_SAMPLES, help="number of random samples")
+    ap.add_argument("--batch", type=int, default=None, help="instead of the spec's batch")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--cpu", action="store_true",
+                    help="time this process's CPU time instead of wall time (use with 1 thread)")
     args = ap.parse_args(argv)
     N_SAMPLES = args.n
+    if args.batch:
+        MODELS[args.model]["batch"] = args.batch
+    if args.cpu:
+        CLOCK = time.process_time
     if args.framework == "torch":
         data = bench_torch(args.model, args.steps, args.warmup, args.threads)
     else:

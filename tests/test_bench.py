@@ -69,3 +69,77 @@ def test_torch_model_has_the_counted_parameters(name: str) -> None:
     pytest.importorskip("torch")
     model = torch_models.torch_model(name)
     assert sum(p.numel() for p in model.parameters()) == _param_count(torch_models.MODELS[name])
+
+
+def _jax_count(params: list) -> int:
+    return sum(int(a.size) for layer in params for a in layer)
+
+
+@pytest.mark.parametrize("name", sorted(torch_models.MODELS))
+def test_jax_model_has_the_counted_parameters_and_logits(name: str) -> None:
+    jax = pytest.importorskip("jax")
+
+    cfg = torch_models.MODELS[name]
+    params, forward = torch_models.jax_model(name)
+    assert _jax_count(params) == _param_count(cfg)
+    x = jax.ShapeDtypeStruct((3, *cfg["shape"]), "float32")
+    assert jax.eval_shape(forward, params, x).shape == (3, cfg["classes"])
+
+
+def _torch_to_jax(name: str, model) -> list:
+    """The torch model's parameters in jax_model's layout (dense weights transposed)."""
+    import jax.numpy as jnp
+
+    def a(t):
+        return jnp.asarray(t.detach().numpy())
+
+    out = []
+    for m in model:
+        if hasattr(m, "lstm"):
+            lstm = m.lstm
+            out.append((a(lstm.weight_ih_l0), a(lstm.weight_hh_l0), a(lstm.bias_ih_l0),
+                        a(lstm.bias_hh_l0)))
+        elif hasattr(m, "self_attn"):
+            sa = m.self_attn
+            out.append((a(sa.in_proj_weight), a(sa.in_proj_bias), a(sa.out_proj.weight),
+                        a(sa.out_proj.bias), a(m.linear1.weight), a(m.linear1.bias),
+                        a(m.linear2.weight), a(m.linear2.bias), a(m.norm1.weight),
+                        a(m.norm1.bias), a(m.norm2.weight), a(m.norm2.bias)))
+        elif hasattr(m, "weight") and m.weight.ndim == 2:
+            out.append((a(m.weight).T, a(m.bias)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_jax_sequence_models_compute_what_torch_does(name: str) -> None:
+    """With the torch model's weights, the JAX LSTM (lax.scan, gates i, f, g, o) and encoder
+    block (post-norm, ReLU) give torch's logits."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = torch_models.torch_model(name).eval()
+    params, forward = torch_models.jax_model(name)
+    mine = _torch_to_jax(name, model)
+    assert [[a.shape for a in p] for p in mine] == [[a.shape for a in p] for p in params]
+    cfg = torch_models.MODELS[name]
+    x = np.random.default_rng(0).standard_normal((4, *cfg["shape"])).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = np.asarray(forward(mine, x))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_scaling_rewrites_the_batch_and_the_data_size() -> None:
+    import batch_scaling
+
+    import dsl
+
+    text = Path(spec("bench/lenet")).read_text()
+    out, n = batch_scaling.with_batch(text, 1024)
+    assert n == 4096 and "n = 4096" in out
+    p = dsl.compile(out).program
+    assert p.train.batch == 1024 and p.data[1]["n"] == 4096
+    out, n = batch_scaling.with_batch(text, 16)
+    assert n == 2048 and dsl.compile(out).program.train.batch == 16
