@@ -469,3 +469,22 @@ class Program(Node):
     body: tuple[Stmt, ...]
     file: str = "<string>"
     span: Span = NO_SPAN
+
+
+def deeper_than(node: Node, limit: int) -> Node | None:
+    """The first node (in source order) nested more than `limit` levels below `node`, or
+    None. Iterative: the check that keeps the recursive walks (lowering, printing, hashing)
+    within Python's recursion limit must not hit it itself."""
+    stack: list[tuple[Any, int]] = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, tuple):
+            stack.extend((x, depth) for x in reversed(item))
+            continue
+        if not isinstance(item, Node) or isinstance(item, Span):
+            continue
+        if depth > limit:
+            return item
+        stack.extend((item.__dict__[f], depth + 1) for f in reversed(item._fields)
+                     if f != "span")
+    return None

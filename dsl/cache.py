@@ -62,9 +62,9 @@ def parse_cached(text: str, file: str) -> A.Program:
                 return prog
         except Exception:  # noqa: BLE001 - a corrupt entry only costs the parse
             pass
-    from dsl.parser import parse
+    from dsl.parser import check_nesting, parse
 
-    prog = parse(text, file)
+    prog = check_nesting(parse(text, file))  # what nests deeper cannot be pickled
     if path is not None:
         _store(path, stem, prog)
     return prog

@@ -56,10 +56,27 @@ def format_message(severity: str, message: str, span: Span | None,
         if 0 < s.line <= len(src_lines):
             src = src_lines[s.line - 1].expandtabs(1)
             width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
+            src, col = _window(src, s.col)
+            width = min(width, len(src) - col + 2)
             lines.append(f"  {src}")
-            lines.append("  " + " " * (s.col - 1) + "^" + "~" * max(0, width - 1))
+            lines.append("  " + " " * (col - 1) + "^" + "~" * max(0, width - 1))
     lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines)
+
+
+QUOTE_WIDTH = 120  # the most of a source line an error quotes
+
+
+def _window(src: str, col: int) -> tuple[str, int]:
+    """A long source line cut to QUOTE_WIDTH characters around `col` ("..." where cut), and
+    the column in the cut line."""
+    if len(src) <= QUOTE_WIDTH:
+        return src, col
+    start = max(0, min(col - 1 - QUOTE_WIDTH // 3, len(src) - QUOTE_WIDTH))
+    cut = src[start:start + QUOTE_WIDTH]
+    head = "..." if start > 0 else ""
+    tail = "..." if start + QUOTE_WIDTH < len(src) else ""
+    return head + cut + tail, col - start + len(head)
 
 
 class DslWarning(_Positioned, UserWarning):

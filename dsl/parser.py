@@ -51,9 +51,12 @@ from lark.exceptions import (  # noqa: E402
 from lark.lexer import PatternStr  # noqa: E402
 from lark.visitors import Transformer_NonRecursive  # noqa: E402
 
-__all__ = ["LOOP_OPTIONS", "parse", "get_parser"]
+__all__ = ["LOOP_OPTIONS", "MAX_NESTING", "check_nesting", "get_parser", "parse"]
 
 LOOP_OPTIONS = ("max", "checkpoint", "count")  # `loop t in a .. b, NAME = value { }`
+# AST levels a spec may nest: lowering walks the AST recursively, about 5 Python frames a
+# level for calls, and must stay within Python's default recursion limit of 1000
+MAX_NESTING = 100
 
 _LARK_OPTIONS: dict[str, Any] = {
     "parser": "lalr",
@@ -817,4 +820,16 @@ def parse(text: str, file: str = "<string>") -> A.Program:
         if isinstance(e.orig_exc, DslError):
             raise e.orig_exc from None
         raise
+
+
+def check_nesting(prog: A.Program) -> A.Program:
+    """`prog`, or a SyntaxErr where it nests more than MAX_NESTING levels. Parsing and
+    printing do not recurse, but lowering, pickling (the AST cache) and hashing do, so the
+    compiler checks before any of them."""
+    deep = A.deeper_than(prog, MAX_NESTING)
+    if deep is not None:
+        raise SyntaxErr(f"this is nested more than {MAX_NESTING} levels deep (calls, "
+                        "operators and blocks inside one another; a chain a + b + ... nests "
+                        "one level per operator): give parts of it names", deep.span)
+    return prog
 

@@ -101,9 +101,9 @@ def procedure_graph(compiled: Any, name: str | None, given: Mapping[str, Any],
     src = compiled.source
     d = find(compiled.procedures, name, compiled.program.name)
     defaults = procedure_defaults(src.stmts, prelude(), d, src.float_dtype, src.overrides,
-                                  src.load_data)
+                                  src.load_data, dtype_forced=src.dtype_forced)
     consts, tensors = bind_arguments(d, given, defaults, require_tensors)
     graph, _inputs = lower_procedure(src.stmts, prelude(), d, consts, src.float_dtype,
                                      compiled.program.train.seed, src.overrides,
-                                     src.load_data)
+                                     src.load_data, dtype_forced=src.dtype_forced)
     return ProcedureGraph(d.name, run_pipeline(graph)[0], tensors)

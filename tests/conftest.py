@@ -143,6 +143,22 @@ def dslrun(tmp_path: Path):
     return run
 
 
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """`cli(*args) -> (status, stdout, stderr)`: dslrun in-process, in tmp_path, never a
+    traceback."""
+    from dsl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: object) -> tuple[int, str, str]:
+        status = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err, err
+        return status, out, err
+    return run
+
+
 @pytest.fixture(scope="session")
 def cli_runner():
     """`run_cli` itself, for module-scoped fixtures that run many commands at once."""

@@ -23,7 +23,6 @@ import pytest
 from conftest import TWO_PHASES
 
 import dsl
-from dsl.cli import main
 from dsl.errors import DslError, DslWarning
 from runtime.train import runs
 from runtime.train.best import BestTracker, direction
@@ -52,19 +51,6 @@ train { batch = 15, steps = 12, seed = 0 }
 
 NO_TEST = TINY.replace(", test_fraction = 0.25", "")
 NO_TRAIN = "\n".join(line for line in TINY.splitlines() if not line.startswith("train"))
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """`cli(*args) -> (status, stdout, stderr)`: dslrun in-process, in tmp_path."""
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: object) -> tuple[int, str, str]:
-        status = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err, err
-        return status, out, err
-    return run
 
 
 def write(tmp_path: Path, text: str, name: str = "tiny.dl") -> str:
@@ -108,7 +94,8 @@ def test_a_training_run_records_itself(cli, tmp_path: Path) -> None:
     assert run.parent == tmp_path / "runs" / "tiny"
     info = json.loads((run / "run.json").read_text())
     assert info["model"] == "tiny" and info["run_id"] == run.name
-    assert info["overrides"] == {"H": "6"} and info["seed"] == 3 and info["dtype"] == "float32"
+    # dtype: the --dtype given; none here (float32, and the float dtypes the spec writes)
+    assert info["overrides"] == {"H": "6"} and info["seed"] == 3 and info["dtype"] is None
     assert set(info["versions"]) == {"dslrun", "numpy", "python"}
     assert info["command"][0] == "dslrun"  # with this process's arguments
     assert (run / "spec.dl").read_text() == (tmp_path / spec).read_text()
@@ -151,7 +138,7 @@ def test_eval_without_checkpoint_uses_the_latest_run_and_its_overrides(cli, tmp_
     # an explicit --set wins, and the difference is said (here the weights then do not fit)
     status, _, err = cli("eval", spec, "--set", "H=7")
     assert "note: --set H=7 replaces H=5 of the run" in err
-    assert status == 1 and "error: variable 'clf.dense1.W'" in err
+    assert status == 1 and "which differs from this spec: parameter 'clf.dense1.W'" in err
 
 
 def test_resume_reads_the_run_and_continues_in_its_directory(cli, tmp_path: Path) -> None:

@@ -382,17 +382,20 @@ def test_checkpoint_errors(tmp_path):
     prog4, ds4 = linreg(d=4)
     other = Trainer(prog4, dataset=ds4)
     w0 = other.get_variables()["w"]
-    with pytest.raises(CheckpointError, match=r"variable 'w' .* float64\[3\].*float64\[4\]"):
+    with pytest.raises(CheckpointError, match=r"parameter 'w' is f64\[3\] in the checkpoint "
+                       r"and f64\[4\] in this spec"):
         other.load(good)
     np.testing.assert_array_equal(other.get_variables()["w"], w0)  # nothing changed
     progm, dsm = linreg(momentum=0.9)
-    with pytest.raises(CheckpointError, match="no variable 'v'"):
+    with pytest.raises(CheckpointError, match=r"state variable 'v' \(f64\[3\]\) is not in the "
+                       "checkpoint"):
         Trainer(progm, dataset=dsm).load(good)
     Trainer(progm, dataset=dsm).load(good, weights_only=True)  # params suffice
-    with pytest.raises(CheckpointError, match="variable 'v' that this program does not have"):
+    with pytest.raises(CheckpointError, match=r"state variable 'v' \(f64\[3\]\) is only in "
+                       "the checkpoint"):
         Trainer(prog, dataset=ds).load(Trainer(progm, dataset=dsm).save(tmp_path / "m.npz"))
     prog32, ds32 = linreg(dt="f32")
-    with pytest.raises(CheckpointError, match="float64"):
+    with pytest.raises(CheckpointError, match=r"'w' is f64\[3\] in the checkpoint and f32\[3\]"):
         Trainer(prog32, dataset=ds32).load(good)
 
 
@@ -566,7 +569,7 @@ def test_every_new_fed_shape_is_checked_even_when_a_plan_for_its_dims_exists():
     train = {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=16)}
     test = {"x": rng.normal(size=(16, 1)), "y": rng.normal(size=16)}  # one feature too few
     text = ("model m\ninput x: f64[B, 3]\ninput y: f64[B]\nparam w: [3] = zeros\n"
-            "objective loss = mean((x @ w - y) ** 2)\n")
+            "objective loss = mean((x @ w - y) ** 2)\noptimizer sgd(lr = 0.1) minimize loss\n")
     with pytest.raises(dsl.DslError, match=r"axis 1 of its field has size 1, not 3 in the test"):
         dsl.compile(text, data=Dataset(train=train, test=test), dtype="float64")
     # the runtime checks too, for a Trainer made without the language

@@ -19,6 +19,7 @@ from dsl.lower import calls, expressions
 from dsl.lower.context import Context
 from dsl.lower.scope import Scope
 from dsl.lower.tensor_builtins import (
+    MAX_CONST_ELEMENTS,
     Builtin,
     b_cast,
     b_concat,
@@ -40,8 +41,6 @@ from dsl.lower.tensor_builtins import (
 )
 from dsl.lower.values import Selection, describe, select
 from runtime.ops import Val
-
-MAX_CONST_ELEMENTS = 2**27  # elements of a compile-time constant (linspace, eye, ...)
 
 
 def b_shape(cx: Context, e: A.Call, scope: Scope) -> tuple:

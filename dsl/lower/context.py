@@ -68,9 +68,11 @@ class Context:
 
     def __init__(self, mode: str, float_dtype: str, seed: Seed, overrides: Overrides,
                  defs: Definitions, graph: Graph,
-                 load_data: Callable[[A.DataDecl], Any] | None = None) -> None:
+                 load_data: Callable[[A.DataDecl], Any] | None = None,
+                 dtype_forced: bool = False) -> None:
         self.mode = mode  # 'train' or 'eval'
         self.float_dtype = float_dtype
+        self.dtype_forced = dtype_forced  # --dtype given: every float is float_dtype
         self.seed = seed
         self.overrides = overrides
         self.defs = defs
@@ -103,9 +105,11 @@ class Context:
         return Loc(span.file, span.line, span.col) if span and span.line > 0 else None
 
     def fdt(self, dtype: str | None) -> str:
-        """Declared float dtypes follow the program's float dtype (--dtype float64)."""
-        if dtype is None or dtype == DEFAULT_FLOAT or (is_float(dtype)
-                                                       and self.float_dtype == "f64"):
+        """The dtype of a declared type: an unannotated one (or the default float) is the
+        program's float dtype; a written float dtype (`f64[3]`) is honored, unless `--dtype`
+        was given, which makes every float the program's float dtype."""
+        if dtype is None or dtype == DEFAULT_FLOAT or (is_float(dtype) and (
+                self.dtype_forced or self.float_dtype == "f64")):
             return self.float_dtype
         return dtype
 

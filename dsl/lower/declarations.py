@@ -17,7 +17,7 @@ from dsl.errors import NameErr, ShapeErr, TypeErr, did_you_mean
 from dsl.lower import builtins, expressions
 from dsl.lower.context import Context
 from dsl.lower.scope import Scope
-from dsl.lower.values import Deferred, InitSpec, Selection, check_dim, to_val
+from dsl.lower.values import Deferred, InitSpec, Selection, check_dim, fitted, to_val
 from dsl.overrides import const_override, input_override
 from runtime import init as inits
 from runtime.dtypes import DTYPES
@@ -58,7 +58,7 @@ def declare_input(cx: Context, s: A.InputDecl) -> None:
         if isinstance(default, Val):
             raise cx.err(TypeErr, f"the default of input '{s.name}' must be a constant",
                          s.span)
-        made.input_defaults[s.name] = np.asarray(default, dtype=t.np_dtype())
+        made.input_defaults[s.name] = fitted(cx, np.asarray(default), t.dtype, s.span)
     cx.globals.vars[s.name] = Val(cx.b, nid)
 
 
@@ -172,8 +172,9 @@ def declare_state(cx: Context, name: str, type_expr: A.TypeExpr | None, init_exp
         return _reuse(cx, name, t or v.type, span)
     init = ev_init(cx, init_expr, scope, like=like)
     if t is None:
-        if isinstance(init, Deferred):
-            t = TensorType(cx.float_dtype, init.shape)
+        if isinstance(init, Deferred):  # an optimizer's state has its parameter's dtype
+            t = TensorType(like.type.dtype if like is not None and like.type.is_float
+                           else cx.float_dtype, init.shape)
         elif isinstance(init, np.ndarray):
             dt = cx.float_dtype if init.dtype.kind == "f" else (
                 "i64" if init.dtype.kind in "iu" else "bool")
@@ -209,9 +210,11 @@ def init_value(cx: Context, init: Any, t: TensorType, name: str,
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise cx.err(TypeErr, f"initializer '{init.name}': option '{k}' must be "
                              f"a number, got {v!r}", span)
+            if t.is_float:
+                fitted(cx, np.asarray(float(v)), t.dtype, span)
         seed = cx.seed
         return lambda: inits.initialize(init.name, shape, inits.seeded_rng(seed.value, name),
-                                        **init.options).astype(dtype)
+                                        dtype, **init.options)
     if isinstance(init, Deferred):
         try:
             fits = np.broadcast_shapes(init.shape, shape) == shape
@@ -243,7 +246,7 @@ def ev_init(cx: Context, e: A.Expr, scope: Scope, like: Variable | None = None) 
                     raise cx.err(TypeErr, "full_like(param, value)", e.span)
                 fill = expressions.ev(cx, e.args[1], scope)
             shape = tuple(int(d) for d in like.type.shape)
-            return Deferred(shape, lambda: np.full(shape, fill, dtype=np.float64))
+            return Deferred(shape, lambda: np.asarray(fill, dtype=np.float64))  # broadcast
         if base and not e.args:
             opts = {k.name: expressions.ev(cx, k.value, scope) for k in e.kwargs}
             return InitSpec(base, opts, e.span)
@@ -262,4 +265,8 @@ def ev_init(cx: Context, e: A.Expr, scope: Scope, like: Variable | None = None) 
                      "(zeros, normal(std = 0.1), xavier_normal, ...)", e.span)
     if isinstance(v, str) and inits.canonical(v):
         return InitSpec(inits.canonical(v), {}, e.span)
-    return np.asarray(v, dtype=np.float64)
+    try:
+        return np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):  # a list holding a tensor, a string, a ragged list
+        raise cx.err(TypeErr, "an initial value must be a constant or an initializer "
+                     "(zeros, normal(std = 0.1), xavier_normal, ...)", e.span) from None

@@ -147,6 +147,11 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
     scope.vars["obj"] = obj
     scope.param = cx.made.variables[n]
     scope.state_vars["param"] = n
+    dt = param.type.dtype
+    if param.type.is_float and dt != cx.float_dtype:  # `param w: f64[3]` in an f32 program:
+        for c in ("step", "epoch"):  # its rule computes in f64, bias corrections included
+            if _mentions(d.body, c):
+                scope.vars[c] = cx.b.emit("cast", expressions.counter(cx, c), dtype=dt)
     before = dict(cx.made.state_updates)
     try:
         statements.exec_body(cx, d.body, scope)
@@ -164,3 +169,14 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
             "train nothing: its rule must end with 'param = param - ...'", d.span,
             notes=(f"used at {use.stmt.span.file}:{use.stmt.span.line}:"
                    f"{use.stmt.span.col}",))
+
+
+def _mentions(node: Any, name: str) -> bool:
+    """The AST `node` (a statement, an expression, or a tuple of them) reads `name`."""
+    if isinstance(node, A.Name):
+        return node.id == name
+    if isinstance(node, tuple | list):
+        return any(_mentions(x, name) for x in node)
+    if isinstance(node, A.Node):
+        return any(_mentions(getattr(node, f), name) for f in node._fields)
+    return False

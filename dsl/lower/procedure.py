@@ -28,9 +28,11 @@ __all__ = ["lower_procedure", "procedure_defaults"]
 def procedure_defaults(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...],
                        d: A.ProcedureDef, float_dtype: str,
                        overrides: Mapping[str, Any] | None,
-                       data_loader: Callable[[A.DataDecl], Any] | None) -> dict[str, Any]:
+                       data_loader: Callable[[A.DataDecl], Any] | None,
+                       dtype_forced: bool = False) -> dict[str, Any]:
     """The values of `d`'s default arguments (they may name the spec's consts)."""
-    cx = walk(stmts, prelude, "eval", float_dtype, 0, dict(overrides or {}), data_loader)
+    cx = walk(stmts, prelude, "eval", float_dtype, 0, dict(overrides or {}), data_loader,
+              dtype_forced)
     return {p.name: expressions.ev(cx, p.default, cx.globals) for p in d.params
             if p.default is not None and p.type is None}
 
@@ -38,10 +40,12 @@ def procedure_defaults(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...],
 def lower_procedure(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...],
                     d: A.ProcedureDef, consts: Mapping[str, Any], float_dtype: str,
                     seed: int, overrides: Mapping[str, Any] | None,
-                    data_loader: Callable[[A.DataDecl], Any] | None) -> tuple[Graph, dict]:
+                    data_loader: Callable[[A.DataDecl], Any] | None,
+                    dtype_forced: bool = False) -> tuple[Graph, dict]:
     """(graph, {input name: type}) of `d` called with the compile-time `consts`; the graph's
     outputs are the returned values, in order."""
-    cx = walk(stmts, prelude, "eval", float_dtype, seed, dict(overrides or {}), data_loader)
+    cx = walk(stmts, prelude, "eval", float_dtype, seed, dict(overrides or {}), data_loader,
+              dtype_forced)
     graph = cx.graph
     scope = Scope(cx.globals, "", cx.sites.of(d.body))
     scope.vars.update(consts)

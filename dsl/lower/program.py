@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsl import ast as A
-from dsl.errors import NameErr, did_you_mean
+from dsl.errors import NameErr, TypeErr, did_you_mean
 from dsl.lower import declarations, optimizers, settings, statements
 from dsl.lower.context import Context, Definitions, Overrides
 from dsl.lower.result import Lowered, Seed, freeze
@@ -24,11 +24,13 @@ TRAIN_ONLY = (A.OptimizerUse, A.TrainDecl, A.UpdateBlock)
 
 def lower(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
           float_dtype: str = "f32", seed: int = 0, overrides: dict[str, Any] | None = None,
-          data_loader: Callable[[A.DataDecl], Any] | None = None) -> Lowered:
+          data_loader: Callable[[A.DataDecl], Any] | None = None,
+          dtype_forced: bool = False) -> Lowered:
     """Lower one program (prelude + spec statements, includes spliced in) in one mode
     ('train' or 'eval'). `overrides`: `--set` values of consts and inputs; `data_loader`
-    loads the data set when `train.x` or `test.y` is read."""
-    cx = walk(stmts, prelude, mode, float_dtype, seed, overrides, data_loader)
+    loads the data set when `train.x` or `test.y` is read; `dtype_forced`: every float is
+    `float_dtype`, also where the spec writes another (`--dtype`)."""
+    cx = walk(stmts, prelude, mode, float_dtype, seed, overrides, data_loader, dtype_forced)
     unused = set(cx.overrides.given) - cx.overrides.used
     if unused:
         name = sorted(unused)[0]
@@ -39,13 +41,18 @@ def lower(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
         for use in cx.made.opt_uses:
             optimizers.lower(cx, use)
         for block in cx.made.update_blocks:
-            statements.exec_body(cx, block.body, Scope(cx.globals, "", {}))
+            try:
+                statements.exec_body(cx, block.body, Scope(cx.globals, "", {}))
+            except statements.Return as r:
+                raise cx.err(TypeErr, "'return' is only allowed in the body of a def, net "
+                             "or procedure", r.stmt.span if r.stmt else block.span) from None
     return freeze(cx.made, mode, cx.b, cx.defs.procedures, cx.seed)
 
 
 def walk(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
          float_dtype: str = "f32", seed: int = 0, overrides: dict[str, Any] | None = None,
-         data_loader: Callable[[A.DataDecl], Any] | None = None) -> Context:
+         data_loader: Callable[[A.DataDecl], Any] | None = None,
+         dtype_forced: bool = False) -> Context:
     """The context after the spec's top level (definitions registered, statements walked):
     what `lower` finishes, and what a procedure is lowered in."""
     defs = Definitions()
@@ -54,7 +61,7 @@ def walk(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
     for stmt in stmts:
         define(defs, stmt, user=True)
     cx = Context(mode, float_dtype, Seed(seed), Overrides(dict(overrides or {})), defs, Graph(),
-                 load_data=data_loader)
+                 load_data=data_loader, dtype_forced=dtype_forced)
     cx.globals.sites = cx.sites.of(stmts)
     for stmt in stmts:
         top_level(cx, stmt)
@@ -89,10 +96,18 @@ def top_level(cx: Context, s: A.Stmt) -> None:
     if isinstance(s, TRAIN_ONLY) and cx.mode != "train":
         return  # the train-mode lowering checks and uses them
     rule = TOP_LEVEL.get(type(s))
-    if rule is None:
-        statements.exec_stmt(cx, s, cx.globals)
-    else:
-        rule(cx, s)
+    try:
+        if rule is None:
+            statements.exec_stmt(cx, s, cx.globals)
+        else:
+            rule(cx, s)
+    except statements.Return as r:  # `return` in the spec itself, or in its if/for/update
+        raise cx.err(TypeErr, "'return' is only allowed in the body of a def, net or "
+                     "procedure", r.stmt.span if r.stmt is not None else s.span) from None
+    except RecursionError:  # each level is within MAX_NESTING, but defs called in defs add up
+        raise cx.err(TypeErr, "this statement expands too deeply to compile: nets and defs "
+                     "called inside one another, each with deeply nested expressions; give "
+                     "intermediate values names", s.span) from None
 
 
 def _model(cx: Context, s: A.ModelDecl) -> None:

@@ -7,6 +7,7 @@ within MAX_UNROLLED_NODES) and `if` on constants; `param`/`state` lines are
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ from dsl.lower.scope import Scope
 from dsl.lower.values import static_index, to_val
 from runtime.ops import Val
 
-MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into
+MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into, by default
+UNROLL_ENV = "DSLRUN_MAX_UNROLLED_NODES"  # the budget's override
 RESERVED = ("step", "epoch", "training")
 
 
@@ -170,19 +172,38 @@ def index_assign(cx: Context, base: Any, index: tuple, v: Any, scope: Scope,
         return base - put(old) + put(v)
 
 
+def max_unrolled_nodes() -> int:
+    """The unroll budget: $DSLRUN_MAX_UNROLLED_NODES when set (a positive integer), else
+    MAX_UNROLLED_NODES."""
+    text = os.environ.get(UNROLL_ENV, "").strip()
+    if not text:
+        return MAX_UNROLLED_NODES
+    if not text.isdigit() or int(text) < 1:
+        raise TypeErr(f"{UNROLL_ENV}={text!r}: the unroll budget must be a positive integer "
+                      "(a number of graph nodes)")
+    return int(text)
+
+
 def check_unroll(cx: Context, s: A.For | A.Repeat, done: int, count: int, grown: int) -> None:
-    """Refuse a compile-time loop whose unrolled graph would exceed MAX_UNROLLED_NODES,
-    judged from the iterations made so far (so the error comes after the first one)."""
+    """Refuse a compile-time loop whose unrolled graph would exceed the unroll budget
+    (`max_unrolled_nodes`), judged from the iterations made so far (so the error comes after
+    the first one)."""
     per = grown / done
-    if len(cx.graph.nodes) + per * (count - done) <= MAX_UNROLLED_NODES:
+    limit = max_unrolled_nodes()
+    if len(cx.graph.nodes) + per * (count - done) <= limit:
         return
     kw = "repeat" if isinstance(s, A.Repeat) else "for"
+    shared = ("" if kw == "for" else
+              " (its iterations share one set of weights, where each repetition of 'repeat' "
+              "owns its own)")
     raise cx.err(
         ShapeErr, f"this '{kw}' runs {count} times and unrolls into about "
         f"{per * count:,.0f} graph nodes ({per:.0f} per iteration), more than the limit of "
-        f"{MAX_UNROLLED_NODES:,}" + cx.overrides.note(count), s.span,
-        notes=("compile-time loops are copied into the graph once per iteration: use "
-               "fewer iterations",))
+        f"{limit:,}" + cx.overrides.note(count), s.span,
+        notes=(f"compile-time loops are copied into the graph once per iteration; a run-time "
+               f"'loop {s.var} in ...' compiles its body once and runs it {count} times"
+               + shared + f", or use fewer iterations, or raise the limit with "
+               f"{UNROLL_ENV}=N",))
 
 
 STATEMENTS: dict[type, Callable[[Context, Any, Scope], None]] = {

@@ -17,22 +17,34 @@ from dsl.errors import NameErr, ShapeErr, TypeErr
 from dsl.lower import calls, expressions
 from dsl.lower.context import Context
 from dsl.lower.scope import Scope
-from dsl.lower.values import InitSpec, Selection, check_dim, const_val, to_val
+from dsl.lower.values import (
+    InitSpec,
+    Selection,
+    check_dim,
+    const_val,
+    describe,
+    fitted,
+    to_val,
+)
 from runtime import init as inits
 from runtime.autodiff import GradError, gradients, hessian, or_zeros
 from runtime.dtypes import DTYPES, is_float, np_dtype
-from runtime.ir import TensorType
 from runtime.ops import Val
+from runtime.ops.shapes import norm_axes
 
 Builtin = Callable[[Context, A.Call, Scope], Any]
+MAX_CONST_ELEMENTS = 2**27  # elements of a compile-time constant (linspace, eye, ...)
 
 
 def shape_list(cx: Context, v: Any, span: A.Span) -> tuple:
     """A shape argument: an integer or a list of dimensions (static ones may be 0)."""
     if isinstance(v, Val):
         raise cx.err(TypeErr, "a shape must be a list of dimensions, e.g. [B, 2]", span)
-    if isinstance(v, (int, np.integer)):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return (check_dim(cx, v, span, lo=0),)
+    if not isinstance(v, (list, tuple)):
+        raise cx.err(TypeErr, f"a shape must be an integer or a list of dimensions, e.g. "
+                     f"[B, 2], got {describe(v)}", span)
     out = []
     for d in v:
         if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
@@ -127,7 +139,19 @@ def reduce_builtin(op: str) -> Builtin:
             return _over_selection(cx, x, lambda p: p, e.span)
         axis = tuple(a["axis"]) if isinstance(a["axis"], list) else a["axis"]
         if not isinstance(x, Val):
-            arr = np.asarray(x)
+            try:  # numbers, or (nested) lists of them of one shape
+                arr = np.asarray(x if isinstance(x, int | float | np.number | np.ndarray
+                                                 | list | tuple) else None)
+            except ValueError:  # a ragged list
+                arr = np.asarray(None)
+            if arr.dtype.kind not in "biuf":
+                raise cx.err(TypeErr, f"{op}: expects a tensor or numbers, got "
+                             f"{describe(x)}", e.span)
+            with cx.guard(e.span):  # the options' rules of the op, for constants too
+                norm_axes(op, axis, arr.ndim)
+            if not isinstance(a["keepdims"], bool | np.bool_):
+                raise cx.err(TypeErr, f"{op}: option 'keepdims' is true or false, got "
+                             f"{a['keepdims']!r}", e.span)
             return getattr(np, {"sum": "sum", "mean": "mean", "max": "max", "min": "min"}[op])(
                 arr, axis=axis, keepdims=a["keepdims"])
         if op == "mean" and not x.type.is_float:
@@ -195,6 +219,12 @@ def random_builtin(op: str, opts: list[str], defaults: dict[str, Any]) -> Builti
 def b_randint(cx: Context, e: A.Call, scope: Scope) -> Val:
     a = calls.builtin_args(cx, e, scope, ["low", "high", "shape"], {})
     shape = shape_list(cx, a["shape"], e.span)
+    for k in ("low", "high"):
+        v = a[k]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            what = repr(v) if isinstance(v, int | float | str) else "a tensor or a list"
+            raise cx.err(TypeErr, f"randint: {k} is an integer known at compile time, got "
+                         f"{what}", e.span)
     with cx.guard(e.span):
         return cx.b.emit("random_randint", shape=shape, low=int(a["low"]),
                          high=int(a["high"]), dtype="i64")
@@ -222,8 +252,8 @@ def fill_builtin(value: float | None) -> Builtin:
                          f"{e.func}_like", e.span)
         shape = shape_list(cx, a["shape"], e.span)
         dt = cx.fdt(a["dtype"]) if a["dtype"] is None or is_float(a["dtype"]) else a["dtype"]
-        if all(isinstance(d, int) for d in shape):
-            return np.full(shape, v, dtype=TensorType(dt, ()).np_dtype())
+        if all(isinstance(d, int) for d in shape) and math.prod(shape) <= MAX_CONST_ELEMENTS:
+            return np.broadcast_to(fitted(cx, np.asarray(v), dt, e.span), shape).copy()
         return cx.b.emit("full", shape=shape, value=float(v), dtype=dt)
     return fn
 
@@ -254,7 +284,8 @@ def b_split(cx: Context, e: A.Call, scope: Scope) -> tuple:
     a = calls.builtin_args(cx, e, scope, ["x", "sections", "axis"], {"axis": -1})
     x = to_val(cx, a["x"], e.span)
     r = x.type.rank
-    ax = a["axis"] % r
+    with cx.guard(e.span):
+        (ax,) = norm_axes("split", _int_axis(cx, "split", a["axis"], e.span), r)
     d = x.shape[ax]
     n = a["sections"]
     if not isinstance(d, int) or not isinstance(n, int) or n <= 0 or d % n:
@@ -267,13 +298,22 @@ def b_split(cx: Context, e: A.Call, scope: Scope) -> tuple:
                      for i in range(n))
 
 
+def _int_axis(cx: Context, op: str, axis: Any, span: A.Span) -> int:
+    """An `axis` option: one integer known at compile time."""
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        what = repr(axis) if isinstance(axis, int | float | str) else "a tensor or a list"
+        raise cx.err(TypeErr, f"{op}: axis is one integer known at compile time, got {what}",
+                     span)
+    return int(axis)
+
+
 def _tensors_and_axis(cx: Context, e: A.Call, scope: Scope) -> tuple[list[Val], Any]:
     """The arguments of concat/stack (lists are spread) and their `axis` option."""
     axis = 0
     for k in e.kwargs:
         if k.name != "axis":
             raise cx.err(NameErr, f"{e.func}: unknown option '{k.name}'", k.span)
-        axis = expressions.ev(cx, k.value, scope)
+        axis = _int_axis(cx, e.func, expressions.ev(cx, k.value, scope), k.span)
     items = []
     for a in e.args:
         v = expressions.ev(cx, a, scope)
@@ -300,9 +340,22 @@ def b_stack(cx: Context, e: A.Call, scope: Scope) -> Val:
 def b_reshape(cx: Context, e: A.Call, scope: Scope) -> Val:
     a = calls.builtin_args(cx, e, scope, ["x", "shape"], {})
     x = to_val(cx, a["x"], e.span)
-    shape = tuple(int(d) if isinstance(d, (int, np.integer)) else d for d in a["shape"])
+    raw = a["shape"]
+    if not isinstance(raw, list | tuple):
+        raise cx.err(TypeErr, "reshape: the shape is a list of dimensions, e.g. [B, -1]",
+                     e.span)
+    shape = []
+    for d in raw:
+        if isinstance(d, str):
+            shape.append(d)
+        elif isinstance(d, int | np.integer) and not isinstance(d, bool):
+            shape.append(-1 if d == -1 else check_dim(cx, d, e.span, lo=0))
+        else:
+            what = repr(d) if isinstance(d, int | float | str) else "a tensor"
+            raise cx.err(TypeErr, f"reshape: a dimension is an integer, -1 or a symbolic "
+                         f"dimension, got {what}", e.span)
     with cx.guard(e.span):
-        return cx.b.emit("reshape", x, shape=shape)
+        return cx.b.emit("reshape", x, shape=tuple(shape))
 
 
 def b_flatten(cx: Context, e: A.Call, scope: Scope) -> Val:
@@ -315,6 +368,8 @@ def b_flatten(cx: Context, e: A.Call, scope: Scope) -> Val:
 def b_transpose(cx: Context, e: A.Call, scope: Scope) -> Val:
     a = calls.builtin_args(cx, e, scope, ["x", "axes"], {"axes": None})
     x = to_val(cx, a["x"], e.span)
+    if a["axes"] is not None and not isinstance(a["axes"], list | tuple):
+        raise cx.err(TypeErr, "transpose: axes is a list of axes, e.g. [1, 0]", e.span)
     axes = tuple(a["axes"]) if a["axes"] is not None else None
     with cx.guard(e.span):
         return cx.b.emit("transpose", x, axes=axes)

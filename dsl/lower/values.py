@@ -6,6 +6,7 @@ indexing, parameter selections and static dimensions.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 from dsl import ast as A
 from dsl.errors import ShapeErr, TypeErr
 from dsl.lower.context import Context
+from runtime.dtypes import np_dtype
 from runtime.ops import Val
 from runtime.passes.rewrite import rewrite_at
 from runtime.passes.rules import STABILIZING_RULES
@@ -88,6 +90,9 @@ def const_val(cx: Context, v: Any, span: A.Span | None, like: Val | None = None)
     """A constant node for `v`: floats get the float dtype (or `like`'s), integers i64 (or
     `like`'s integer dtype), next to a float `like` integers become floats."""
     arr = np.asarray(v)
+    if arr.dtype.kind == "O" and isinstance(v, int) and not isinstance(v, bool):
+        raise cx.err(TypeErr, f"the integer {v} does not fit i64 (from {np.iinfo(np.int64).min} "
+                     f"to {np.iinfo(np.int64).max})", span)
     if arr.dtype.kind == "f" or (like is not None and like.type.is_float
                                  and arr.dtype.kind in "iub"):
         dt = like.type.dtype if like is not None and like.type.is_float else cx.float_dtype
@@ -99,7 +104,32 @@ def const_val(cx: Context, v: Any, span: A.Span | None, like: Val | None = None)
     else:
         raise cx.err(TypeErr, f"expected a number or tensor, got {describe(v)}", span)
     with cx.b.context(loc=cx.loc(span)):
-        return cx.b.const(arr, dt)
+        return cx.b.const(fitted(cx, arr, dt, span), dt)
+
+
+def fitted(cx: Context, arr: np.ndarray, dt: str, span: A.Span | None) -> np.ndarray:
+    """`arr` converted to dtype `dt`; a positioned error when a value does not fit (a finite
+    number that would become inf, an integer out of range), never NumPy's overflow warning."""
+    want = np_dtype(dt)
+    if arr.dtype.kind == "O":  # a Python integer beyond 64 bits
+        raise cx.err(TypeErr, f"the value {arr.flat[0] if arr.size else arr!r} does not fit "
+                     f"{dt}", span)
+    if want.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(want)
+        low, high = arr.min(), arr.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise cx.err(TypeErr, f"the integer {bad} does not fit {dt} (from {info.min} to "
+                         f"{info.max})", span)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(want)
+    if want.kind == "f" and arr.dtype.kind in "fiu":
+        lost = np.isfinite(arr) & ~np.isfinite(out)
+        if lost.any():
+            raise cx.err(TypeErr, f"the constant {arr[lost].flat[0]:.6g} does not fit {dt} "
+                         f"(its largest finite value is {np.finfo(want).max:.6g}); write it "
+                         "smaller, or give this value another dtype", span)
+    return out
 
 
 def to_val(cx: Context, v: Any, span: A.Span | None, like: Val | None = None) -> Val:
@@ -140,6 +170,14 @@ def emit_stable(cx: Context, op: str, vals: list[Val], attrs: dict[str, Any]) ->
 
 # ---------------------------------------------------------------- operators
 
+MAX_INT_BITS = 256  # a compile-time integer (i64 holds 64 bits; `10 ** 10 ** 10` never ends)
+
+
+def _int_bits(v: Any) -> int:
+    """The bits of a Python integer (0 for anything else)."""
+    return abs(v).bit_length() if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
 def arith(cx: Context, op: str, a: Any, b: Any, span: A.Span) -> Any:
     """`a op b` for + - * / ** @ % //: computed now for constants, a node for tensors."""
     for v in (a, b):
@@ -156,11 +194,20 @@ def arith(cx: Context, op: str, a: Any, b: Any, span: A.Span) -> Any:
             a = np.asarray(a)
         if isinstance(b, (list, tuple)):
             b = np.asarray(b)
+        if op == "**" and _int_bits(a) > 1 and isinstance(b, int | np.integer) \
+                and b * _int_bits(a) > MAX_INT_BITS:
+            raise cx.err(TypeErr, f"constant expression: {a} ** {b} has about "
+                         f"{b * math.log10(abs(a)):,.0f} digits; integers computed at compile "
+                         f"time have at most {MAX_INT_BITS} bits", span)
         try:
             with np.errstate(all="raise"):
                 r = _PY_OPS[op](a, b)
         except (ZeroDivisionError, FloatingPointError, ValueError, OverflowError) as ex:
             raise cx.err(TypeErr, f"constant expression: {ex}", span) from None
+        if _int_bits(r) > MAX_INT_BITS:  # products of products grow without bound
+            raise cx.err(TypeErr, f"constant expression: the result has {_int_bits(r):,} "
+                         f"bits; integers computed at compile time have at most "
+                         f"{MAX_INT_BITS}", span)
         return r
     if op in ("%", "//"):
         raise cx.err(TypeErr, f"'{op}' is only for compile-time numbers", span)

@@ -8,16 +8,34 @@ from a language model). None carries a gradient (they are `nondiff`)."""
 from __future__ import annotations
 
 import functools
+import math
 
 from runtime.dtypes import INTS, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
+
+# the options each draw needs, checked when the node is made: (test, what it must be)
+_VALID = {
+    "random_normal": (lambda a: math.isfinite(a["mean"]) and math.isfinite(a["std"])
+                      and a["std"] >= 0, "mean finite and std finite and >= 0"),
+    "random_uniform": (lambda a: math.isfinite(a["low"]) and math.isfinite(a["high"])
+                       and a["low"] <= a["high"], "low <= high, both finite"),
+    "random_bernoulli": (lambda a: 0 <= a["p"] <= 1, "p from 0 to 1"),
+    "random_randint": (lambda a: all(isinstance(a[k], int) and not isinstance(a[k], bool)
+                                     for k in ("low", "high")) and a["low"] < a["high"],
+                       "low < high, both integers"),
+}
 
 
 def _rand_shape(op):
     def rule(attrs):
         if op == "random_randint" and attrs["dtype"] not in INTS:
             raise ShapeError(f"{op}: dtype must be an integer type")
+        valid, want = _VALID[op]
+        if not valid(attrs):
+            given = ", ".join(f"{k} = {attrs[k]!r}" for k in ("mean", "std", "low", "high", "p")
+                              if k in attrs)
+            raise ShapeError(f"{op}: needs {want}, got {given}")
         return TensorType(attrs["dtype"], tuple(attrs["shape"]))
     return rule
 

@@ -85,14 +85,48 @@ AUGMENTATIONS: dict[str, tuple[Callable[..., np.ndarray], dict[str, float]]] = {
 }
 
 
+# option -> (kind, low, high): the values an option may take, the same in every augmentation
+OPTION_RANGES: dict[str, tuple[type, float, float]] = {
+    "p": (float, 0.0, 1.0),
+    "pad": (int, 0, 1024),
+    "std": (float, 0.0, 1e3),
+    "delta": (float, 0.0, 1e3),
+    "low": (float, 0.0, 1e3),
+    "high": (float, 0.0, 1e3),
+}
+
+
+def _value_problem(name: str, option: str, value: Any) -> str | None:
+    kind, low, high = OPTION_RANGES[option]
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool)
+    if not number or (kind is int and not isinstance(value, int | np.integer)):
+        what = "an integer" if kind is int else "a number"
+        return f"augmentation '{name}': option '{option}' must be {what}, got {value!r}"
+    if not low <= value <= high:  # also false for nan
+        return (f"augmentation '{name}': option '{option}' must be in [{low:g}, {high:g}], "
+                f"got {value!r}")
+    return None
+
+
 def check(name: str, options: Mapping[str, Any]) -> str | None:
-    """None if fine, else a one-sentence problem (unknown name or option)."""
+    """None if fine, else a one-sentence problem (unknown name or option, a value out of its
+    range, low above high)."""
     if name not in AUGMENTATIONS:
         return f"unknown augmentation '{name}'; known: {', '.join(AUGMENTATIONS)}"
-    bad = set(options) - set(AUGMENTATIONS[name][1])
+    defaults = AUGMENTATIONS[name][1]
+    bad = set(options) - set(defaults)
     if bad:
-        opts = ", ".join(AUGMENTATIONS[name][1])
+        opts = ", ".join(defaults)
         return f"augmentation '{name}' has no option '{sorted(bad)[0]}' (options: {opts})"
+    for option, value in options.items():
+        problem = _value_problem(name, option, value)
+        if problem:
+            return problem
+    merged = {**defaults, **options}
+    if "low" in merged and merged["low"] > merged["high"]:
+        return (f"augmentation '{name}': low = {merged['low']!r} is above "
+                f"high = {merged['high']!r}")
     return None
 
 

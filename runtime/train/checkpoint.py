@@ -2,7 +2,9 @@
 
 A checkpoint holds every variable as an array under `var/<name>` and a JSON document under
 `__meta__` (a 0-d unicode array) with the step counter, the data position, the executor's
-random generator state and facts about the program. Nothing is pickled: `load_checkpoint`
+random generator state and facts about the program, among them its `fingerprint` (parameter
+and state names and types, the optimizers), which `fingerprint_diff` compares with the program
+a checkpoint is resumed into. Nothing is pickled: `load_checkpoint`
 reads with `allow_pickle=False`.
 
 `save_checkpoint` writes to a temporary file in the target directory, fsyncs it and renames it
@@ -22,10 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from runtime.dtypes import NUMPY_NAMES
 from runtime.errors import UserError
+from runtime.program import Program
 from runtime.train.npz import NpzError, read_npz
 
-__all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "save_arrays", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT", "check_fingerprint", "fingerprint", "fingerprint_diff",
+           "load_checkpoint", "program_fingerprint", "save_arrays", "save_checkpoint",
+           "saved_fingerprint"]
 
 FORMAT = "dslrun.checkpoint/1"
 META_KEY = "__meta__"
@@ -128,3 +134,70 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}; this "
                               f"version of dslrun reads {FORMAT!r}")
     return variables, meta
+
+
+def fingerprint(params: Mapping[str, str], state: Mapping[str, str],
+                optimizers: list[str]) -> dict[str, Any]:
+    """What a checkpoint says about the spec that wrote it: parameter and state names with
+    their types (`f32[64,10]`) and the optimizers (`adam minimize loss`)."""
+    return {"params": dict(params), "state": dict(state), "optimizers": list(optimizers)}
+
+
+def program_fingerprint(program: Program) -> dict[str, Any]:
+    """The `fingerprint` of a program: its variables' declared types, its optimizers."""
+    by_role: dict[str, dict[str, str]] = {"param": {}, "state": {}}
+    for k, v in program.variables.items():
+        by_role.setdefault(str(v.role), {})[k] = str(v.type)
+    return fingerprint(by_role["param"], by_role["state"],
+                       list(program.meta.get("optimizers") or []))
+
+
+def saved_fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The fingerprint of a checkpoint's meta (older checkpoints: from their variables, with
+    no optimizers)."""
+    fp = meta.get("fingerprint")
+    if isinstance(fp, dict):
+        return fp
+    out: dict[str, Any] = {"params": {}, "state": {}, "optimizers": None}
+    for name, v in (meta.get("variables") or {}).items():
+        if isinstance(v, dict) and v.get("role") in ("param", "state"):
+            dt = NUMPY_NAMES.get(str(v.get("dtype")), str(v.get("dtype")))
+            out[v["role"]][name] = f"{dt}[{','.join(str(d) for d in v.get('shape') or [])}]"
+    return out
+
+
+def fingerprint_diff(saved: Mapping[str, Any], mine: Mapping[str, Any],
+                     limit: int = 6) -> list[str]:
+    """What differs between a checkpoint's fingerprint and this program's, one phrase each
+    (at most `limit`, then a count of the rest)."""
+    out: list[str] = []
+    opt_have, opt_want = saved.get("optimizers"), mine.get("optimizers")
+    if opt_have is not None and list(opt_have) != list(opt_want or []):
+        out.append(f"the optimizers are {'; '.join(opt_have) or 'none'} in the checkpoint and "
+                   f"{'; '.join(opt_want or []) or 'none'} in this spec")
+    for kind, what in (("params", "parameter"), ("state", "state variable")):
+        have, want = saved.get(kind) or {}, mine.get(kind) or {}
+        for name in want:
+            if name not in have:
+                out.append(f"{what} '{name}' ({want[name]}) is not in the checkpoint")
+            elif have[name] != want[name]:
+                out.append(f"{what} '{name}' is {have[name]} in the checkpoint and "
+                           f"{want[name]} in this spec")
+        out.extend(f"{what} '{name}' ({have[name]}) is only in the checkpoint"
+                   for name in have if name not in want)
+    if len(out) > limit:
+        out = [*out[:limit], f"and {len(out) - limit} more differences"]
+    return out
+
+
+def check_fingerprint(path: str | os.PathLike[str], meta: Mapping[str, Any],
+                      program: Program) -> None:
+    """CheckpointError listing what differs when the checkpoint `path` (with `meta`) was
+    written by a spec whose fingerprint is not `program`'s."""
+    differ = fingerprint_diff(saved_fingerprint(meta), program_fingerprint(program))
+    if differ:
+        by = meta.get("source") or meta.get("program") or "another spec"
+        raise CheckpointError(
+            f"checkpoint {path} was written by {by}, which differs from this spec: "
+            + "; ".join(differ) + " (a checkpoint continues the spec that wrote it; "
+            "--init-from takes the parameters that fit)")

@@ -42,10 +42,11 @@ import numpy as np
 from runtime.backends import Backend, get_backend
 from runtime.dtypes import DTYPES
 from runtime.ir import Graph
+from runtime.plan import Plan
 from runtime.program import Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.best import MODES, BestTracker, direction
-from runtime.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from runtime.train.checkpoint import load_checkpoint, program_fingerprint, save_checkpoint
 from runtime.train.data import (
     Batcher,
     DataError,
@@ -55,10 +56,11 @@ from runtime.train.data import (
     split_validation,
 )
 from runtime.train.evaluation import Evaluator
-from runtime.train.memory import check_fits, variable_bytes
+from runtime.train.memory import MemoryEstimate, check_fits, estimate_training
 from runtime.train.monitor import Monitor
 from runtime.train.procedures import run_graph
 from runtime.train.progress import Progress
+from runtime.train.resume import check_match, check_restore
 from runtime.train.runner import TRAINER_INPUTS, Inputs, Machine, Runner, TrainError, bind_dims
 from runtime.train.weights import WeightMatch, match_weights
 
@@ -135,8 +137,8 @@ class Trainer:
     program without data trains full-batch on its defaults). `seed` and the keyword settings
     override `program.train` (`steps` or `epochs` given here replaces both of the program's).
     `out_dir`: the run directory, where `checkpoint.npz` (every `checkpoint_every` steps, at
-    the end of `fit` and on Ctrl-C), `best.npz` and `metrics.csv` are written; None writes
-    nothing.
+    the end of `fit` and on Ctrl-C), `best.npz`, `metrics.csv` and, unless `plots` is False,
+    `curves.png` (at each checkpoint and the end of `fit`) are written; None writes nothing.
     """
 
     def __init__(self, program: Program, backend: str | Backend = "numpy",
@@ -147,7 +149,8 @@ class Trainer:
                  eval_every: int | None = None, checkpoint_every: int | None = None,
                  log_every: int | None = None, validation: float | None = None,
                  keep_best: str | None = None, keep_best_mode: str | None = None,
-                 early_stop: int | None = None, out_dir: str | Path | None = None) -> None:
+                 early_stop: int | None = None, out_dir: str | Path | None = None,
+                 max_memory: int | None = None, plots: bool = True) -> None:
         self.program = program
         self.backend = _as_backend(backend)
         if steps is not None and epochs is not None:
@@ -175,17 +178,9 @@ class Trainer:
             raise TrainError(f"the setting 'validation' must be a fraction of the training "
                              f"data from 0 to 1 (0.1: a tenth), not {v!r}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.plots = plots
         self.float_dtype = np.dtype(DTYPES[program.float_dtype])
-        # the variables must fit in memory before any is made
-        check_fits(variable_bytes((v.type for v in program.variables.values()),
-                                  self.float_dtype),
-                   f"the parameters and state of {program.name} "
-                   f"({program.param_count():,} parameters)")
-        xp_asarray = self.backend.asarray
-        self.variables: dict[str, Any] = {}
-        for name, var in program.variables.items():
-            dt = self.float_dtype if var.type.is_float else var.type.np_dtype()
-            self.variables[name] = xp_asarray(np.array(var.value, dtype=dt))
+        self.variables: dict[str, Any] = {}  # made by _allocate, once the run is known to fit
         self.rng = self.backend.make_rng(int(s.seed))
         self.machine = Machine(program, self.backend, self.variables, self.rng)
         self.step = 0
@@ -216,10 +211,12 @@ class Trainer:
         if self._train_arrays is not None and not self._train_arrays:
             self._train_arrays = None  # the phases use no data field: train on the defaults
         self._check_phase_inputs()
+        self._allocate(max_memory)
         self.evaluator = Evaluator(self.machine, self.inputs, self.dataset, int(s.seed), s.batch)
         self.tracker = self._make_tracker()
         self._batcher: Batcher | None = None
         self._batcher_batch: int | None = None
+        self.shard: tuple[int, int] | None = None  # (rank, size): `distributed.attach`
         self._sigint = False
         self._in_step = False
 
@@ -255,6 +252,26 @@ class Trainer:
             except DataError as e:
                 raise TrainError(str(e)) from e
         return ds
+
+    def estimate_memory(self) -> MemoryEstimate:
+        """The bytes this run needs (`runtime.train.memory.estimate_training`)."""
+        fwd = self.program.forward
+        evaluation = Runner(self.machine, fwd, list(fwd.outputs), False, "evaluation")
+        return estimate_training(self.program, self._phases, evaluation, self._train_arrays,
+                                 self._defaults, self.dataset, self.settings.batch,
+                                 bool(Plan.reuse_buffers) and self.backend.xp is np)
+
+    def _allocate(self, max_memory: int | None) -> None:
+        """Check that the run fits (ResourceError, with the estimate), then make the
+        variables, each in its declared dtype, from a fresh copy of its initial value."""
+        est = self.estimate_memory()
+        check_fits(est, f"training {self.program.name} "
+                   f"({self.program.param_count():,} parameters)", max_memory,
+                   resident=est.parts.get("data", 0))
+        xp_asarray = self.backend.asarray
+        for name, var in self.program.variables.items():
+            arr = var.fresh()
+            self.variables[name] = xp_asarray(arr.astype(var.type.np_dtype(), copy=False))
 
     def _check_phase_inputs(self) -> None:
         have = set(self._defaults) | set(TRAINER_INPUTS) | set(self._train_arrays or ())
@@ -298,7 +315,7 @@ class Trainer:
         try:
             return Batcher(self._train_arrays, n if b is None else b,
                            seed=_data_seed(int(self.settings.seed)), sampling=sampling,
-                           drop_last=self.settings.drop_last)
+                           drop_last=self.settings.drop_last, shard=self.shard)
         except DataError as e:
             raise TrainError(str(e)) from e
 
@@ -447,6 +464,8 @@ class Trainer:
             monitor.steps_done()
             if stopped in ("diverged", "interrupted", "error"):
                 monitor.close()
+                if stopped != "error":
+                    monitor.draw(final=True)
         metrics: dict[str, dict[str, float]] = {}
         try:
             if final_eval:  # judged before the checkpoint, which keeps the tracker's state
@@ -456,6 +475,7 @@ class Trainer:
             monitor.close()
             if self.out_dir is not None and saved_at[0] != self.step:
                 checkpoint()
+            monitor.draw(final=True)
         res = result()
         res.metrics = metrics
         res.seconds = time.perf_counter() - t0
@@ -616,6 +636,7 @@ class Trainer:
             "variables": {k: {"role": v.role, "dtype": str(np.dtype(self.variables[k].dtype)),
                               "shape": list(self.variables[k].shape)}
                           for k, v in self.program.variables.items()},
+            "fingerprint": program_fingerprint(self.program),
         }
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -637,21 +658,7 @@ class Trainer:
         saved, meta = load_checkpoint(path)
         params = [k for k, v in self.program.variables.items() if v.role == "param"]
         m = match_weights(str(path), saved, meta, params, self.variables)
-        if strict and not m.complete:
-            if m.missing:
-                raise CheckpointError(f"checkpoint {path} has no variable '{m.missing[0]}', "
-                                      f"which this program has ({len(m.missing)} missing in "
-                                      "all)")
-            if m.unexpected:
-                raise CheckpointError(f"checkpoint {path} has a variable '{m.unexpected[0]}' "
-                                      "that this program does not have; it was written by "
-                                      "another program")
-            name, have, want = m.mismatched[0]
-            raise CheckpointError(f"variable '{name}' in checkpoint {path} is {have}, but this "
-                                  f"program's is {want}")
-        if not m.load:
-            raise CheckpointError(f"checkpoint {path} has no parameter that fits this program "
-                                  f"({m.summary()})")
+        check_match(path, m, strict)
         copyto = self.backend.xp.copyto
         for k, arr in m.load.items():
             copyto(self.variables[k], self.backend.asarray(arr))
@@ -667,56 +674,19 @@ class Trainer:
             self.init_from(path, strict=True)
             return load_checkpoint(path)[1]
         saved, meta = load_checkpoint(path)
-        batcher: Batcher | None = None
-        b: int | None = None
-        progvars = self.program.variables
-        missing = [k for k in progvars if k not in saved]
-        if missing:
-            raise CheckpointError(f"checkpoint {path} has no variable '{missing[0]}', which "
-                                  f"this program has ({len(missing)} missing in all)")
-        extra = [k for k in saved if k not in progvars]
-        if extra:
-            raise CheckpointError(f"checkpoint {path} has a variable '{extra[0]}' that this "
-                                  "program does not have; it was written by another program")
-        for k in progvars:
-            have, want = saved[k], self.variables[k]
-            if tuple(have.shape) != tuple(want.shape) or have.dtype != np.dtype(want.dtype):
-                raise CheckpointError(
-                    f"variable '{k}' in checkpoint {path} is {have.dtype}{list(have.shape)}, "
-                    f"but this program's is {np.dtype(want.dtype)}{list(want.shape)}")
-        step = meta.get("step")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise CheckpointError(f"checkpoint {path} has no valid step counter")
-        rng_state = meta.get("rng")
-        if rng_state is not None:
-            probe = self.backend.make_rng(0)
-            try:
-                probe.bit_generator.state = rng_state
-            except (AttributeError, TypeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"checkpoint {path} has a random generator state "
-                                      f"this backend cannot restore: {e}") from e
-        data_state = meta.get("batcher")
-        if data_state is not None and self._train_arrays is not None:
-            b = (meta.get("settings") or {}).get("batch")
-            if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-                raise CheckpointError(f"checkpoint {path} has a malformed batch size")
-            try:
-                batcher = self._make_batcher(b)
-                batcher.set_state(data_state)
-            except (TrainError, DataError) as e:
-                raise CheckpointError(f"checkpoint {path} does not fit this run's data: "
-                                      f"{e}") from e
+        r = check_restore(path, saved, meta, self.program, self.variables, self.backend,
+                          self._make_batcher if self._train_arrays is not None else None)
         # everything fits: write
         copyto = self.backend.xp.copyto
-        for k in progvars:
-            copyto(self.variables[k], self.backend.asarray(saved[k]))
-        self.step = int(meta["step"])
-        if meta.get("rng") is not None:
-            self.rng.bit_generator.state = meta["rng"]
-        if batcher is not None:
-            self._batcher, self._batcher_batch = batcher, b
+        for k, arr in r.variables.items():
+            copyto(self.variables[k], self.backend.asarray(arr))
+        self.step = r.step
+        if r.rng is not None:
+            self.rng.bit_generator.state = r.rng
+        if r.batcher is not None:
+            self._batcher, self._batcher_batch = r.batcher, r.batch
         elif self._train_arrays is not None:
             self._batcher, self._batcher_batch = None, None
         if self.tracker is not None:
-            self.tracker.set_state(meta.get("best"))
+            self.tracker.set_state(r.best)
         return meta

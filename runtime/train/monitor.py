@@ -5,7 +5,9 @@
 `eval_every` steps it evaluates the selection split (valid, else test, else train), writes an
 evaluation row, feeds keep_best/early_stop (`best.py`; an improvement with keep_best saves
 `best.npz` in the run directory) and notes the result on the progress display.
-`Monitor.finish` does the same for the final evaluation of every split.
+`Monitor.finish` does the same for the final evaluation of every split. `Monitor.draw` draws
+`curves.png` from metrics.csv (`pictures.py`): after the step of each checkpoint and at the end
+of `fit`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ __all__ = ["BEST_NAME", "EVALS", "LOG_ROWS", "Monitor"]
 BEST_NAME = "best.npz"
 LOG_ROWS = 100  # metrics.csv rows per run when log_every is not set
 EVALS = 20  # evaluations per run when something needs them and eval_every is not set
+# curves.png is redrawn at a checkpoint when the last drawing is DRAW_GAP times its own
+# duration ago (at the end of a fit, always)
+DRAW_GAP = 10
 
 
 class Monitor:
@@ -62,6 +67,9 @@ class Monitor:
         digits = None if trainer.float_dtype.itemsize >= 8 else 7
         self.log = MetricsLog(out / METRICS_NAME, columns, resume_step=start,
                               digits=digits) if out is not None else None
+        self.plots = out is not None and trainer.plots
+        self._drawn: tuple[int, float] | None = None  # metrics.csv size, drawing seconds
+        self._drawn_at = 0.0
         if progress is not None:
             progress.start(total, initial=min(start, total), every=s.log_every or None)
 
@@ -111,6 +119,9 @@ class Monitor:
                 stop = True
         if self.progress is not None:
             self.progress.update(st, losses, epoch=tr.epoch, lr=lr)
+        every = tr.settings.checkpoint_every
+        if every and st % every == 0:
+            self.draw()  # beside the checkpoint of this step, with its rows
         return stop
 
     def judge(self, step: int, values: Mapping[str, float]) -> str:
@@ -149,6 +160,33 @@ class Monitor:
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+
+    def draw(self, final: bool = False) -> None:
+        """Draw `curves.png` in the run directory from its metrics.csv when pictures are on
+        and rows were written since the last drawing. Before the end (`final` False), a
+        drawing is skipped while the last one is recent (less than DRAW_GAP times its own
+        duration ago): pictures then take at most about 1 / DRAW_GAP of a run's time."""
+        if not self.plots:
+            return
+        from runtime.train.pictures import CURVES_NAME, draw_curves
+
+        csv = self.out / METRICS_NAME
+        try:
+            size = csv.stat().st_size
+        except FileNotFoundError:
+            return
+        now = time.perf_counter()
+        if self._drawn is not None and (self._drawn[0] == size or (
+                not final and now - self._drawn_at < DRAW_GAP * self._drawn[1])):
+            return
+        p = self.trainer.program
+        kinds = {**dict.fromkeys(p.objectives, "objective"),
+                 **dict.fromkeys(p.metrics, "metric"),
+                 **dict.fromkeys(self.trainer.lr_names, "learning rate")}
+        kinds.update(dict.fromkeys(self.trainer.loss_keys, "objective"))
+        draw_curves(csv, self.out / CURVES_NAME, f"{p.name}: run {self.out.name}", kinds)
+        self._drawn_at = time.perf_counter()
+        self._drawn = (size, self._drawn_at - now)
 
     def best(self) -> dict[str, Any] | None:
         """keep_best/early_stop for FitResult: metric, mode, value, step, path of best.npz."""

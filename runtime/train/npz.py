@@ -2,7 +2,8 @@
 
 `read_npz` returns every array of the archive, or raises `NpzError` with a reason the caller
 wraps in its own error. A file that is not a zip archive is recognized by its first bytes:
-NumPy would take it for a pickle and suggest loading it unsafely.
+NumPy would take it for a pickle and suggest loading it unsafely. A zip archive whose members
+are not `.npy` arrays is not an `.npz` file either.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise NpzError("it is not a zip archive")
     try:
         loaded = np.load(path, allow_pickle=False)
+    except zipfile.BadZipFile as e:
+        raise NpzError(f"it is a damaged or truncated zip archive ({e})") from e
     except _READ_ERRORS as e:
         raise NpzError(str(e)) from e
     if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -48,4 +51,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 raise NpzError(f"it cannot be read: {e}", key) from e
             except _READ_ERRORS as e:
                 raise NpzError(f"it cannot be read: {e}", key) from e
+            if not isinstance(arrays[key], np.ndarray):  # a member that is not a .npy file
+                raise NpzError(f"the zip archive holds '{key}', which is not a NumPy array "
+                               "(.npy): it is not an .npz file")
     return arrays

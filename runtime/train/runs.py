@@ -8,6 +8,7 @@ Layout (`root` is `runs` by default):
                           metrics.csv    logged steps and evaluations (metrics_log.py)
                           run.json       what the run was: overrides, seed, dtype, versions ...
                           spec.dl        the spec's text (and its includes, see `write_spec`)
+                          run.lock       held by the process writing the run (`RunLock`)
 
 A run id is the UTC start time `YYYYmmdd-HHMMSS`, with `-02`, `-03` ... appended when that
 name is taken, so ids sort by start time and two runs never share a directory. `latest` is a
@@ -20,9 +21,12 @@ be written, so a mistake in a path never costs a finished training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import socket
+import sys
 import time
 from collections.abc import Mapping
 from importlib import metadata
@@ -33,12 +37,18 @@ import numpy as np
 
 from runtime.errors import UserError
 
-__all__ = ["RUN_INFO", "RunDir", "RunDirError", "check_dir_target", "check_file_target",
+try:
+    import fcntl
+except ImportError:  # Windows: RunLock falls back to the holder's pid
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["RUN_INFO", "RunDir", "RunDirError", "RunLock", "check_dir_target", "check_file_target",
            "find_run", "latest_run", "new_run", "open_run", "resolve_checkpoint",
            "run_of_checkpoint", "versions"]
 
 RUN_INFO = "run.json"
 LATEST = "latest"
+LOCK = "run.lock"
 SPEC_NAME = "spec.dl"
 
 
@@ -51,6 +61,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock: RunLock | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -99,6 +110,22 @@ class RunDir:
             written.append(rel)
         return written
 
+    def lock(self) -> None:
+        """Take the directory for this process (`run.lock`, see `RunLock`): RunDirError naming
+        the process that holds it. Taking it again while held does nothing. Temporary files
+        left in it by a killed run (a checkpoint being written) are removed."""
+        if self._lock is None:
+            self._lock = RunLock.acquire(self.path)
+            for tmp in self.path.glob(".*.tmp"):  # left by a killed writer: none is live now
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    def unlock(self) -> None:
+        """Give the directory back (the end of a `fit`)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def prepare_fresh(self) -> None:
         """A new run in this directory (step 0): drop a `best.npz` left by an earlier run
         here, which would not belong to this one."""
@@ -108,6 +135,103 @@ class RunDir:
             pass
         except OSError as e:
             raise RunDirError(f"cannot remove the old {self.best}: {e}") from e
+
+
+class RunLock:
+    """One process's hold on a run directory: an advisory lock (`flock`) on `run.lock`, whose
+    text names the holder (pid, host, start time, command). The kernel drops the lock when
+    its process dies, so a lock left by a killed run (its pid dead) never blocks the next;
+    the file itself stays (emptied on release): removing it would let two processes lock two
+    different files. Where `fcntl` is missing (Windows) the text alone decides: a holder
+    whose pid is no longer alive on this host is stale."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, directory: Path) -> RunLock:
+        path = directory / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot create the lock file {path}: {e.strerror or e}") from e
+        try:
+            held = not _flock(fd, path) if fcntl is not None else _held_by_live_pid(path)
+            if held:
+                raise RunDirError(
+                    f"the run directory {directory} is in use by another dslrun process "
+                    f"({_describe_holder(path)}); wait for it to end or give another --out "
+                    f"(two runs writing one directory would overwrite each other's "
+                    f"checkpoints)")
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                              time.gmtime()),
+                                     "command": sys.argv}).encode())
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        except OSError:
+            pass  # closing the descriptor releases the lock anyway
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _flock(fd: int, path: Path) -> bool:
+    """Whether this process got the lock of `fd` (without waiting)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: the holder's pid decides
+        return not _held_by_live_pid(path)
+    return True
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _held_by_live_pid(path: Path) -> bool:
+    """The lock's text names another process that may be alive: on this host a live pid,
+    on another host any (it cannot be checked from here)."""
+    h = _holder(path)
+    pid = h.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    if h.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _describe_holder(path: Path) -> str:
+    h = _holder(path)
+    if not h:
+        return f"see {path}"
+    cmd = " ".join(str(c) for c in h.get("command") or [])
+    return (f"pid {h.get('pid')} on {h.get('host')}, since {h.get('started')}"
+            + (f": {cmd}" if cmd else ""))
 
 
 def _jsonable(v: Any) -> Any:

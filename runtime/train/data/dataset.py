@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.errors import UserError
 from runtime.train.data.vocab import Vocabulary
+from runtime.train.memory import available_bytes, human_bytes
 
 __all__ = ["SPLITS", "DataError", "Dataset", "class_info", "dtype_str", "n_samples"]
 
@@ -25,6 +26,15 @@ SPLITS = ("train", "valid", "test")
 
 class DataError(UserError):
     """A user mistake about data: unknown data set or option, missing or malformed file."""
+
+
+def ensure_room(need: int, what: str, advice: str) -> None:
+    """DataError before a loader allocates `need` bytes for `what` when more than half the
+    memory available now would go to it (the run still needs its parameters and plans)."""
+    have = available_bytes()
+    if have is not None and need > have // 2:
+        raise DataError(f"{what} need {human_bytes(need)}, more than half the "
+                        f"{human_bytes(have)} available on this machine; {advice}")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.train import sklearn_sets
-from runtime.train.data.dataset import DataError, Dataset
+from runtime.train.data.dataset import DataError, Dataset, ensure_room
 from runtime.train.data.preprocess import finish_classification
 from runtime.train.data.registry import Options, register
 from runtime.train.data.splits import split_by_options
@@ -145,6 +145,9 @@ def _load_random(opts: Options, dtype: np.dtype) -> Dataset:
     if not isinstance(raw, list | tuple) or not raw or not all(
             isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in raw):
         raise opts.bad("shape", "a list of positive integers (the shape of one sample)", raw)
+    elements = n * int(np.prod(raw, dtype=object))
+    ensure_room(elements * (8 + dtype.itemsize), f"the {elements:,} random inputs of data set "
+                f"'random' (n = {n}, shape = {list(raw)})", "lower n or shape")
     rng = np.random.Generator(np.random.PCG64(seed))
     x = rng.standard_normal((n, *raw)).astype(dtype)
     y = rng.integers(0, classes, n).astype(np.int64)

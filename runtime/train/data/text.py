@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.train.data.dataset import DataError, Dataset
+from runtime.train.data.dataset import DataError, Dataset, ensure_room
 from runtime.train.data.files import resolve_path
 from runtime.train.data.registry import Options, register
 from runtime.train.data.splits import position_cut
 from runtime.train.data.vocab import LEVELS, Vocabulary
-from runtime.train.memory import available_bytes
 
 __all__ = ["python_docs", "read_text", "windows"]
 
@@ -111,10 +110,8 @@ def _load_text(opts: Options, dtype: np.dtype) -> Dataset:
                 f"fewer than the T + 1 = {T + 1} one window needs"
                 + ("; lower T or test_fraction" if split == "test" else "; lower T"))
     count = sum((len(part) - 1 - T) // stride + 1 for _, part in parts)
-    need, have = 2 * count * T * 8, available_bytes()
-    if have is not None and need > have // 2:
-        raise DataError(f"the {count:,} windows of T = {T} tokens (stride = {stride}) of "
-                        f"data set 'text' need {need / 2**30:.1f} GiB; raise stride")
+    ensure_room(2 * count * T * 8, f"the {count:,} windows of T = {T} tokens (stride = "
+                f"{stride}) of data set 'text'", "raise stride")
     arrays = {}
     for split, part in parts:
         x, y = windows(part, T, stride)
