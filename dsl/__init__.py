@@ -10,7 +10,7 @@ The API is imported on first use, so `dsl.parser` and the CLI start without the 
 
 from typing import Any
 
-__all__ = ["DslError", "Error", "Model", "compile", "load"]
+__all__ = ["DslError", "Error", "Model", "compile", "from_onnx", "load"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,13 @@ def __getattr__(name: str) -> Any:
         from dsl import api
 
         return getattr(api, name)
+    if name == "from_onnx":  # the onnx extra: an ONNX model as a spec, with its weights
+        from dsl.onnx import require_onnx
+
+        require_onnx()
+        from dsl.onnx.importer import from_onnx
+
+        return from_onnx
     if name == "DslError":
         from dsl.errors import DslError
 

@@ -2,6 +2,8 @@
 
 A Model wraps a compiled Program and a lazily created Trainer: `.fit()`, `.evaluate()`,
 `model(**inputs)` (forward outputs), `.graph(stage)` (a networkx graph), `.graph_text(stage)`,
+`.graph_view(stage)` (text, DOT and a Graphviz picture; a notebook shows it, and shows a Model
+as what `dslrun check` prints),
 `.params` (name -> array), `.save(path)` / `.load(path)` / `.init_from(path)`, and
 `.start_run()`: a run directory (`runtime.train.runs`) with `run.json` (the spec's overrides,
 seed, dtype, versions) and a snapshot of the spec, where `fit` writes its checkpoints and
@@ -33,6 +35,8 @@ from runtime.train.weights import WeightMatch
 if TYPE_CHECKING:
     import networkx as nx
 
+    from dsl.render import GraphView
+
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Origin:
     file: str
     text: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: str | None = None  # None: no --dtype (f32, and the dtypes the spec writes)
     seed: int | None = None
 
 
@@ -133,7 +137,13 @@ class Model:
         starts the run there (`start_run`)."""
         if self.out_dir is not None and self.run_dir is None:
             self.start_run(self.out_dir)
-        return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
+        if self.run_dir is None:
+            return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
+        self.run_dir.lock()  # one process writes a run directory at a time
+        try:
+            return self.trainer.fit(steps=steps, epochs=epochs, batch=batch, **kw)
+        finally:
+            self.run_dir.unlock()
 
     @property
     def default_split(self) -> str:
@@ -183,6 +193,19 @@ class Model:
     def graph_text(self, stage: str = "optimized", locs: bool = False) -> str:
         return self.compiled.text(stage, locs=locs)
 
+    def graph_view(self, stage: str = "optimized") -> GraphView:
+        """The graphs of a stage as `dslrun graph` shows them: text (`str()`), DOT, and a
+        Graphviz picture (`.svg()`, `.png()`, `.save(path)`), shown in a notebook."""
+        from dsl.render import GraphView
+
+        return GraphView(self.compiled, stage)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: what `dslrun check` prints, as a table."""
+        from dsl.summary import check_rows, rows_html
+
+        return rows_html(f"model {self.program.name}", check_rows(self.compiled))
+
     @property
     def params(self) -> dict[str, np.ndarray]:
         if self._trainer is None:
@@ -211,6 +234,7 @@ class Model:
         `resumes` entry). Checkpoints, best.npz and metrics.csv then go there."""
         trainer = self.trainer
         run = open_run(out_dir) if out_dir is not None else new_run(root, self.program.name)
+        run.lock()  # before anything is written there; `fit` gives it back when it ends
         o = self.origin or _origin_of_source(self.program.source)
         digest = hashlib.sha256(o.text.encode()).hexdigest()
         old = run.info() if trainer.step > 0 else {}
@@ -255,14 +279,16 @@ def _warned(compiled: Compiled) -> Compiled:
     return compiled
 
 
-def _options(dtype: str, overrides: dict[str, Any] | None, seed: int | None) -> dict[str, Any]:
-    if dtype not in DTYPE_NAMES:
+def _options(dtype: str | None, overrides: dict[str, Any] | None,
+             seed: int | None) -> dict[str, Any]:
+    if dtype is not None and dtype not in DTYPE_NAMES:
         raise DslError(f"dtype must be float32 or float64, got {dtype!r}")
-    return {"dtype": DTYPE_NAMES[dtype], "overrides": overrides, "seed": seed}
+    return {"dtype": DTYPE_NAMES[dtype] if dtype is not None else None,
+            "overrides": overrides, "seed": seed}
 
 
 def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | None = None,
-            dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
+            dtype: str | None = None, seed: int | None = None, backend: str = "numpy",
             **settings: Any) -> Model:
     """Compile spec text into a Model (raises `dsl.errors.DslError` on mistakes)."""
     model = Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed))),
@@ -272,7 +298,7 @@ def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | No
 
 
 def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
-         dtype: str = "float32", seed: int | None = None, backend: str = "numpy",
+         dtype: str | None = None, seed: int | None = None, backend: str = "numpy",
          **settings: Any) -> Model:
     """Compile a spec file, or a shipped spec by name (`dsl.load("mlp_digits")`)."""
     model = Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed))),
@@ -281,7 +307,7 @@ def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
     return model
 
 
-def origin(spec: str, overrides: Mapping[str, Any] | None, dtype: str,
+def origin(spec: str, overrides: Mapping[str, Any] | None, dtype: str | None,
            seed: int | None) -> Origin:
     """The Origin of a spec file or shipped spec compiled with these options."""
     from dsl.compiler import display_path, read_spec, resolve_spec

@@ -38,7 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="a spec file or the name of a shipped spec")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a const or an input default")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="make every float this dtype (default: float32, and the float "
+                        "dtypes the spec writes, such as f64[3])")
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a spec (the default command)")
     _common(t)
-    t.set_defaults(dtype=None)  # None: float32, or the dtype of the run --resume continues
+    # --dtype None: the spec's dtypes, or the dtype of the run --resume continues
     g = t.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="train up to this step in total")
     g.add_argument("--epochs", type=int, help="train up to this epoch in total")
@@ -67,20 +69,34 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--nan-check", action="store_true",
                    help="run node by node and stop at the first non-finite value")
+    t.add_argument("--no-plots", action="store_true",
+                   help="draw no curves.png in the run directory")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI launcher (implied under "
+                        "mpirun -n K with K > 1): gradients averaged by allreduce, rank 0 "
+                        "writes the run")
+    t.add_argument("--max-memory", metavar="SIZE",
+                   help="the memory the run may use (8G, 512M), instead of what the machine "
+                        "has available: the run is refused before allocating when its "
+                        "estimate is larger")
     c = sub.add_parser("check", help="parse, lower and infer shapes")
     _common(c)
     gr = sub.add_parser("graph", help="print a graph stage")
     _common(gr)
-    gr.add_argument("--stage", choices=("forward", "grad", "step", "optimized", "procedures"),
+    gr.add_argument("--stage", choices=("forward", "grad", "step", "optimized", "planned",
+                                        "procedures"),
                     default="optimized", help="procedures: each procedure with its defaults")
-    gr.add_argument("--format", choices=("text", "dot"), default="text")
+    gr.add_argument("--format", choices=("text", "dot", "svg", "png"), default="text",
+                    help="svg, png: drawn by Graphviz (needs its dot program)")
+    gr.add_argument("-o", "--output", metavar="FILE",
+                    help="write to FILE instead of standard output (png needs it)")
     gr.add_argument("--dump-after", metavar="PASS")
     gr.add_argument("--locs", action="store_true", help="print source positions")
     pa = sub.add_parser("params", help="list parameters and state")
     _common(pa)
     e = sub.add_parser("eval", help="evaluate a checkpoint")
     _common(e)
-    e.set_defaults(dtype=None)  # None: the dtype of the checkpoint's run
+    # --dtype None: the dtype of the checkpoint's run
     e.add_argument("--checkpoint", metavar="CKPT",
                    help="a checkpoint file or run directory (default: the latest run)")
     e.add_argument("--split", choices=("test", "valid", "train"), default=None,
@@ -94,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="a checkpoint file or run directory (default: the latest run)")
     sa.add_argument("--out", metavar="DIR", help="where <procedure>.npz goes")
     sa.add_argument("--json", metavar="PATH")
+    sa.add_argument("--no-plots", action="store_true", help="draw no <procedure>.png")
     cg = sub.add_parser("check-grad", help="finite-difference check of the spec's gradients")
     _common(cg)
     cg.add_argument("--order", type=int, choices=(1, 2), default=1)
@@ -103,10 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=50)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    b.add_argument("--profile", action="store_true",
+                   help="per op kind: count, time share, FLOPs, bytes moved; the overhead")
     b.add_argument("--json", metavar="PATH")
     d = sub.add_parser("doc", help="the language reference, or the entry of one name")
     d.add_argument("name", nargs="?", help="a layer, loss, optimizer, primitive, data set, ...")
     sub.add_parser("list", help="the shipped specs, one line each")
+    from dsl.onnx.commands import add_parsers as add_onnx_parsers
+
+    add_onnx_parsers(sub)  # export, import
     return ap
 
 
@@ -162,7 +184,8 @@ def _report(e: Exception, args: argparse.Namespace) -> int | None:
         print(f"error: {e}{_last_checkpoint(e, args)}", file=sys.stderr)
         return 1
     if isinstance(e, NonFiniteError):
-        print(_non_finite(e), file=sys.stderr)
+        print(_non_finite(e) + _last_checkpoint(e, args).replace("; ", "\nnote: ", 1),
+              file=sys.stderr)
         return 1
     if isinstance(e, UserError):
         print(f"error: {e}", file=sys.stderr)
@@ -197,7 +220,9 @@ def _non_finite(e: Any) -> str:
     loc = e.loc
     if loc is None or loc.line <= 0:
         return f"error: {e}"
-    return RunErr(e.what, Span(loc.file, loc.line, loc.col, loc.line, loc.col + 1)).format()
+    notes = tuple(f"input {line}" for line in e.inputs)
+    return RunErr(e.what, Span(loc.file, loc.line, loc.col, loc.line, loc.col + 1),
+                  notes).format()
 
 
 def _check_pass_name(args: argparse.Namespace) -> None:
@@ -217,7 +242,8 @@ def _compile(args: argparse.Namespace, dtype: str | None = None,
     from dsl.compiler import DTYPE_NAMES, compile_file
 
     _check_pass_name(args)
-    dt = DTYPE_NAMES[dtype or args.dtype]
+    given = dtype or args.dtype
+    dt = DTYPE_NAMES[given] if given is not None else None
     c = compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
                      dump_after=getattr(args, "dump_after", None), optimize=optimize)
     for w in c.warnings:
@@ -237,48 +263,41 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    c = _compile(args, optimize=False)  # checking needs no optimization passes
-    p = c.program
-    print(f"{p.name}: ok")
-    inputs = [f"{n}: {t}" for n, t in p.inputs.items() if n not in ("step", "epoch")]
-    print("inputs:  " + (", ".join(inputs) or "none"))
-    outs = [f"{k} {n}" for k, names in (("objective", p.objectives), ("metric", p.metrics),
-                                         ("output", p.outputs)) for n in names]
-    print("outputs: " + ", ".join(outs))
-    n_train = p.param_count(trainable_only=True)
-    n_all = p.param_count()
-    extra = f" ({n_all - n_train} frozen)" if n_all != n_train else ""
-    print(f"parameters: {n_all}{extra}")
-    if p.data is not None:
-        print(f"data: {p.data[0]}")
-    if c.procedures:
-        from dsl.procedures import signature
+    from dsl.summary import check_text
 
-        print("procedures: " + ", ".join(signature(d) for d in c.procedures.values()))
+    c = _compile(args, optimize=False)  # checking needs no optimization passes
+    print(check_text(c), end="")
     return 0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from runtime.ir import to_dot
+    from runtime.train.runs import check_file_target
 
+    if args.format == "png" and not args.output:
+        raise _usage_error("--format png writes a file: give -o FILE")
+    if args.output:
+        check_file_target(args.output, "-o")
     c = _compile(args)
     if args.dump_after:
-        for name, text in c.dumps.items():
-            if len(c.dumps) > 1:
-                print(f"# phase: {name}")
-            print(text, end="")
-        return 0
-    if args.format == "dot":
-        if args.stage == "procedures":
-            from dsl.procedures import procedure_graph
+        text = "".join((f"# phase: {name}\n" if len(c.dumps) > 1 else "") + dump
+                       for name, dump in c.dumps.items())
+    elif args.format == "text":
+        text = c.text(args.stage, locs=args.locs)
+    else:
+        from dsl.render import render, stage_graphs
+        from runtime.ir import to_dot_many
 
-            graphs = [procedure_graph(c, n, {}, False).graph for n in c.procedures]
-        else:
-            graphs = [g for _name, g in c.stages[args.stage]]
-        for g in graphs:
-            print(to_dot(g), end="")
-        return 0
-    print(c.text(args.stage, locs=args.locs), end="")
+        text = to_dot_many(stage_graphs(c, args.stage))
+        if args.format != "dot":
+            picture = render(text, args.format)
+            if args.output:
+                Path(args.output).write_bytes(picture)
+                return 0
+            text = picture.decode()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -399,7 +418,41 @@ def _results_text(p: Any, result: Any, outputs: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _max_memory(text: str | None) -> int | None:
+    """`--max-memory SIZE` in bytes (None: the memory available decides)."""
+    from runtime.train.memory import parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise _usage_error(f"--max-memory: {e}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from runtime.train import distributed
+
+    if not (args.distributed or distributed.launched()):
+        return _train(args, None)
+    session = distributed.Session()
+    if session.rank:
+        args.quiet, args.json = True, None  # rank 0 alone prints and writes
+    try:
+        status = _train(args, session)
+    except BaseException as e:
+        status = _report(e, args) if isinstance(e, Exception) else 130
+        if status is None:
+            import traceback
+
+            traceback.print_exc()
+        session.abort(f"rank {session.rank} of {session.size} failed (its message is "
+                      "above); stopping every rank", status or 1)
+    session.barrier()
+    return status
+
+
+def _train(args: argparse.Namespace, session: Any) -> int:
     from dsl.api import Model, origin
     from runtime.train import runs
     from runtime.train.progress import Progress
@@ -420,7 +473,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         runs.check_dir_target("runs", "the runs directory")
     if resumed_run is not None:
         _adopt_run(args, resumed_run, args.quiet)
-    dtype = args.dtype or "float32"
+    dtype = args.dtype
     c = _compile(args, dtype=dtype)
     p = c.program
     if not p.phases and not p.outputs and c.procedures:  # nothing to train: run it
@@ -430,8 +483,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"(dslrun sample {args.spec} [PROCEDURE] runs any of them)", file=sys.stderr)
         return cmd_sample(argparse.Namespace(**{**vars(args), "procedure": None,
                                                 "checkpoint": None, "dtype": dtype}))
-    model = Model(c, backend=args.backend, batch=args.batch)
+    model = Model(c, backend=args.backend, batch=args.batch,
+                  max_memory=_max_memory(args.max_memory), plots=not args.no_plots)
     model.origin = origin(args.spec, _sets(args.set), dtype, args.seed)
+    if session is not None and p.phases:
+        from runtime.train.distributed import attach
+
+        attach(model.trainer, session.comm)
     if resume is not None:
         model.load(resume)
         if not args.quiet:
@@ -460,8 +518,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = resumed_run.path  # a resumed run goes on in its own directory
         facts = {"command": ["dslrun", *sys.argv[1:]],
                  "resumed_from": str(resume) if resume else None, "init_from": args.init_from}
-        run = model.start_run(out, **facts)
-        args._out_dir = run.path
+        if session is None or session.rank == 0:  # the other ranks write nothing
+            run = model.start_run(out, **facts)
+            args._out_dir = run.path
         progress = Progress(quiet=args.quiet)
         result = model.fit(steps=args.steps, epochs=args.epochs, nan_check=args.nan_check,
                            progress=progress)
@@ -508,7 +567,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     if run is not None:
         _adopt_run(args, run)
-    c = _compile(args, dtype=args.dtype or "float32")
+    c = _compile(args, dtype=args.dtype)
     model = Model(c, backend=args.backend)
     meta = model.load(ckpt)
     split = args.split or model.default_split
@@ -591,6 +650,7 @@ def _one_batch(model: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from dsl.api import Model
+    from runtime.train import profile as prof
     from runtime.train.runs import check_file_target
 
     if args.json:
@@ -601,19 +661,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = Model(c, backend=args.backend)
     if not c.program.phases:
         raise _usage_error("bench: the spec has no training step")
-    model.fit(steps=args.warmup, evaluate=False)
+    with prof.recording_regions() as regions:  # the loop bodies, for the profile
+        model.fit(steps=args.warmup, evaluate=False)
     stamps: list[float] = []
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    model.fit(steps=args.warmup + args.steps, on_step=on_step, evaluate=False)
+    with prof.PeakRss() as rss:
+        model.fit(steps=args.warmup + args.steps, on_step=on_step, evaluate=False)
     times = np.diff([start, *stamps]) * 1000
+    step_ms = float(np.median(times))
+    plans = prof.training_plans(model.trainer)
+    # the kernels timed one by one over a few more steps (all of them with --profile)
+    n_prof = args.steps if args.profile else 2
+    done = model.trainer.step
+    profile = prof.profile_steps(
+        plans, regions, lambda on_step: model.fit(steps=done + n_prof, on_step=on_step,
+                                                evaluate=False), n_prof, step_ms)
+    gemm_ms = prof.gemm_bound_ms(profile.gemms) if args.backend == "numpy" else None
     data = {"spec": args.spec, "compile_ms": round(compile_ms, 3),
-            "step_ms_median": round(float(np.median(times)), 4),
-            "steps": int(len(times))}
-    print(json.dumps(data))
+            "step_ms_median": round(step_ms, 4), "steps": int(len(times)),
+            "gemm_ms": None if gemm_ms is None else round(gemm_ms, 4),
+            "plan_peak_bytes": max((prof.plan_peak_bytes(p) for p in plans), default=0),
+            "rss_increase_bytes": rss.increase, "rss_method": rss.method}
+    if args.profile:
+        print(profile.text(), end="")
+        data["profile"] = profile.as_dict()
+    print(json.dumps({k: v for k, v in data.items() if k != "profile"}))
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return 0
@@ -648,16 +724,34 @@ def _compile_with(args: argparse.Namespace, overrides: dict[str, str]) -> Any:
     _check_pass_name(args)
     from dsl.compiler import DTYPE_NAMES, compile_file
 
-    c = compile_file(args.spec, overrides=overrides, dtype=DTYPE_NAMES[args.dtype],
-                     seed=args.seed)
+    c = compile_file(args.spec, overrides=overrides,
+                     dtype=DTYPE_NAMES[args.dtype] if args.dtype else None, seed=args.seed)
     for w in c.warnings:
         print(w.format(), file=sys.stderr)
     return c
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dsl.onnx.commands import export_command
+    from runtime.train import runs
+
+    if args.checkpoint and args.spec:  # the overrides, dtype and seed of the checkpoint's run
+        run = runs.run_of_checkpoint(runs.resolve_checkpoint(args.checkpoint))
+        if run is not None:
+            _adopt_run(args, run)
+    return export_command(args, _compile)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from dsl.onnx.commands import import_command
+
+    return import_command(args)
+
+
 COMMAND_FUNCS = {"train": cmd_train, "check": cmd_check, "graph": cmd_graph,
                  "params": cmd_params, "eval": cmd_eval, "check-grad": cmd_check_grad,
-                 "bench": cmd_bench, "sample": cmd_sample, "doc": cmd_doc, "list": cmd_list}
+                 "bench": cmd_bench, "sample": cmd_sample, "doc": cmd_doc, "list": cmd_list,
+                 "export": cmd_export, "import": cmd_import}
 
 if __name__ == "__main__":
     sys.exit(main())

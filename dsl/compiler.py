@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,8 +32,8 @@ from dsl.errors import (
     register_source,
 )
 from dsl.lower import Lowered, OptUse, lower
-from runtime.dtypes import COMPUTE_FLOATS, np_dtype
-from runtime.ir import Graph
+from runtime.dtypes import COMPUTE_FLOATS, DEFAULT_FLOAT, np_dtype
+from runtime.ir import Graph, with_gc_paused
 from runtime.ops import Val, to_text
 from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from dsl.procedures import ProcedureGraph
 
 STAGES = ("forward", "grad", "step", "optimized")
+MAX_SPEC_BYTES = 1 << 24  # 16 MiB: a larger file is no spec, and would take minutes to parse
 # the float type a program computes in (`--dtype`, `dtype=`), named as NumPy or as the language
 DTYPE_NAMES = {name: dt for dt in COMPUTE_FLOATS for name in (np_dtype(dt).name, dt)}
 
@@ -81,13 +83,26 @@ def resolve_spec(path_or_name: str) -> Path:
                    + did_you_mean(key, specs))
 
 
-def read_spec(path: Path) -> str:
+def read_spec(path: Path, span: A.Span | None = None) -> str:
+    """The text of a spec file: a regular UTF-8 text file of at most MAX_SPEC_BYTES (an
+    included one has its errors at the include's `span`). A directory, a device or a FIFO
+    (reading `/dev/zero` never ends) and binary files are errors."""
     try:
-        return path.read_text()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            what = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
+            raise DslError(f"{path}: {what}, not a spec file", span)
+        if info.st_size > MAX_SPEC_BYTES:
+            raise DslError(f"{path}: {info.st_size:,} bytes is too large for a spec file (at "
+                           f"most {MAX_SPEC_BYTES:,})", span)
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DslError(f"{path}: not a text file") from None
+        raise DslError(f"{path}: not a text file (not UTF-8)", span) from None
     except OSError as e:
-        raise DslError(f"{path}: cannot read ({e.strerror})") from None
+        raise DslError(f"{path}: cannot read ({e.strerror})", span) from None
+    if "\0" in text:
+        raise DslError(f"{path}: not a text file (it holds NUL bytes)", span)
+    return text
 
 
 def display_path(path: Path) -> str:
@@ -101,9 +116,9 @@ def display_path(path: Path) -> str:
 def _parse(text: str, file: str, cached: bool) -> A.Program:
     if cached:
         return parse_cached(text, file)
-    from dsl.parser import parse  # imports Lark: ~50 ms that a cache hit does not need
+    from dsl.parser import check_nesting, parse  # imports Lark: ~50 ms a cache hit saves
 
-    return parse(text, file)
+    return check_nesting(parse(text, file))
 
 
 def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = (),
@@ -125,7 +140,7 @@ def parse_with_includes(text: str, file: str, stack: tuple[str, ...] = (),
         if not target.exists():
             raise NameErr(f"include: no file '{s.path}' (looked in {base})", s.span)
         shown = display_path(target)
-        sub = parse_with_includes(read_spec(target), shown,
+        sub = parse_with_includes(read_spec(target, s.span), shown,
                                   (*stack, str(Path(file).resolve())), cached)
         out.extend(x for x in sub if not isinstance(x, (A.ModelDecl, A.TrainDecl, A.DataDecl)))
     return tuple(out)
@@ -137,6 +152,7 @@ class ProcedureSource:
     float_dtype: str
     overrides: dict[str, Any]
     load_data: Callable[[A.DataDecl], Any]
+    dtype_forced: bool = False  # see compile_spec's `dtype`
 
 
 @dataclass
@@ -162,7 +178,10 @@ class Compiled:
 
     def text(self, stage: str, locs: bool = False) -> str:
         """The canonical text of a stage (one graph per phase); stage "procedures": each
-        procedure lowered with its default arguments and optimized."""
+        procedure lowered with its default arguments and optimized; stage "planned": the
+        optimized step with its memory plan (`runtime.plan.assign`) as comment lines."""
+        if stage == "planned":
+            return self._planned_text(locs)
         if stage == "procedures":
             from dsl.procedures import procedure_graph
 
@@ -175,6 +194,24 @@ class Compiled:
             passes = self.passes if stage == "optimized" else ()
             head = f"# phase: {name}\n" if name else ""
             parts.append(head + to_text(g, stage=stage, passes=passes, locs=locs))
+        return "\n".join(parts)
+
+    def _planned_text(self, locs: bool) -> str:
+        """Each optimized phase graph and the buffers of the step training runs (the
+        objective and learning rates, and the updates) on NumPy."""
+        from runtime.plan.assign import plan_memory
+        from runtime.plan.out_kernels import NUMPY_KERNELS
+
+        objectives = [ph.objective for ph in self.program.phases]
+        parts = []
+        for k, (name, g) in enumerate(self.stages["optimized"]):
+            outputs = None  # a spec without training: the forward graph's outputs
+            if k < len(objectives):
+                outputs = [objectives[k], *(n for n, kind in g.output_kinds.items()
+                                            if kind == "lr")]
+            head = f"# phase: {name}\n" if name else ""
+            parts.append(head + to_text(g, stage="planned", passes=self.passes, locs=locs)
+                         + plan_memory(g, NUMPY_KERNELS, outputs).text(g))
         return "\n".join(parts)
 
 
@@ -307,12 +344,17 @@ def _lr_outputs(low: Lowered, uses: list[OptUse], dtype: str,
     return out
 
 
+@with_gc_paused  # a large graph: see runtime.ir.gc_paused
 def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
-                 dtype: str = "f32", seed: int | None = None, optimize: bool = True,
+                 dtype: str | None = None, seed: int | None = None, optimize: bool = True,
                  dump_after: str | None = None, cached: bool = False) -> Compiled:
-    """Compile spec text. Raises DslError subclasses for every user mistake. `cached`: see
+    """Compile spec text. Raises DslError subclasses for every user mistake. `dtype` ("f32"
+    or "f64", `--dtype`) makes every float that dtype; None (the default) computes in f32 and
+    honors a float dtype the spec writes (`param w: f64[3]`). `cached`: see
     `parse_with_includes` (spec files, not strings: a string would replace the entry of the
     last one each time)."""
+    forced = dtype is not None
+    dtype = dtype or DEFAULT_FLOAT
     register_source(file, text)
     stmts = parse_with_includes(text, file, cached=cached)
     loaded: dict[str, Any] = {}  # the data set, loaded once for both lowerings and the Model
@@ -324,9 +366,9 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         return loaded["data"]
 
     tl = lower(stmts, prelude(), "train", float_dtype=dtype, overrides=overrides,
-               data_loader=loader)
+               data_loader=loader, dtype_forced=forced)
     el = lower(stmts, prelude(), "eval", float_dtype=dtype, overrides=overrides,
-               data_loader=loader)
+               data_loader=loader, dtype_forced=forced)
     if tl.model_name is None:
         raise NameErr("a spec starts with 'model NAME'", A.Span(file, 1, 1, 1, 2))
     if not (tl.objectives or tl.outputs or tl.metrics or tl.procedures):
@@ -401,7 +443,8 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         if d is not None:
             dumps[name] = d
         stages["optimized"].append((label, opt))
-        phases.append(Phase(name, opt, obj))
+        phases.append(Phase(name, opt, obj, step=g,
+                            grads={k: v for u in uses for k, v in u.grads.items()}))
     if not phases_spec:
         stages["grad"] = [("", fwd)]
         stages["step"] = [("", fwd)]
@@ -423,6 +466,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     program.meta["input_spans"] = {n: tl.decl_spans[n] for n in program.inputs
                                    if n in tl.decl_spans}
     program.meta["minimized"] = list(dict.fromkeys(u.objective for u in tl.opt_uses))
+    program.meta["optimizers"] = [f"{u.rule} minimize {u.objective}" for u in tl.opt_uses]
     if tl.data_decl is not None:  # `check` finds what training would find
         dataset = loader(tl.data_decl)
         check_data(program, dataset)
@@ -435,7 +479,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
                            f"{tl.data_decl.span.line}:{tl.data_decl.span.col}",)) from None
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
                     loaded.get("data"), warnings,
-                    ProcedureSource(stmts, dtype, dict(overrides or {}), loader))
+                    ProcedureSource(stmts, dtype, dict(overrides or {}), loader, forced))
 
 
 def compile_file(path_or_name: str, **kw: Any) -> Compiled:

@@ -7,7 +7,8 @@ one, a spec without parameters needs none. `--set NAME=VALUE` sets a procedure a
 for other names, a const as everywhere). Each returned value's shape and summary statistics are
 printed (token ids of a text data set also decoded to text), and all of them are written to
 `DIR/<procedure>.npz` (DIR: `--out`, else the run directory of the checkpoint, else
-`runs/<model>`).
+`runs/<model>`), with a picture of them in `DIR/<procedure>.png` (`runtime.train.pictures`:
+images as a grid, 2-D points over the training data, series as lines; `--no-plots`: none).
 """
 
 from __future__ import annotations
@@ -86,9 +87,22 @@ def sample(args: argparse.Namespace, compile_spec: Any, sets: Any) -> int:
         ckpt.parent if ckpt is not None else Path("runs") / p.name)
     path = save_arrays(target_dir / f"{d.name}.npz", out)
     print(f"saved: {path}")
+    picture = None
+    if not getattr(args, "no_plots", False):
+        from runtime.train.pictures import draw_samples
+
+        def training_points() -> Any:
+            ds = model.dataset if p.data is not None else None
+            return ds.train.get("x") if ds is not None else None
+
+        picture = draw_samples(out, target_dir / f"{d.name}.png", f"{p.name}: {d.name}",
+                               training_points)
+        if picture is not None:
+            print(f"picture: {picture}")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"spec": args.spec, "procedure": d.name, "seed": seed, "file": str(path),
+             "picture": str(picture) if picture is not None else None,
              "checkpoint": str(ckpt) if ckpt is not None else None,
              "values": {k: {"shape": list(v.shape), "dtype": v.dtype.name,
                             "summary": _summary(v)} for k, v in out.items()}},

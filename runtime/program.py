@@ -39,6 +39,13 @@ class Variable:
             self.initial = self.initial()
         return self.initial
 
+    def fresh(self) -> np.ndarray:
+        """A new array of the initial value, not kept by the variable: the one copy a trainer
+        owns (drawn again from the same seed when not drawn yet)."""
+        if callable(self.initial):
+            return np.asarray(self.initial())
+        return np.array(self.initial)
+
     @property
     def size(self) -> int:
         return math.prod(int(d) for d in self.type.shape)
@@ -90,11 +97,17 @@ class TrainSettings:
 
 @dataclass
 class Phase:
-    """One optimizer step: a graph whose updates write the variables it trains."""
+    """One optimizer step: a graph whose updates write the variables it trains.
+
+    `step` is the step graph before the passes and `grads` names its gradient nodes (parameter
+    -> node id of the objective's gradient, before clipping and weight decay): the seam where
+    data-parallel training (`runtime.train.distributed`) cuts the step in two."""
 
     name: str
     graph: Graph
     objective: str
+    step: Graph | None = None
+    grads: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -43,6 +43,10 @@ class Batcher:
     into buffers that are reused (pass `reuse_buffers=False` for fresh arrays), and batches in
     plain order are read-only views of the data. Copy what you keep.
 
+    `shard = (rank, size)` (data-parallel training, `runtime.train.distributed`): every
+    process draws the same global batches and keeps rows `[m * rank // size, m * (rank + 1) //
+    size)` of each batch of m rows; the position and `state()` are those of the global sequence.
+
     `state()` is a JSON-serializable snapshot of the position (epoch, batch within it, and the
     random generator as it was at the start of that epoch); `set_state()` on a Batcher built
     with the same arrays length, batch, sampling and drop_last continues the identical sequence.
@@ -56,6 +60,7 @@ class Batcher:
         sampling: str = "shuffle",
         drop_last: bool = False,
         reuse_buffers: bool = True,
+        shard: tuple[int, int] | None = None,
     ):
         if not arrays:
             raise DataError("there are no data arrays to batch")
@@ -89,6 +94,10 @@ class Batcher:
         self.sampling = sampling
         self.drop_last = bool(drop_last)
         self.reuse_buffers = bool(reuse_buffers)
+        self.shard = shard
+        if shard is not None and self.batch < shard[1]:
+            raise DataError(f"the batch size {self.batch} is smaller than the number of "
+                            f"processes ({shard[1]}): every process needs a share of each batch")
         if sampling == "with_replacement" or not self.drop_last:
             self.batches_per_epoch = -(-self.n // self.batch)
         else:
@@ -166,10 +175,14 @@ class Batcher:
             if (self._epoch, self._pos) != (epoch, i):
                 raise RuntimeError("the Batcher's position changed while an epoch was iterated")
             lo = i * self.batch
+            hi = min(lo + self.batch, self.n if order is None else order.shape[0])
+            if self.shard is not None:
+                rank, size = self.shard
+                lo, hi = lo + (hi - lo) * rank // size, lo + (hi - lo) * (rank + 1) // size
             if order is None:
-                batch = self._slice(lo, min(lo + self.batch, self.n))
+                batch = self._slice(lo, hi)
             else:
-                batch = self._gather(order[lo : lo + self.batch])
+                batch = self._gather(order[lo:hi])
             self._pos += 1
             if self._pos == self.batches_per_epoch:
                 self._finish_epoch()

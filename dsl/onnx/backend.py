@@ -1,0 +1,100 @@
+"""An `onnx.backend` backed by dslrun: a model is imported as a spec (`dsl.onnx.importer`),
+compiled to a dslrun graph and run by dslrun's plan and kernels, so the ONNX backend node tests
+(`onnx.backend.test`) check the import table and the registry's kernels against ONNX's
+reference outputs.
+
+Inputs that must be compile-time constants (a Reshape's shape fed as a graph input, see
+`import_ops.STATIC_INPUTS`) are fixed from the values given to `run`: the spec is compiled per
+distinct value of those, once per other call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType
+
+from dsl.onnx.import_ops import STATIC_INPUTS
+from dsl.onnx.importer import import_model, set_initial
+
+
+def static_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs that feed an input position the import table needs at compile time."""
+    out = set()
+    for node in model.graph.node:
+        for k in STATIC_INPUTS.get(node.op_type, ()):
+            if k < len(node.input) and node.input[k]:
+                out.add(node.input[k])
+    return out
+
+
+class DslBackendRep(BackendRep):
+    """A prepared model: compiled on the first `run` (and again when fixed inputs change)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        inits = {t.name for t in model.graph.initializer}
+        self.input_names = [vi.name for vi in model.graph.input if vi.name not in inits]
+        self.fixed = static_inputs(model) & set(self.input_names)
+        self._compiled: dict[bytes, Any] = {}
+
+    def _program(self, feeds: dict[str, np.ndarray]) -> Any:
+        from dsl.api import compile as compile_text
+
+        key = b"".join(np.asarray(feeds[k]).tobytes() for k in sorted(self.fixed))
+        if key not in self._compiled:
+            imported = import_model(self.model, "onnx_node", "<backend test>",
+                                    static={k: feeds[k] for k in self.fixed})
+            model = compile_text(imported.text)
+            set_initial(model, imported.weights)
+            self._compiled[key] = (imported, model)
+        return self._compiled[key]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        if isinstance(inputs, dict):
+            feeds = {k: np.asarray(v) for k, v in inputs.items()}
+        else:
+            feeds = {k: np.asarray(v) for k, v in zip(self.input_names, inputs)}
+        imported, model = self._program(feeds)
+        outs = list(imported.outputs.values())
+        given = {imported.inputs[k]: v for k, v in feeds.items() if k in imported.inputs}
+        values = model.trainer.predict(given, outputs=outs)
+        return tuple(values[imported.outputs[o.name]] for o in self.model.graph.output)
+
+
+class DslBackend(Backend):
+    """dslrun as an ONNX backend (CPU: NumPy)."""
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU",
+                **kwargs: Any) -> DslBackendRep:
+        super().prepare(model, device, **kwargs)  # the checker
+        return DslBackendRep(model)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
+                 outputs_info: Any = None, **kwargs: Any) -> tuple[Any, ...]:
+        """One node with these inputs (numpy arrays, in the node's input order)."""
+        from onnx import helper
+
+        arrays = [np.asarray(v) for v in inputs]
+        graph_inputs = [helper.make_tensor_value_info(
+            name, numpy_helper.from_array(a).data_type, list(a.shape))
+            for name, a in zip(node.input, arrays)]
+        graph_outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+        model = helper.make_model(helper.make_graph([node], "node", graph_inputs,
+                                                    graph_outputs))
+        return cls.prepare(model, device).run(arrays)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return Device(device).type == DeviceType.CPU
+
+
+prepare = DslBackend.prepare
+run_model = DslBackend.run_model
+run_node = DslBackend.run_node
+supports_device = DslBackend.supports_device

@@ -1,0 +1,159 @@
+"""ONNX import: a model of the supported op set becomes a spec that compiles, runs with the
+model's weights (equal to onnxruntime's outputs) and trains once an objective and an optimizer
+are added; export -> import gives back the same function."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="ONNX import needs the onnx extra")
+pytest.importorskip("onnxruntime", reason="checking imports needs onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import dsl  # noqa: E402
+from dsl.api import Model  # noqa: E402
+from dsl.cli import main  # noqa: E402
+from dsl.compiler import compile_file  # noqa: E402
+from dsl.onnx import OnnxError  # noqa: E402
+from dsl.onnx.export import (  # noqa: E402
+    choose_outputs,
+    dslrun_outputs,
+    export_compiled,
+    reference_feeds,
+    run_onnx,
+)
+from dsl.onnx.importer import import_model  # noqa: E402
+
+
+def small_cnn(seed: int = 0) -> onnx.ModelProto:
+    """Conv(+bias) -> Relu -> MaxPool -> Flatten -> Gemm(transB) -> Relu -> Reshape -> Gemm
+    -> Softmax over [N, 1, 8, 8] images, built with onnx.helper."""
+    rng = np.random.default_rng(seed)
+    w = lambda *s: rng.normal(0, 0.3, s).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("conv.W", w(4, 1, 3, 3)), ("conv.b", w(4)), ("fc1.W", w(16, 64)), ("fc1.b", w(16)),
+        ("fc2.W", w(16, 10)), ("fc2.b", w(10)), ("flat", np.array([-1, 16], np.int64))]]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.W", "conv.b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc1.W", "fc1.b"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Reshape", ["hr", "flat"], ["hf"]),
+        helper.make_node("Gemm", ["hf", "fc2.W", "fc2.b"], ["logits"], alpha=0.5, beta=2.0),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                           ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                              ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_helper_model_matches_onnxruntime(tmp_path) -> None:
+    model = small_cnn()
+    imported = import_model(model, "small_cnn")
+    assert "input x: f32[N, 1, 8, 8]" in imported.text
+    assert set(imported.weights) == {"conv_W", "conv_b", "fc1_W", "fc1_b", "fc2_W", "fc2_b"}
+    path = tmp_path / "small_cnn.onnx"
+    onnx.save_model(model, str(path))
+    m = dsl.from_onnx(path)
+    x = np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
+    ours = m(x=x)
+    theirs = run_onnx(model, {"x": x})
+    for name in ("logits", "probs"):
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
+
+
+def test_round_trip_of_a_trained_export(tmp_path) -> None:
+    trained = Model(compile_file("mlp_digits"))
+    trained.fit(steps=3, evaluate=False)
+    ckpt = str(trained.save(tmp_path / "ckpt.npz"))
+    c = compile_file("mlp_digits")
+    exported = export_compiled(c, checkpoint=ckpt)
+    onnx_path = tmp_path / "mlp.onnx"
+    onnx.save_model(exported.model, str(onnx_path))
+    spec = tmp_path / "mlp.dl"
+    assert main(["import", str(onnx_path), "-o", str(spec)]) == 0
+    assert (tmp_path / "mlp.npz").is_file()
+    back = dsl.load(str(spec))
+    match = back.init_from(tmp_path / "mlp.npz", strict=True)
+    assert match.complete
+    ids, _ = choose_outputs(c)
+    feeds, _ = reference_feeds(c, exported.inputs, rows=9)
+    original = dslrun_outputs(c, ids, feeds, ckpt)["logits"]
+    np.testing.assert_allclose(back(x=feeds["x"])["logits"], original, rtol=1e-5, atol=1e-6)
+
+
+def test_imported_spec_fine_tunes(tmp_path) -> None:
+    onnx_path = tmp_path / "cnn.onnx"
+    onnx.save_model(small_cnn(), str(onnx_path))
+    spec = tmp_path / "cnn.dl"
+    assert main(["import", str(onnx_path), "-o", str(spec)]) == 0
+    spec.write_text(spec.read_text() + "\n".join([
+        "data digits(image = true, test_fraction = 0.2, seed = 0)",
+        "input y: i64[N]",
+        "objective loss = cross_entropy(logits, y)",
+        "optimizer adam(lr = 1e-2) minimize loss",
+        "train { batch = 64, steps = 30, seed = 0 }", ""]))
+    report = tmp_path / "run.json"
+    assert main(["train", str(spec), "--init-from", str(tmp_path / "cnn.npz"), "--init-strict",
+                 "--out", str(tmp_path / "run"), "--quiet", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["steps"] == 30
+    assert result["loss_final"] < result["loss_first"]
+
+
+def test_import_errors_name_the_problem(tmp_path, capsys) -> None:
+    node = helper.make_node("Floor", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                      [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(OnnxError, match="op Floor .* is not supported; the supported ops are"):
+        import_model(model)
+    path = tmp_path / "floor.onnx"
+    onnx.save_model(model, str(path))
+    assert main(["import", str(path), "-o", str(tmp_path / "f.dl")]) == 1
+    err = capsys.readouterr().err
+    assert "Floor" in err and "Traceback" not in err
+    assert main(["import", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "f.dl")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    # a Reshape whose shape is computed at run time cannot become a spec
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"],
+                                                                        ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                      [3])])
+    with pytest.raises(OnnxError, match="Shape"):
+        import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def test_pytorch_export_imports(tmp_path) -> None:
+    """A model exported by PyTorch (conv with batch norm folded in, GELU as Erf arithmetic,
+    LayerNorm, a dynamic batch axis) imports and computes what PyTorch computes."""
+    torch = pytest.importorskip("torch", reason="needs torch (the crosscheck extra)")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, 32), torch.nn.GELU(),
+        torch.nn.LayerNorm(32), torch.nn.Linear(32, 10)).eval()
+    x = torch.randn(3, 1, 8, 8)
+    path = tmp_path / "torchnet.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
+                      opset_version=17)
+    model = dsl.from_onnx(path)
+    x2 = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        want = net(x2).numpy()
+    np.testing.assert_allclose(model(x=x2.numpy())["logits"], want, rtol=1e-5, atol=1e-5)
