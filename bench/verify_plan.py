@@ -50,7 +50,7 @@ def _train(spec: str, dtype: str, steps: int, reuse: bool, batch: int | None,
         losses: list[Any] = []
         m.fit(steps=steps, batch=batch, on_step=lambda s, l: losses.append(dict(l)),
               final_eval=False)
-        plans = [p for r in m.trainer._phases for p in r.plans.values()]
+        plans = [p for r in m.trainer.phases for p in r.plans.values()]
         fast = (sum(p.fast.kernels for p in plans if p.fast is not None),
                 sum(p.fast.inplace for p in plans if p.fast is not None))
         vars_ = {k: np.array(v, copy=True) for k, v in m.trainer.variables.items()}

@@ -385,3 +385,12 @@ def test_every_augmentation_option_has_a_range() -> None:
 
     options = {o for _, defaults in AUGMENTATIONS.values() for o in defaults}
     assert options == set(OPTION_RANGES)
+
+
+def test_a_tensor_passed_where_a_def_takes_a_number_says_which_parameter() -> None:
+    # layer_norm(x, eps, scale, shift): the user's g lands on eps
+    text = (H + "param g: [2] = ones\nparam b: [2] = zeros\n"
+            "objective l = mean(layer_norm(x, g, b))\n")
+    msg = error_of(text)
+    assert msg.count("layer_norm:") == 1 and "option 'eps' must be a constant" in msg
+    assert "argument 2 (a tensor) binds to 'eps'" in msg and at(msg, 5, 20)

@@ -178,7 +178,7 @@ def call_def(cx: Context, d: A.NetDef, e: A.Call, scope: Scope, statement: bool 
     except statements.Return as r:
         result = r.value
     except DslError as ex:
-        raise at_call_site(ex, d.name, e.span) from None
+        raise at_call_site(_positional_hint(ex, d, e, bound), d.name, e.span) from None
     finally:
         cx.calls.stack.pop()
         cx.span = saved
@@ -190,6 +190,19 @@ def call_def(cx: Context, d: A.NetDef, e: A.Call, scope: Scope, statement: bool 
     return result
 
 
+def _positional_hint(ex: DslError, d: A.NetDef, e: A.Call, bound: dict[str, Any]
+                     ) -> DslError:
+    """A note on a mistake inside a def when a positional argument gave a tensor to a
+    parameter whose default is a number (`layer_norm(x, g, b)` binds g to eps)."""
+    for k, (p, _a) in enumerate(zip(d.params, e.args)):
+        if isinstance(p.default, A.Num) and isinstance(bound.get(p.name), Val):
+            sig = ", ".join(q.name for q in d.params)
+            note = (f"argument {k + 1} (a tensor) binds to '{p.name}', whose default is a "
+                    f"number: {d.name}({sig}); pass tensors by name")
+            return type(ex)(ex.message, ex.span, (*ex.notes, note))
+    return ex
+
+
 def at_call_site(ex: DslError, def_name: str, call: A.Span) -> DslError:
     """A mistake found inside a prelude def, moved to the user's call of that def (the
     prelude's own line goes into a note): users see their line, not the library's."""
@@ -197,4 +210,6 @@ def at_call_site(ex: DslError, def_name: str, call: A.Span) -> DslError:
     if s is None or s.file != "<prelude>" or call is None or call.file == "<prelude>":
         return ex
     note = f"raised inside the prelude's '{def_name}' at {s.file}:{s.line}:{s.col}"
-    return type(ex)(f"{def_name}: {ex.message}", call, (*ex.notes, note))
+    message = ex.message if ex.message.startswith(f"{def_name}:") else (
+        f"{def_name}: {ex.message}")
+    return type(ex)(message, call, (*ex.notes, note))

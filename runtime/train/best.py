@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BestTracker", "direction"]
+from runtime.train.runner import TrainError
+
+__all__ = ["BestTracker", "direction", "make_tracker"]
 
 _MAXIMIZED = re.compile(r"acc|auc|f1|precision|recall|r2|score|iou|dice|top\d|hit|correct",
                         re.IGNORECASE)
@@ -83,3 +85,28 @@ class BestTracker:
             self.best = None if best is None else float(best)
             self.best_step = step if isinstance(step, int) else None
             self.bad = bad
+
+
+def make_tracker(keep_best: str | None, mode: str | None, early_stop: int,
+                 objectives: list[str], names: list[str]) -> BestTracker | None:
+    """The tracker of the train settings keep_best, keep_best_mode and early_stop (None when
+    neither keep_best nor early_stop is set): which metric (keep_best's, else the first
+    objective) among the evaluation's `names`, and which way is better."""
+    if not keep_best and not early_stop:
+        return None
+    metric = keep_best or (objectives[0] if objectives else None)
+    if metric is None:
+        raise TrainError("early_stop judges keep_best's metric or the first objective, "
+                         "and this program has neither")
+    if metric not in names:
+        raise TrainError(f"keep_best names '{metric}', which is no objective or metric of "
+                         f"this program (they are: {', '.join(names) or 'none'})")
+    kind = "objective" if metric in objectives else "metric"
+    mode = mode if keep_best else None
+    if mode is not None and mode not in MODES:
+        raise TrainError(f"keep_best_mode must be \"min\" or \"max\", not {mode!r}")
+    mode = mode or direction(metric, kind)
+    if mode is None:
+        raise TrainError(f"cannot tell whether the metric '{metric}' is better low or high: "
+                         "set keep_best_mode = \"min\" or \"max\"")
+    return BestTracker(metric, mode, keep=bool(keep_best), patience=int(early_stop))

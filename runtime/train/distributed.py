@@ -189,17 +189,13 @@ def attach(trainer: Any, comm: Any) -> None:
     """Make `trainer` (a `runtime.train.loop.Trainer`, before its first batch) one rank of a
     data-parallel run over `comm`: its batcher keeps this rank's shard and every phase runs
     through a `SplitRunner`."""
-    if trainer._batcher is not None:
-        raise TrainError("a distributed run must be set up before training starts")
     if trainer.backend.xp is not np:
         raise TrainError(f"distributed training runs on the numpy backend, not "
                          f"{trainer.backend.name}")
-    trainer.shard = (comm.Get_rank(), comm.Get_size())
-    rows_of = next(iter(trainer._train_arrays), None) if trainer._train_arrays else None
+    rows_of = next(iter(trainer.data_fields), None)
     seed = int(trainer.settings.seed)
-    trainer._phases = [SplitRunner(r, ph, lrs, comm, rows_of, seed)
-                       for r, ph, lrs in zip(trainer._phases, trainer.program.phases,
-                                             trainer._lr_names)]
+    trainer.distribute((comm.Get_rank(), comm.Get_size()),
+                       lambda r, ph, lrs: SplitRunner(r, ph, lrs, comm, rows_of, seed))
 
 
 class Session:

@@ -43,9 +43,9 @@ from runtime.backends import Backend, get_backend
 from runtime.dtypes import DTYPES
 from runtime.ir import Graph
 from runtime.plan import Plan
-from runtime.program import Program, TrainSettings
+from runtime.program import Phase, Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
-from runtime.train.best import MODES, BestTracker, direction
+from runtime.train.best import make_tracker
 from runtime.train.checkpoint import load_checkpoint, program_fingerprint, save_checkpoint
 from runtime.train.data import (
     Batcher,
@@ -213,7 +213,8 @@ class Trainer:
         self._check_phase_inputs()
         self._allocate(max_memory)
         self.evaluator = Evaluator(self.machine, self.inputs, self.dataset, int(s.seed), s.batch)
-        self.tracker = self._make_tracker()
+        self.tracker = make_tracker(s.keep_best, s.keep_best_mode, int(s.early_stop),
+                                    self.program.objectives, self.evaluator.names())
         self._batcher: Batcher | None = None
         self._batcher_batch: int | None = None
         self.shard: tuple[int, int] | None = None  # (rank, size): `distributed.attach`
@@ -282,30 +283,6 @@ class Trainer:
                     raise TrainError(f"{r.label} needs input '{name}' ({t}), but {src} and it "
                                      "has no default value")
 
-    def _make_tracker(self) -> BestTracker | None:
-        """keep_best/early_stop: which metric, which way (None when neither is set)."""
-        s = self.settings
-        if not s.keep_best and not s.early_stop:
-            return None
-        names = self.evaluator.names()
-        metric = s.keep_best or (self.program.objectives[0] if self.program.objectives
-                                 else None)
-        if metric is None:
-            raise TrainError("early_stop judges keep_best's metric or the first objective, "
-                             "and this program has neither")
-        if metric not in names:
-            raise TrainError(f"keep_best names '{metric}', which is no objective or metric of "
-                             f"this program (they are: {', '.join(names) or 'none'})")
-        kind = "objective" if metric in self.program.objectives else "metric"
-        mode = s.keep_best_mode if s.keep_best else None
-        if mode is not None and mode not in MODES:
-            raise TrainError(f"keep_best_mode must be \"min\" or \"max\", not {mode!r}")
-        mode = mode or direction(metric, kind)
-        if mode is None:
-            raise TrainError(f"cannot tell whether the metric '{metric}' is better low or high: "
-                             "set keep_best_mode = \"min\" or \"max\"")
-        return BestTracker(metric, mode, keep=bool(s.keep_best), patience=int(s.early_stop))
-
     def _make_batcher(self, b: int | None) -> Batcher:
         assert self._train_arrays is not None
         n = next(iter(self._train_arrays.values())).shape[0]
@@ -329,6 +306,27 @@ class Trainer:
         b = batch if batch is not None else self.settings.batch
         self._batcher, self._batcher_batch = self._make_batcher(b), b
         return self._batcher
+
+    @property
+    def phases(self) -> list[Runner]:
+        """The runner of each training phase, in the program's order."""
+        return list(self._phases)
+
+    @property
+    def data_fields(self) -> list[str]:
+        """The fields of the training data the phases read (none: they train on defaults)."""
+        return list(self._train_arrays or ())
+
+    def distribute(self, shard: tuple[int, int],
+                   wrap: Callable[[Runner, Phase, list[str]], Runner]) -> None:
+        """Make this trainer rank `shard[0]` of `shard[1]` in a data-parallel run, before its
+        first batch: its batcher keeps this rank's rows of every batch, and each phase runs
+        through `wrap(runner, phase, its lr outputs)` (`runtime.train.distributed`)."""
+        if self._batcher is not None:
+            raise TrainError("a distributed run must be set up before training starts")
+        self.shard = shard
+        self._phases = [wrap(r, ph, lrs) for r, ph, lrs in
+                        zip(self._phases, self.program.phases, self._lr_names)]
 
     @property
     def epoch(self) -> float:

@@ -445,7 +445,7 @@ def gemm_bound_ms(gemms: Mapping[Gemm, float], dtype: Any = np.float32,
 
 def training_plans(trainer: Any) -> list[Plan]:
     """The plans a `Trainer`'s training phases have built (one per binding of dims)."""
-    return [p for runner in trainer._phases for p in runner.plans.values()]
+    return [p for runner in trainer.phases for p in runner.plans.values()]
 
 
 # ---------------------------------------------------------------------------------- memory
