@@ -105,12 +105,29 @@ def test_imported_spec_fine_tunes(tmp_path) -> None:
         "objective loss = cross_entropy(logits, y)",
         "optimizer adam(lr = 1e-2) minimize loss",
         "train { batch = 64, steps = 30, seed = 0 }", ""]))
+    edited = spec.read_text()
+    # importing again never overwrites the edited spec, unless asked to
+    assert main(["import", str(onnx_path), "-o", str(spec)]) == 1
+    assert spec.read_text() == edited
     report = tmp_path / "run.json"
     assert main(["train", str(spec), "--init-from", str(tmp_path / "cnn.npz"), "--init-strict",
                  "--out", str(tmp_path / "run"), "--quiet", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["steps"] == 30
     assert result["loss_final"] < result["loss_first"]
+
+
+def test_import_writes_beside_the_working_directory_by_default(tmp_path, monkeypatch,
+                                                               capsys) -> None:
+    onnx_path = tmp_path / "models" / "cnn.onnx"
+    onnx_path.parent.mkdir()
+    onnx.save_model(small_cnn(), str(onnx_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", str(onnx_path)]) == 0
+    assert (tmp_path / "cnn.dl").exists() and (tmp_path / "cnn.npz").exists()
+    assert main(["import", str(onnx_path)]) == 1
+    assert "cnn.dl exists; give another -o FILE, or --force" in capsys.readouterr().err
+    assert main(["import", str(onnx_path), "--force"]) == 0
 
 
 def test_import_errors_name_the_problem(tmp_path, capsys) -> None:

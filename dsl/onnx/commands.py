@@ -32,9 +32,13 @@ def add_parsers(sub: Any) -> None:
                          "compare with dslrun")
     im = sub.add_parser("import", help="turn an ONNX model into a spec (.dl) and its weights")
     im.add_argument("model", help="an .onnx file")
-    im.add_argument("-o", "--out", metavar="FILE", required=True,
-                    help="the spec to write; the weights go beside it (FILE with .npz)")
+    im.add_argument("-o", "--out", metavar="FILE",
+                    help="the spec to write (default: MODEL's name with .dl, here); the "
+                         "weights go beside it (FILE with .npz)")
     im.add_argument("--name", help="the spec's model name (default: from the file name)")
+    im.add_argument("--force", action="store_true",
+                    help="replace FILE and its .npz when they exist (a spec you edited is "
+                         "otherwise never overwritten)")
 
 
 def export_command(args: argparse.Namespace, compile_spec: Callable[..., Any]) -> int:
@@ -82,11 +86,19 @@ def _export_list() -> int:
 
 
 def import_command(args: argparse.Namespace) -> int:
-    """`dslrun import model.onnx -o model.dl`."""
+    """`dslrun import model.onnx [-o model.dl] [--force]`."""
     require_onnx()
+    from pathlib import Path
+
     from dsl.onnx.importer import write_spec
 
-    spec, weights, summary = write_spec(args.model, args.out, name=args.name)
+    out = Path(args.out) if args.out else Path(Path(args.model).stem + ".dl")
+    if not args.force:
+        for existing in (out, out.with_suffix(".npz")):
+            if existing.exists():
+                raise OnnxError(f"{existing} exists; give another -o FILE, or --force to "
+                                "replace it")
+    spec, weights, summary = write_spec(args.model, out, name=args.name)
     print(f"wrote {spec}" + (f" and {weights}" if weights else ""))
     print(summary)
     return 0
