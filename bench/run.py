@@ -162,7 +162,7 @@ def bench_spec(name: str, path: Path, args: argparse.Namespace, threads: int,
                       "--steps", str(args.steps), "--warmup", str(args.warmup),
                       *(["--n", str(n)] if n else [])]
             for fw, extra in (("torch", ["--threads", str(threads)]),
-                              ("jax", ["--framework", "jax"])):
+                              ("jax", ["--framework", "jax", "--threads", str(threads)])):
                 if not peers[fw]:
                     continue
                 d, err = run_json([*common, *extra], timeout)

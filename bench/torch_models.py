@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -321,7 +322,24 @@ def jax_model(name: str, seed: int = 0) -> tuple[list[Any], Any]:
     return params, forward
 
 
-def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
+def limit_jax_threads(threads: int | None) -> None:
+    """XLA's CPU thread pool sized by the machine, not by OMP/OPENBLAS variables: pin this
+    process to `threads` cores, and with one thread turn XLA's multi-threaded Eigen off, so
+    that JAX runs with the thread count of the other columns. Call before importing jax."""
+    if not threads:
+        return
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cores)
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+
+
+def bench_jax(name: str, steps: int, warmup: int, threads: int | None = None
+              ) -> dict[str, Any]:
+    limit_jax_threads(threads)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -356,6 +374,7 @@ def bench_jax(name: str, steps: int, warmup: int) -> dict[str, Any]:
     rss = _peak_rss()
     times = _time_steps(step, order, cfg["batch"], max(warmup, 1), steps, rss)
     return {"framework": "jax", "model": name, "jax": jax.__version__,
+            "threads": threads or len(os.sched_getaffinity(0)),
             "step_ms_median": round(statistics.median(times), 4), "steps": len(times),
             "rss_increase_bytes": rss.increase, "rss_method": rss.method}
 
@@ -367,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--framework", choices=("torch", "jax"), default="torch")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads; for JAX, the cores it may use")
     ap.add_argument("--n", type=int, default=N_SAMPLES, help="number of random samples")
     ap.add_argument("--batch", type=int, default=None, help="instead of the spec's batch")
     ap.add_argument("--json", metavar="PATH")
@@ -382,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.framework == "torch":
         data = bench_torch(args.model, args.steps, args.warmup, args.threads)
     else:
-        data = bench_jax(args.model, args.steps, args.warmup)
+        data = bench_jax(args.model, args.steps, args.warmup, args.threads)
     print(json.dumps(data))
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
