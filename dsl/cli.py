@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                         "estimate is larger")
     c = sub.add_parser("check", help="parse, lower and infer shapes")
     _common(c)
+    c.add_argument("--max-memory", metavar="SIZE",
+                   help="as for train: the memory a run may use (8G); check fails when the "
+                        "training estimate is larger")
     gr = sub.add_parser("graph", help="print a graph stage")
     _common(gr)
     gr.add_argument("--stage", choices=("forward", "grad", "step", "optimized", "planned",
@@ -263,10 +266,10 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from dsl.summary import check_text
+    from dsl.summary import check_text, memory_row
 
     c = _compile(args, optimize=False)  # checking needs no optimization passes
-    print(check_text(c), end="")
+    print(check_text(c, memory_row(c, _max_memory(args.max_memory))), end="")
     return 0
 
 

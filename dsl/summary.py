@@ -18,7 +18,7 @@ def check_rows(compiled: Any) -> list[tuple[str, str]]:
     n_train = p.param_count(trainable_only=True)
     n_all = p.param_count()
     extra = f" ({n_all - n_train} frozen)" if n_all != n_train else ""
-    rows = [("inputs", ", ".join(inputs) or "none"), ("outputs", ", ".join(outs)),
+    rows = [("inputs", ", ".join(inputs) or "none"), ("outputs", ", ".join(outs) or "none"),
             ("parameters", f"{n_all}{extra}")]
     if p.data is not None:
         rows.append(("data", str(p.data[0])))
@@ -30,10 +30,25 @@ def check_rows(compiled: Any) -> list[tuple[str, str]]:
     return rows
 
 
-def check_text(compiled: Any) -> str:
-    """The report of `dslrun check`: `NAME: ok`, then one line per row."""
+def memory_row(compiled: Any, max_memory: int | None = None) -> tuple[str, str] | None:
+    """What training needs (`runtime.train.memory`), estimated without allocating anything;
+    ResourceError when it cannot fit, as training would. None for a spec with nothing to
+    train."""
+    from runtime.train.loop import Trainer
+    from runtime.train.memory import human_bytes
+
+    if not compiled.program.phases:
+        return None
+    est = Trainer(compiled.program, dataset=compiled.dataset, allocate=False).check_memory(
+        max_memory)
+    parts = est.breakdown().rsplit(" = ", 1)[0]
+    return "memory", f"about {human_bytes(est.total)} to train ({parts}; an upper bound)"
+
+
+def check_text(compiled: Any, memory: tuple[str, str] | None = None) -> str:
+    """The report of `dslrun check`: `NAME: ok`, then one line per row (and `memory`)."""
     lines = [f"{compiled.program.name}: ok"]
-    for label, text in check_rows(compiled):
+    for label, text in [*check_rows(compiled), *([memory] if memory else [])]:
         pad = "  " if label == "inputs" else " "  # inputs and outputs line up
         lines.append(f"{label}:{pad}{text}")
     return "\n".join(lines) + "\n"

@@ -81,6 +81,17 @@ def test_a_huge_model_is_one_message_with_the_estimate(cli, monkeypatch) -> None
     assert status == 1 and "--max-memory: cannot read the size 'lots'" in err
 
 
+def test_check_prints_the_estimate_and_fails_where_training_would(cli) -> None:
+    status, out, _ = cli("check", spec("mlp_digits"))
+    assert status == 0
+    line = next(x for x in out.splitlines() if x.startswith("memory:"))
+    assert "to train (parameters 332 KiB + optimizer and other state 664 KiB" in line, line
+    status, out, err = cli("check", spec("mlp_digits"), "--max-memory", "1M")
+    assert status == 1 and "1 MiB of the limit given by --max-memory" in err and not out
+    status, out, _ = cli("check", spec("kalman_filter"))  # nothing to train: no estimate
+    assert status == 0 and "memory:" not in out and "outputs: none" in out
+
+
 WIDE = """model wide
 data digits(test_fraction = 0.2, seed = 0)
 input x: f32[B, 64]

@@ -150,7 +150,8 @@ class Trainer:
                  log_every: int | None = None, validation: float | None = None,
                  keep_best: str | None = None, keep_best_mode: str | None = None,
                  early_stop: int | None = None, out_dir: str | Path | None = None,
-                 max_memory: int | None = None, plots: bool = True) -> None:
+                 max_memory: int | None = None, plots: bool = True,
+                 allocate: bool = True) -> None:
         self.program = program
         self.backend = _as_backend(backend)
         if steps is not None and epochs is not None:
@@ -211,7 +212,8 @@ class Trainer:
         if self._train_arrays is not None and not self._train_arrays:
             self._train_arrays = None  # the phases use no data field: train on the defaults
         self._check_phase_inputs()
-        self._allocate(max_memory)
+        if allocate:  # False: a trainer that only estimates (`dslrun check`)
+            self._allocate(max_memory)
         self.evaluator = Evaluator(self.machine, self.inputs, self.dataset, int(s.seed), s.batch)
         self.tracker = make_tracker(s.keep_best, s.keep_best_mode, int(s.early_stop),
                                     self.program.objectives, self.evaluator.names())
@@ -262,13 +264,18 @@ class Trainer:
                                  self._defaults, self.dataset, self.settings.batch,
                                  bool(Plan.reuse_buffers) and self.backend.xp is np)
 
-    def _allocate(self, max_memory: int | None) -> None:
-        """Check that the run fits (ResourceError, with the estimate), then make the
-        variables, each in its declared dtype, from a fresh copy of its initial value."""
+    def check_memory(self, max_memory: int | None = None) -> MemoryEstimate:
+        """The estimate, or ResourceError (with it) when the run cannot fit."""
         est = self.estimate_memory()
         check_fits(est, f"training {self.program.name} "
                    f"({self.program.param_count():,} parameters)", max_memory,
                    resident=est.parts.get("data", 0))
+        return est
+
+    def _allocate(self, max_memory: int | None) -> None:
+        """Check that the run fits (ResourceError, with the estimate), then make the
+        variables, each in its declared dtype, from a fresh copy of its initial value."""
+        self.check_memory(max_memory)
         xp_asarray = self.backend.asarray
         for name, var in self.program.variables.items():
             arr = var.fresh()
