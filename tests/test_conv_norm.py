@@ -427,6 +427,16 @@ def test_conv2d_matches_torch(stride, padding, dilation, groups):
     np.testing.assert_allclose(dw, gw.numpy(), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("stride, padding, dilation, groups", CONV_GRID[::3],
+                         ids=[f"s{s}_p{p}_d{d}_g{g}" for s, p, d, g in CONV_GRID[::3]])
+def test_conv2d_split_over_the_batch_matches_torch(stride, padding, dilation, groups,
+                                                   monkeypatch):
+    # columns budget of one byte: every sample is its own GEMM, the weight gradient a sum
+    monkeypatch.setattr(conv, "COLS_BYTES", 1)
+    assert len(conv._batch_chunks(np, 3, 1, conv._pool_geo((9, 8), 2, 2, 0), 8)) == 3
+    test_conv2d_matches_torch(stride, padding, dilation, groups)
+
+
 def test_conv2d_second_order_matches_torch():
     """d/d(x, w, cot) of Σ r·dx + Σ q·dw, through the gradient ops' own VJPs."""
     torch = _torch()
@@ -795,7 +805,7 @@ def test_kernel_sources_have_no_scatter_at():
 
 # Array-module attributes verified to exist in CuPy (>= 13): the kernels may use only these.
 CUPY_FUNCTIONS = {
-    "add", "arange", "ascontiguousarray", "full", "lib.stride_tricks.as_strided",
+    "add", "arange", "ascontiguousarray", "empty", "full", "lib.stride_tricks.as_strided",
     "logical_and", "logical_not", "logical_or", "matmul", "maximum", "mean", "minimum",
     "multiply", "result_type", "sqrt", "sum", "var", "zeros",
 }
