@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dsl.compiler import DTYPE_NAMES, Compiled, compile_file, compile_spec, load_program_data
-from dsl.data_check import check_data
+from dsl.data_check import check_data, missing_input
 from dsl.errors import DslError
 from dsl.procedures import ProcedureGraph, signature
 from runtime.train.data import Dataset
 from runtime.train.loop import FitResult, Trainer
+from runtime.train.runner import MissingInput
 from runtime.train.runs import RunDir, new_run, open_run, versions
 from runtime.train.weights import WeightMatch
 
@@ -127,8 +128,12 @@ class Model:
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            self._trainer = Trainer(self.program, backend=self.backend, dataset=self.dataset,
-                                    out_dir=self.out_dir, **self.settings)
+            try:
+                self._trainer = Trainer(self.program, backend=self.backend,
+                                        dataset=self.dataset, out_dir=self.out_dir,
+                                        **self.settings)
+            except MissingInput as e:
+                raise missing_input(self.program, e) from None
         return self._trainer
 
     def fit(self, steps: int | None = None, epochs: int | None = None,

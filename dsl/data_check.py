@@ -114,3 +114,10 @@ def _check_labels(graph: Graph, dataset: Any, label: str, spans: dict[str, Span]
                 raise DataErr(
                     f"the {kind} '{field}' of {label} go from {lo} to {hi} ({split} split), "
                     f"but {what}{where}: {valid}", spans.get(field), notes)
+
+
+def missing_input(program: Program, e: Any) -> DataErr:
+    """A `runtime.train.runner.MissingInput` at the input's declaration, with the two fixes."""
+    span = program.meta.get("input_spans", {}).get(e.name)
+    return DataErr(f"{e}; add a data line whose set has the field '{e.name}', or give the "
+                   f"input a default value (input {e.name}: ... = value)", span)

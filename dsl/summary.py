@@ -34,13 +34,18 @@ def memory_row(compiled: Any, max_memory: int | None = None) -> tuple[str, str] 
     """What training needs (`runtime.train.memory`), estimated without allocating anything;
     ResourceError when it cannot fit, as training would. None for a spec with nothing to
     train."""
+    from dsl.data_check import missing_input
     from runtime.train.loop import Trainer
     from runtime.train.memory import human_bytes
+    from runtime.train.runner import MissingInput
 
     if not compiled.program.phases:
         return None
-    est = Trainer(compiled.program, dataset=compiled.dataset, allocate=False).check_memory(
-        max_memory)
+    try:
+        trainer = Trainer(compiled.program, dataset=compiled.dataset, allocate=False)
+    except MissingInput as e:
+        raise missing_input(compiled.program, e) from None
+    est = trainer.check_memory(max_memory)
     parts = est.breakdown().rsplit(" = ", 1)[0]
     return "memory", f"about {human_bytes(est.total)} to train ({parts}; an upper bound)"
 

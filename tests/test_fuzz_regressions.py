@@ -70,7 +70,7 @@ def test_axis_and_flag_options_are_checked(expr: str, says: str) -> None:
 
 def test_initial_value_holding_a_tensor() -> None:
     # float() argument must be ... not 'Val' (one_neuron + change_shape)
-    msg = error_of("model m\ninput x: [] = [0.5 -1.0, ]\nparam w: [] = [x -0.2, ]\n"
+    msg = error_of("model m\ninput x: [1] = [0.5 -1.0, ]\nparam w: [] = [x -0.2, ]\n"
                    "objective l = mean(w)\n")
     assert "an initial value must be a constant or an initializer" in msg and at(msg, 3, 15)
 
@@ -394,3 +394,23 @@ def test_a_tensor_passed_where_a_def_takes_a_number_says_which_parameter() -> No
     msg = error_of(text)
     assert msg.count("layer_norm:") == 1 and "option 'eps' must be a constant" in msg
     assert "argument 2 (a tensor) binds to 'eps'" in msg and at(msg, 5, 20)
+
+
+def test_an_input_default_of_the_wrong_shape_is_an_error_at_the_default() -> None:
+    # compiled, then check-grad said "input 'x' of check-grad has type f64[3], but the fed
+    # array has shape (2,)" with no position
+    msg = error_of("model m\nconst D = 3\ninput x: f32[D] = [-1.0, 2.0]\nparam w: [D] = zeros\n"
+                   "objective l = sum(w * x)\n")
+    assert "the default of input 'x' has shape [2], but the input is f32[3]" in msg
+    assert at(msg, 3, 19)
+
+
+def test_an_input_nothing_feeds_is_an_error_at_its_declaration(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "nodata.dl"
+    spec.write_text("model m\ninput x: f32[B, 2]\nparam w: [2] = zeros\n"
+                    "objective l = mean(x * w)\noptimizer sgd(lr = 0.1) minimize l\n")
+    for command in (["check"], ["train", "--out", str(tmp_path / "run")]):
+        assert main([*command, str(spec)]) == 1
+        err = capsys.readouterr().err
+        assert "nodata.dl:2:1: error: phase 'train' needs input 'x'" in err, err
+        assert "give the input a default value" in err and "Traceback" not in err

@@ -58,7 +58,12 @@ def declare_input(cx: Context, s: A.InputDecl) -> None:
         if isinstance(default, Val):
             raise cx.err(TypeErr, f"the default of input '{s.name}' must be a constant",
                          s.span)
-        made.input_defaults[s.name] = fitted(cx, np.asarray(default), t.dtype, s.span)
+        arr = np.asarray(default)
+        if arr.ndim != t.rank or any(not isinstance(d, str) and d != n
+                                     for d, n in zip(t.shape, arr.shape)):
+            raise cx.err(ShapeErr, f"the default of input '{s.name}' has shape "
+                         f"{list(arr.shape)}, but the input is {t}", s.default.span)
+        made.input_defaults[s.name] = fitted(cx, arr, t.dtype, s.span)
     cx.globals.vars[s.name] = Val(cx.b, nid)
 
 

@@ -61,7 +61,15 @@ from runtime.train.monitor import Monitor
 from runtime.train.procedures import run_graph
 from runtime.train.progress import Progress
 from runtime.train.resume import check_match, check_restore
-from runtime.train.runner import TRAINER_INPUTS, Inputs, Machine, Runner, TrainError, bind_dims
+from runtime.train.runner import (
+    TRAINER_INPUTS,
+    Inputs,
+    Machine,
+    MissingInput,
+    Runner,
+    TrainError,
+    bind_dims,
+)
 from runtime.train.weights import WeightMatch, match_weights
 
 __all__ = ["FitResult", "TrainError", "Trainer", "TrainingDiverged", "TrainingInterrupted",
@@ -287,8 +295,8 @@ class Trainer:
             for name, t in r.inputs:
                 if name not in have:
                     src = "the data has no such field" if self.dataset else "there is no data"
-                    raise TrainError(f"{r.label} needs input '{name}' ({t}), but {src} and it "
-                                     "has no default value")
+                    raise MissingInput(f"{r.label} needs input '{name}' ({t}), but {src} and "
+                                       "it has no default value", name)
 
     def _make_batcher(self, b: int | None) -> Batcher:
         assert self._train_arrays is not None

@@ -22,13 +22,22 @@ from runtime.ir import Graph, TensorType, TupleType, attr_symbols
 from runtime.plan import Plan
 from runtime.program import Program
 
-__all__ = ["TRAINER_INPUTS", "Inputs", "Machine", "Runner", "TrainError", "bind_dims"]
+__all__ = ["TRAINER_INPUTS", "Inputs", "Machine", "MissingInput", "Runner", "TrainError",
+           "bind_dims"]
 
 TRAINER_INPUTS = ("step", "epoch")
 
 
 class TrainError(UserError):
     """A training run cannot proceed (a user-facing sentence)."""
+
+
+class MissingInput(TrainError):
+    """A phase reads input `name`, which no data field and no default value feeds."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def bind_dims(inputs: Iterable[tuple[str, TensorType]], feeds: Mapping[str, Any],
