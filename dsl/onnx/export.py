@@ -106,7 +106,8 @@ def unsupported(g: Graph, targets: list[int]) -> list[tuple[str, str]]:
             elif n.op in (FUSED, "loop"):
                 walk(n.regions[0], n.regions[0].results())
             elif n.op not in EXPORT_TABLE and n.op not in (*STRUCTURAL, *LEAVES):
-                found.setdefault(n.op, UNSUPPORTED.get(n.op, "no ONNX mapping"))
+                where = f" (first at {n.loc})" if n.loc is not None else ""
+                found.setdefault(n.op, UNSUPPORTED.get(n.op, "no ONNX mapping") + where)
     walk(g, targets)
     return list(found.items())
 
