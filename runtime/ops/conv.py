@@ -223,18 +223,22 @@ def _conv_geo(x_hw, w, stride, padding, dilation):
     return _geometry(x_hw, w.shape[2:], stride, padding, dilation)
 
 
-# The columns of one GEMM are cut to about this many bytes by splitting the batch, so that
-# they stay in a core's L2 cache (1 MiB here): unsplit, a LeNet conv at batch 256 costs 2.2x
-# per sample what it does at batch 16 (`bench/batch_scaling.py`). NumPy only: a GPU wants
-# the whole batch in one launch.
-COLS_BYTES = 1 << 20
+# The columns of one GEMM are cut to about this many bytes by splitting the batch: unsplit,
+# a LeNet conv at batch 1024 costs 2.2x per sample what it does at batch 16 (its columns
+# leave the caches: 1 MiB L2 per core here); split too finely, the per-chunk Python work
+# (col2im's kh*kw slice-adds) dominates, so the input gradient takes chunks twice as large.
+# Measured with `bench/batch_scaling.py` and per kernel at batch 64 and 1024. NumPy only: a
+# GPU wants the whole batch in one launch.
+COLS_BYTES = 2 << 20
 
 
-def _batch_chunks(xp, N: int, rows: int, geo: Geo, itemsize: int) -> list[slice]:
-    """The slices of the batch whose im2col columns ([rows, n*Ho*Wq]) fit COLS_BYTES."""
+def _batch_chunks(xp, N: int, rows: int, geo: Geo, itemsize: int,
+                  scale: int = 1) -> list[slice]:
+    """The slices of the batch whose im2col columns ([rows, n*Ho*Wq]) fit `scale` times
+    COLS_BYTES."""
     if xp is not np:
         return [slice(0, N)]
-    n = max(1, COLS_BYTES // max(1, rows * geo.Ho * geo.Wq * itemsize))
+    n = max(1, scale * COLS_BYTES // max(1, rows * geo.Ho * geo.Wq * itemsize))
     return [slice(i, min(i + n, N)) for i in range(0, N, n)]
 
 
@@ -259,7 +263,7 @@ def _conv2d_grad_input_fwd(xp, g, w, stride, padding, dilation, groups, input_si
     C = w.shape[1] * G
     wt = w.reshape(G, O // G, -1).transpose(0, 2, 1)
     out = xp.empty((N, C, geo.H, geo.W), dtype=xp.result_type(g, w))
-    for b in _batch_chunks(xp, N, C * geo.kh * geo.kw, geo, g.itemsize):
+    for b in _batch_chunks(xp, N, C * geo.kh * geo.kw, geo, g.itemsize, scale=2):
         n = b.stop - b.start
         gt = _to_grid_last(xp, g[b], geo).reshape(G, O // G, -1)
         dcols = xp.matmul(wt, gt)
