@@ -26,6 +26,7 @@ import math
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -59,8 +60,8 @@ def preload() -> None:
     assert dsl.Error
 
 
-def _child(text: str, wfd: int, max_memory: int, cpu_seconds: int) -> None:
-    os.chdir(tempfile.mkdtemp(prefix="dslfuzz-"))  # data paths of cases resolve here
+def _child(text: str, wfd: int, max_memory: int, cpu_seconds: int, work: str) -> None:
+    os.chdir(work)  # data paths of cases resolve here; the parent removes it
     if max_memory:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))  # then SIGXCPU
@@ -85,16 +86,25 @@ class Pool:
     def __init__(self, jobs: int, timeout: float, max_memory: int) -> None:
         self.jobs, self.timeout, self.max_memory = jobs, timeout, max_memory
         self.running: dict[int, tuple[int, int, float, bytearray]] = {}  # rfd -> key, pid...
+        self.work: dict[int, str] = {}  # pid -> the child's working directory
 
     def submit(self, key: int, text: str) -> None:
         rfd, wfd = os.pipe()
+        work = tempfile.mkdtemp(prefix="dslfuzz-")
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            _child(text, wfd, self.max_memory, math.ceil(self.timeout))
+            _child(text, wfd, self.max_memory, math.ceil(self.timeout), work)
         os.close(wfd)
+        self.work[pid] = work
         wall = self.timeout * WALL_FACTOR
         self.running[rfd] = (key, pid, time.monotonic() + wall, bytearray())
+
+    def _reap(self, pid: int) -> int:
+        """Wait for child `pid`, remove what it wrote; its exit status."""
+        _, status = os.waitpid(pid, 0)
+        shutil.rmtree(self.work.pop(pid), ignore_errors=True)
+        return status
 
     def wait(self) -> list[tuple[int, Outcome]]:
         """Block until at least one child finished or timed out; their outcomes."""
@@ -111,7 +121,7 @@ class Pool:
                     continue
                 os.close(rfd)
                 del self.running[rfd]
-                _, status = os.waitpid(pid, 0)
+                status = self._reap(pid)
                 last = bytes(buf).split(b"\n")[-1]
                 if last.startswith(b"{"):
                     done.append((key, Outcome(**json.loads(last))))
@@ -128,7 +138,7 @@ class Pool:
             for rfd, (key, pid, deadline, buf) in list(self.running.items()):
                 if now >= deadline and rfd not in ready:
                     os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+                    self._reap(pid)
                     os.close(rfd)
                     del self.running[rfd]
                     done.append((key, Outcome("hang", _stage(buf), "no answer in "

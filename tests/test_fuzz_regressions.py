@@ -195,6 +195,21 @@ def test_defs_inside_defs_with_deep_expressions() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("tail, line", [
+    ("state s: [2] = zeros\nupdate { s = f0(s) }\nobjective l = mean(x)\n", 25),
+    ("param w: [2] = zeros\nobjective l = mean(x * w)\n"
+     "optimizer deep(lr = 0.1) { param = param - lr * f0(grad) }\n"
+     "optimizer deep(lr = 0.1) minimize l\n", 27),
+])
+def test_deep_expansion_in_an_update_or_an_optimizer_rule(tail: str, line: int) -> None:
+    # RecursionError escaped: update blocks and optimizer rules are lowered after the walk
+    body = "".join(f"def f{k}(x) {{ return " + "relu(" * 30 + f"f{k + 1}(x)" + ")" * 30
+                   + " }\n" for k in range(20))
+    msg = error_of(H + body + "def f20(x) { return x }\n" + tail)
+    assert "this statement expands too deeply to compile" in msg and at(msg, line, 1)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_deep_parentheses_are_only_grouping() -> None:
     # 5000 nested parentheses make no AST levels: they compile
     text = "model m\nconst a = " + "(" * 5000 + "1" + ")" * 5000 + "\nobjective l = a * 1.0\n"

@@ -16,7 +16,7 @@ from typing import Any
 from dsl import ast as A
 from dsl.errors import TypeErr
 from dsl.lower import declarations, expressions, statements
-from dsl.lower.program import walk
+from dsl.lower.program import statement_errors, walk
 from dsl.lower.scope import Scope
 from dsl.lower.values import to_val
 from runtime.ir import Graph, TensorType
@@ -63,7 +63,8 @@ def lower_procedure(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...],
     returned, ret = None, None
     cx.span = d.span
     try:
-        statements.exec_body(cx, d.body, scope)
+        with statement_errors(cx, d.span, body=True):
+            statements.exec_body(cx, d.body, scope)
     except statements.Return as r:  # the `return` that ran (one inside an `if` too)
         returned, ret = r.value, r.stmt
     if returned is not None:

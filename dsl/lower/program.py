@@ -8,7 +8,8 @@ Procedures are registered here and handed over, not lowered, in `Lowered.procedu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dsl import ast as A
@@ -39,14 +40,31 @@ def lower(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
                       + did_you_mean(name, consts))
     if mode == "train":
         for use in cx.made.opt_uses:
-            optimizers.lower(cx, use)
+            with statement_errors(cx, use.stmt.span):
+                optimizers.lower(cx, use)
         for block in cx.made.update_blocks:
-            try:
+            with statement_errors(cx, block.span):
                 statements.exec_body(cx, block.body, Scope(cx.globals, "", {}))
-            except statements.Return as r:
-                raise cx.err(TypeErr, "'return' is only allowed in the body of a def, net "
-                             "or procedure", r.stmt.span if r.stmt else block.span) from None
     return freeze(cx.made, mode, cx.b, cx.defs.procedures, cx.seed)
+
+
+@contextlib.contextmanager
+def statement_errors(cx: Context, span: A.Span, body: bool = False) -> Iterator[None]:
+    """What lowering a statement at `span` may raise besides a DslError, as positioned
+    errors: a `return` outside a body (`body`: a procedure's, where it passes through), and
+    a recursion too deep (each level is within MAX_NESTING, but defs called in defs add
+    up)."""
+    try:
+        yield
+    except statements.Return as r:
+        if body:
+            raise
+        raise cx.err(TypeErr, "'return' is only allowed in the body of a def, net or "
+                     "procedure", r.stmt.span if r.stmt is not None else span) from None
+    except RecursionError:
+        raise cx.err(TypeErr, "this statement expands too deeply to compile: nets and defs "
+                     "called inside one another, each with deeply nested expressions; give "
+                     "intermediate values names", span) from None
 
 
 def walk(stmts: tuple[A.Stmt, ...], prelude: tuple[A.Stmt, ...], mode: str,
@@ -96,18 +114,11 @@ def top_level(cx: Context, s: A.Stmt) -> None:
     if isinstance(s, TRAIN_ONLY) and cx.mode != "train":
         return  # the train-mode lowering checks and uses them
     rule = TOP_LEVEL.get(type(s))
-    try:
+    with statement_errors(cx, s.span):  # `return` in the spec itself, or in its if/for/update
         if rule is None:
             statements.exec_stmt(cx, s, cx.globals)
         else:
             rule(cx, s)
-    except statements.Return as r:  # `return` in the spec itself, or in its if/for/update
-        raise cx.err(TypeErr, "'return' is only allowed in the body of a def, net or "
-                     "procedure", r.stmt.span if r.stmt is not None else s.span) from None
-    except RecursionError:  # each level is within MAX_NESTING, but defs called in defs add up
-        raise cx.err(TypeErr, "this statement expands too deeply to compile: nets and defs "
-                     "called inside one another, each with deeply nested expressions; give "
-                     "intermediate values names", s.span) from None
 
 
 def _model(cx: Context, s: A.ModelDecl) -> None:
