@@ -525,8 +525,11 @@ def _train(args: argparse.Namespace, session: Any) -> int:
             run = model.start_run(out, **facts)
             args._out_dir = run.path
         progress = Progress(quiet=args.quiet)
+        # rank 0 alone evaluates (its running statistics are the ones it saves)
+        quiet_rank = {} if session is None or session.rank == 0 else {
+            "evaluate": False, "final_eval": False}
         result = model.fit(steps=args.steps, epochs=args.epochs, nan_check=args.nan_check,
-                           progress=progress)
+                           progress=progress, **quiet_rank)
     seconds = time.perf_counter() - t0
     outputs = _data_free_outputs(model) if p.outputs else {}
     if not args.quiet:

@@ -154,3 +154,50 @@ def test_batcher_shards_cover_each_global_batch_once() -> None:
             np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), batch)
     with pytest.raises(DataError, match="smaller than the number of processes"):
         Batcher({"x": x}, 2, shard=(0, 3))
+
+
+class _OtherRankHasOneRow:
+    """Rank 0 of 2 in one process: the other rank's share of every batch is one row with a
+    zero gradient (what the allreduce adds to this rank's buffer)."""
+
+    def Get_rank(self) -> int:
+        return 0
+
+    def Get_size(self) -> int:
+        return 2
+
+    def Allreduce(self, _send: object, buf: np.ndarray, op: object = None) -> None:
+        buf[-1] += 1.0
+
+
+@pytest.mark.filterwarnings("error")  # no "Mean of empty slice" from a step on no rows
+def test_a_rank_without_rows_adds_nothing_and_keeps_its_state_finite() -> None:
+    pytest.importorskip("mpi4py", reason="the split step needs mpi4py (the mpi extra)")
+    import dsl
+    from runtime.train import distributed
+    from runtime.train.loop import Trainer
+
+    spec = SMALL.replace("state n: [] = zeros\nn = n + 1\n",
+                         "state mu: [64] = zeros\nmu = 0.9 * mu + 0.1 * mean(x, axis = 0)\n")
+    prog = dsl.compile(spec, dtype="float64").program
+    n_train = len(Trainer(prog).dataset.train["y"])
+    trainer = Trainer(prog, batch=n_train - 1, steps=2)  # step 2: one row, none for rank 0
+    distributed.attach(trainer, _OtherRankHasOneRow())
+    before = trainer.get_variables()
+    trainer.fit(evaluate=False, final_eval=False)
+    after = trainer.get_variables()
+    assert all(np.all(np.isfinite(v)) for v in after.values())
+    assert not np.array_equal(before["mu"], after["mu"])  # step 1 had rows: it moved
+
+
+def test_early_stop_is_refused_in_a_distributed_run() -> None:
+    pytest.importorskip("mpi4py", reason="the split step needs mpi4py (the mpi extra)")
+    import dsl
+    from runtime.train import distributed
+    from runtime.train.loop import Trainer
+    from runtime.train.runner import TrainError
+
+    prog = dsl.compile(SMALL.replace("seed = 0 }", "seed = 0, early_stop = 2 }"),
+                       dtype="float64").program
+    with pytest.raises(TrainError, match="early_stop is not supported in a distributed run"):
+        distributed.attach(Trainer(prog), _OtherRankHasOneRow())

@@ -152,6 +152,25 @@ def test_a_varying_learning_rate_gets_a_panel(tmp_path: Path) -> None:
     assert (tmp_path / "run" / CURVES_NAME).read_bytes().startswith(PNG)
 
 
+def test_a_picture_that_cannot_be_written_never_stops_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    import matplotlib.figure
+
+    def full_disk(*a: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.dl").write_text(tiny())
+    assert main(["tiny.dl", "--out", "run"]) == 0
+    err = capsys.readouterr().err
+    assert "No space left on device; no more pictures in this run" in err
+    assert err.count("no more pictures") == 1  # tried once, then off
+    assert (tmp_path / "run" / "checkpoint.npz").is_file()
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
 def test_train_draws_curves_unless_no_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)

@@ -447,3 +447,15 @@ def test_cli_subprocess_writes_a_run(dslrun, tmp_path: Path) -> None:
     assert "checkpoint: runs/tiny/" in proc.stdout
     assert (latest(tmp_path) / "checkpoint.npz").is_file()
     assert os.path.getsize(latest(tmp_path) / "metrics.csv") > 0
+
+
+def test_taking_a_run_directory_removes_only_its_own_temporaries(tmp_path: Path) -> None:
+    from runtime.train.runs import RunDir
+
+    (tmp_path / ".checkpoint.npz.x1y2.tmp").write_bytes(b"partial")
+    (tmp_path / ".metrics.csv.tmp").write_text("partial")
+    (tmp_path / ".notes.md.tmp").write_text("an editor's file")  # --out may be any directory
+    run = RunDir(tmp_path)
+    run.lock()
+    run.unlock()
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [".notes.md.tmp"]

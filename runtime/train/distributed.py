@@ -98,7 +98,7 @@ class SplitRunner:
     `plan`, `update_names`, `backup`, `plans`, `inputs`, `keyed`, `label`)."""
 
     def __init__(self, runner: Runner, phase: Phase, lrs: list[str], comm: Any,
-                 rows_of: str | None, seed: int) -> None:
+                 rows_of: str | None, seed: int, index: int = 0) -> None:
         gg, ug = split_phase(phase, [phase.objective, *lrs])
         m = runner.machine
         self.label = runner.label
@@ -110,13 +110,15 @@ class SplitRunner:
                             f"{runner.label} (gradients)")
         self.update = Runner(m, ug, [], True, f"{runner.label} (update)")
         self.comm = comm
-        self.seed = seed
+        self.seed, self.index = seed, index  # the phase's place in the step: its own draws
+        self.n_lr = len(lrs)
         self.backend = m.backend
         self.rows_of = rows_of  # the fed field whose rows count this rank's share
         types = [gg[gg.outputs[n]].type for n in self.grad_names]
         self.dtype = np.result_type(*[t.np_dtype() for t in types])
         sizes = [int(np.prod(t.shape, dtype=np.int64)) for t in types]
-        self.buffer = np.empty(sum(sizes) + 2, dtype=self.dtype)  # grads, objective, rows
+        # grads, learning rates, objective, rows: each rank adds its values times its rows
+        self.buffer = np.empty(sum(sizes) + self.n_lr + 2, dtype=self.dtype)
         offs = np.cumsum([0, *sizes])
         self.views = {n: self.buffer[a:b].reshape(t.shape)
                       for n, a, b, t in zip(self.grad_names, offs, offs[1:], types)}
@@ -143,24 +145,29 @@ class SplitStep:
         self.owner = owner
         self.gplan = gplan
         self.uplan: Plan | None = None
+        self.computed = False  # this rank ran the gradient step (it had rows)
 
     def compute(self, feeds: Mapping[str, Any], check_finite: bool = False) -> list[Any]:
         o = self.owner
-        # random ops (dropout, noise) draw a stream of their own per rank and step, so the
-        # shards get independent draws and a resumed run draws the same ones again
-        key = [o.seed, o.comm.Get_rank(), int(feeds.get("step", 0))]
-        self.gplan.rng = o.backend.make_rng(
-            int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0]))
-        outs = self.gplan.compute(feeds, check_finite)
-        k = len(outs) - len(o.grad_names)
         rows = float(len(feeds[o.rows_of])) if o.rows_of is not None else 1.0
         buf = o.buffer
+        lrs = slice(len(buf) - 2 - o.n_lr, len(buf) - 2)
+        self.computed = bool(rows)
         if rows:
+            # random ops (dropout, noise) draw a stream of their own per rank, phase and
+            # step, so shards and phases draw independently and a resumed run draws the
+            # same again
+            key = [o.seed, o.comm.Get_rank(), o.index, int(feeds.get("step", 0))]
+            self.gplan.rng = o.backend.make_rng(
+                int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0]))
+            outs = self.gplan.compute(feeds, check_finite)
+            k = 1 + o.n_lr
             for name, g in zip(o.grad_names, outs[k:]):
                 np.multiply(g, rows, out=o.views[name])
+            buf[lrs] = [float(v) * rows for v in outs[1:k]]
             buf[-2] = float(outs[0]) * rows
-        else:  # a short last batch left this rank no rows: it adds nothing
-            buf[:] = 0.0
+        else:  # a short last batch left this rank no rows: it adds nothing and computes
+            buf[:] = 0.0  # nothing (a step on no rows would make NaN batch statistics)
         buf[-1] = rows
         allreduce(o.comm, buf)  # the one collective of the step
         total = buf[-1]
@@ -170,10 +177,11 @@ class SplitStep:
         if self.uplan is None:
             self.uplan = o.update.plan(ufeeds)
         self.uplan.compute(ufeeds, check_finite)
-        return [buf[-2], *outs[1:k]]
+        return [buf[-2], *buf[lrs]]
 
     def commit(self) -> None:
-        self.gplan.commit()  # forward state updates (this rank's batch statistics)
+        if self.computed:
+            self.gplan.commit()  # forward state updates (this rank's batch statistics)
         assert self.uplan is not None
         self.uplan.commit()
 
@@ -189,13 +197,19 @@ def attach(trainer: Any, comm: Any) -> None:
     """Make `trainer` (a `runtime.train.loop.Trainer`, before its first batch) one rank of a
     data-parallel run over `comm`: its batcher keeps this rank's shard and every phase runs
     through a `SplitRunner`."""
+    if trainer.settings.early_stop:
+        raise TrainError("early_stop is not supported in a distributed run: every rank would "
+                         "have to stop at the same step; train in one process, or drop "
+                         "early_stop (keep_best works: rank 0 keeps best.npz)")
     if trainer.backend.xp is not np:
         raise TrainError(f"distributed training runs on the numpy backend, not "
                          f"{trainer.backend.name}")
     rows_of = next(iter(trainer.data_fields), None)
     seed = int(trainer.settings.seed)
+    index = {id(ph): k for k, ph in enumerate(trainer.program.phases)}
     trainer.distribute((comm.Get_rank(), comm.Get_size()),
-                       lambda r, ph, lrs: SplitRunner(r, ph, lrs, comm, rows_of, seed))
+                       lambda r, ph, lrs: SplitRunner(r, ph, lrs, comm, rows_of, seed,
+                                                      index[id(ph)]))
 
 
 class Session:

@@ -70,12 +70,12 @@ from runtime.train.runner import (
     TrainError,
     bind_dims,
 )
+from runtime.train.runs import CHECKPOINT_NAME
 from runtime.train.weights import WeightMatch, match_weights
 
 __all__ = ["FitResult", "TrainError", "Trainer", "TrainingDiverged", "TrainingInterrupted",
            "bind_dims"]
 
-CHECKPOINT_NAME = "checkpoint.npz"
 
 
 class TrainingDiverged(TrainError):

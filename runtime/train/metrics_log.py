@@ -23,11 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from runtime.train.runs import RunDirError
+from runtime.train.runs import METRICS_NAME, RunDirError
 
 __all__ = ["METRICS_NAME", "MetricsLog", "read_metrics"]
 
-METRICS_NAME = "metrics.csv"
 FIXED = ("step", "epoch", "split", "kind", "seconds")
 
 

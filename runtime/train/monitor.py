@@ -19,15 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.train.metrics_log import METRICS_NAME, MetricsLog
+from runtime.train.metrics_log import MetricsLog
 from runtime.train.progress import Progress
+from runtime.train.runs import BEST_NAME, CURVES_NAME, METRICS_NAME, RunDirError
 
 if TYPE_CHECKING:
     from runtime.train.loop import Trainer
 
 __all__ = ["BEST_NAME", "EVALS", "LOG_ROWS", "Monitor"]
 
-BEST_NAME = "best.npz"
 LOG_ROWS = 100  # metrics.csv rows per run when log_every is not set
 EVALS = 20  # evaluations per run when something needs them and eval_every is not set
 # curves.png is redrawn at a checkpoint when the last drawing is DRAW_GAP times its own
@@ -168,7 +168,7 @@ class Monitor:
         duration ago): pictures then take at most about 1 / DRAW_GAP of a run's time."""
         if not self.plots:
             return
-        from runtime.train.pictures import CURVES_NAME, draw_curves
+        from runtime.train.pictures import draw_curves
 
         csv = self.out / METRICS_NAME
         try:
@@ -184,7 +184,12 @@ class Monitor:
                  **dict.fromkeys(p.metrics, "metric"),
                  **dict.fromkeys(self.trainer.lr_names, "learning rate")}
         kinds.update(dict.fromkeys(self.trainer.loss_keys, "objective"))
-        draw_curves(csv, self.out / CURVES_NAME, f"{p.name}: run {self.out.name}", kinds)
+        try:
+            draw_curves(csv, self.out / CURVES_NAME, f"{p.name}: run {self.out.name}", kinds)
+        except RunDirError as e:  # a picture is never worth a run (or the error it ended with)
+            self.plots = False
+            self.note(f"{e}; no more pictures in this run")
+            return
         self._drawn_at = time.perf_counter()
         self._drawn = (size, self._drawn_at - now)
 

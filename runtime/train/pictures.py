@@ -35,12 +35,11 @@ from typing import Any
 import numpy as np
 
 from runtime.train.metrics_log import FIXED, read_metrics
-from runtime.train.runs import RunDirError
+from runtime.train.runs import CURVES_NAME, RunDirError
 
 __all__ = ["CURVES_NAME", "MAX_IMAGES", "Curve", "Panel", "PanelKind", "curve_panels",
            "draw_curves", "draw_samples", "sample_panels"]
 
-CURVES_NAME = "curves.png"
 MAX_IMAGES = 64  # images drawn from one value (the grid of an [N, H, W] value)
 MAX_BACKGROUND = 5000  # training points drawn behind sampled points
 DPI = 100

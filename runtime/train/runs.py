@@ -50,6 +50,12 @@ RUN_INFO = "run.json"
 LATEST = "latest"
 LOCK = "run.lock"
 SPEC_NAME = "spec.dl"
+CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"
+METRICS_NAME = "metrics.csv"
+CURVES_NAME = "curves.png"
+# the files a run writes atomically (through `.NAME.tmp` or `.NAME.<random>.tmp`)
+RUN_FILES = (RUN_INFO, SPEC_NAME, CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CURVES_NAME)
 
 
 class RunDirError(UserError):
@@ -76,7 +82,7 @@ class RunDir:
 
     @property
     def best(self) -> Path:
-        return self.path / "best.npz"
+        return self.path / BEST_NAME
 
     def info(self) -> dict[str, Any]:
         """The run's `run.json` ({} when it has none)."""
@@ -116,9 +122,11 @@ class RunDir:
         left in it by a killed run (a checkpoint being written) are removed."""
         if self._lock is None:
             self._lock = RunLock.acquire(self.path)
-            for tmp in self.path.glob(".*.tmp"):  # left by a killed writer: none is live now
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            for name in RUN_FILES:  # left by a killed writer: none is live now. Only
+                for pattern in (f".{name}.tmp", f".{name}.*.tmp"):  # ours: --out may be
+                    for tmp in self.path.glob(pattern):  # a directory with other files
+                        with contextlib.suppress(OSError):
+                            tmp.unlink()
 
     def unlock(self) -> None:
         """Give the directory back (the end of a `fit`)."""
