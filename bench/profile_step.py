@@ -44,18 +44,18 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool,
 
     with prof.recording_regions() as regions:
         model = dsl.load(spec)
-        model.fit(steps=warmup, final_eval=False)
+        model.fit(steps=warmup, evaluate=False)
     stamps: list[float] = []
     start = clock()
     model.fit(steps=warmup + steps, on_step=lambda s, l: stamps.append(clock()),
-              final_eval=False)
+              evaluate=False)
     step_ms = statistics.median(np.diff([start, *stamps]) * 1000)
     tr = model.trainer
     plans = prof.training_plans(tr)
     done = tr.step
     p = prof.profile_steps(
         plans, regions,
-        lambda on_step: model.fit(steps=done + steps, on_step=on_step, final_eval=False),
+        lambda on_step: model.fit(steps=done + steps, on_step=on_step, evaluate=False),
         steps, step_ms, clock)
     out = {"spec": spec, "profile": p, "gemm_ms": prof.gemm_bound_ms(p.gemms),
            "plan_peak_bytes": max(prof.plan_peak_bytes(pl) for pl in plans),
@@ -63,7 +63,7 @@ def profile(spec: str, steps: int, warmup: int, use_cprofile: bool,
     if use_cprofile:
         pr = cProfile.Profile()
         pr.enable()
-        model.fit(steps=tr.step + steps, final_eval=False)
+        model.fit(steps=tr.step + steps, evaluate=False)
         pr.disable()
         s = io.StringIO()
         pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25)

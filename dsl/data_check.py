@@ -17,7 +17,7 @@ import numpy as np
 
 from dsl.ast import Span
 from dsl.errors import DataErr
-from runtime.ir import Graph, TensorType
+from runtime.ir import Graph, TensorType, at_loc
 from runtime.program import Program
 
 __all__ = ["check_data"]
@@ -109,8 +109,7 @@ def _check_labels(graph: Graph, dataset: Any, label: str, spans: dict[str, Span]
             y = np.asarray(arrays[field])
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= classes:
-                where = f" at {node.loc}" if node.loc is not None and node.loc.line > 0 and \
-                    node.loc.file != "<prelude>" else ""
+                where = at_loc(node.loc)
                 raise DataErr(
                     f"the {kind} '{field}' of {label} go from {lo} to {hi} ({split} split), "
                     f"but {what}{where}: {valid}", spans.get(field), notes)

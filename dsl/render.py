@@ -28,7 +28,7 @@ INSTALL_DOT = ("install Graphviz with your OS packages: apt-get install graphviz
 
 
 class GraphvizMissing(UserError):
-    """Rendering a graph needs Graphviz, which is not installed."""
+    """Rendering a graph needs Graphviz, which is not installed (or its dot failed)."""
 
 
 def stage_graphs(compiled: Any, stage: str) -> list[tuple[str, Graph]]:
@@ -60,6 +60,10 @@ def render(dot: str, fmt: str) -> bytes:
         raise GraphvizMissing(
             f"drawing a graph as {fmt} needs Graphviz's `dot` program, which is not on PATH: "
             f"{INSTALL_DOT}") from None
+    except graphviz.CalledProcessError as e:  # dot ran and failed (a crash, out of memory)
+        why = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise GraphvizMissing(f"Graphviz's dot could not draw the graph as {fmt} (exit "
+                              f"{e.returncode}): {why[-1] if why else 'no message'}") from None
 
 
 class GraphView:

@@ -12,7 +12,9 @@ __all__ = ["check_rows", "check_text", "rows_html"]
 def check_rows(compiled: Any) -> list[tuple[str, str]]:
     """inputs, outputs, parameters, and data and procedures when the spec has them."""
     p = compiled.program
-    inputs = [f"{n}: {t}" for n, t in p.inputs.items() if n not in ("step", "epoch")]
+    from runtime.train.runner import TRAINER_INPUTS
+
+    inputs = [f"{n}: {t}" for n, t in p.inputs.items() if n not in TRAINER_INPUTS]
     outs = [f"{k} {n}" for k, names in (("objective", p.objectives), ("metric", p.metrics),
                                          ("output", p.outputs)) for n in names]
     n_train = p.param_count(trainable_only=True)

@@ -197,6 +197,16 @@ class Loc:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
+    @property
+    def user_facing(self) -> bool:
+        """A position in the user's own source (not the prelude's, not a made-up one)."""
+        return self.line > 0 and self.file != "<prelude>"
+
+
+def at_loc(loc: Loc | None) -> str:
+    """` at FILE:LINE:COL` for a position in the user's source, else nothing."""
+    return f" at {loc}" if loc is not None and loc.user_facing else ""
+
 
 @dataclass(frozen=True)
 class Node:

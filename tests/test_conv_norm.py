@@ -433,8 +433,14 @@ def test_conv2d_split_over_the_batch_matches_torch(stride, padding, dilation, gr
                                                    monkeypatch):
     # columns budget of one byte: every sample is its own GEMM, the weight gradient a sum
     monkeypatch.setattr(conv, "COLS_BYTES", 1)
-    assert len(conv._batch_chunks(np, 3, 1, conv._pool_geo((9, 8), 2, 2, 0), 8)) == 3
+    assert len(conv._batch_chunks(3, 1, conv._pool_geo((9, 8), 2, 2, 0), 8)) == 3
     test_conv2d_matches_torch(stride, padding, dilation, groups)
+
+
+def test_conv2d_weight_gradient_of_an_empty_batch_is_zero():
+    dw = conv._conv2d_grad_weight_fwd(np, np.zeros((0, 2, 5, 5)), np.zeros((0, 3, 3, 3)),
+                                      (1, 1), (0, 0, 0, 0), (1, 1), 1, (3, 3))
+    assert dw.shape == (3, 2, 3, 3) and not dw.any()
 
 
 def test_conv2d_second_order_matches_torch():

@@ -382,3 +382,13 @@ def test_a_loop_body_is_drawn_as_a_cluster_with_its_own_nodes() -> None:
     assert "tanh" not in dot.split(f"subgraph {clusters[0]}", 1)[0]  # nothing leaks out
     ids = re.findall(r"^\s*(n\d+) \[", dot, flags=re.M)
     assert len(ids) == len(set(ids))  # node ids are unique across graph and bodies
+
+
+def test_a_failing_dot_is_one_message() -> None:
+    pytest.importorskip("graphviz", reason="needs the graphviz package (the graph extra)")
+    if shutil.which("dot") is None:
+        pytest.skip("needs Graphviz's dot program (apt-get install graphviz)")
+    from dsl.render import GraphvizMissing, render
+
+    with pytest.raises(GraphvizMissing, match=r"dot could not draw the graph as svg \(exit 1\)"):
+        render("digraph { a -> }", "svg")

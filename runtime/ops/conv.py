@@ -30,8 +30,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from runtime.ir import TensorType
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import float_result
@@ -227,17 +225,15 @@ def _conv_geo(x_hw, w, stride, padding, dilation):
 # a LeNet conv at batch 1024 costs 2.2x per sample what it does at batch 16 (its columns
 # leave the caches: 1 MiB L2 per core here); split too finely, the per-chunk Python work
 # (col2im's kh*kw slice-adds) dominates, so the input gradient takes chunks twice as large.
-# Measured with `bench/batch_scaling.py` and per kernel at batch 64 and 1024. NumPy only: a
-# GPU wants the whole batch in one launch.
+# Measured with `bench/batch_scaling.py` and per kernel at batch 64 and 1024. On a GPU the
+# chunks are a few launches more per conv (2 MiB of columns is still thousands of threads).
 COLS_BYTES = 2 << 20
 
 
-def _batch_chunks(xp, N: int, rows: int, geo: Geo, itemsize: int,
+def _batch_chunks(N: int, rows: int, geo: Geo, itemsize: int,
                   scale: int = 1) -> list[slice]:
     """The slices of the batch whose im2col columns ([rows, n*Ho*Wq]) fit `scale` times
     COLS_BYTES."""
-    if xp is not np:
-        return [slice(0, N)]
     n = max(1, scale * COLS_BYTES // max(1, rows * geo.Ho * geo.Wq * itemsize))
     return [slice(i, min(i + n, N)) for i in range(0, N, n)]
 
@@ -248,7 +244,7 @@ def _conv2d_fwd(xp, x, w, stride, padding, dilation, groups):
     N, G, O = x.shape[0], groups, w.shape[0]
     wg = w.reshape(G, O // G, -1)
     out = xp.empty((N, O, geo.Ho, geo.Wo), dtype=xp.result_type(x, w))
-    for b in _batch_chunks(xp, N, wg.shape[-1] * G, geo, x.itemsize):
+    for b in _batch_chunks(N, wg.shape[-1] * G, geo, x.itemsize):
         n = b.stop - b.start
         cols = _im2col(xp, x[b], geo).reshape(G, -1, n * geo.Ho * geo.Wq)
         y = xp.matmul(wg, cols).reshape(O, n, geo.Ho, geo.Wq)
@@ -263,7 +259,7 @@ def _conv2d_grad_input_fwd(xp, g, w, stride, padding, dilation, groups, input_si
     C = w.shape[1] * G
     wt = w.reshape(G, O // G, -1).transpose(0, 2, 1)
     out = xp.empty((N, C, geo.H, geo.W), dtype=xp.result_type(g, w))
-    for b in _batch_chunks(xp, N, C * geo.kh * geo.kw, geo, g.itemsize, scale=2):
+    for b in _batch_chunks(N, C * geo.kh * geo.kw, geo, g.itemsize, scale=2):
         n = b.stop - b.start
         gt = _to_grid_last(xp, g[b], geo).reshape(G, O // G, -1)
         dcols = xp.matmul(wt, gt)
@@ -277,13 +273,12 @@ def _conv2d_grad_weight_fwd(xp, x, g, stride, padding, dilation, groups, kernel_
     kh, kw = kernel_size
     geo = _geometry(x.shape[2:], (kh, kw), stride, padding, dilation)
     N, C, O, G = x.shape[0], x.shape[1], g.shape[1], groups
-    dwt = None
-    for b in _batch_chunks(xp, N, C * kh * kw, geo, x.itemsize):
+    dwt = xp.zeros((G, C // G * kh * kw, O // G), dtype=xp.result_type(x, g))
+    for b in _batch_chunks(N, C * kh * kw, geo, x.itemsize):
         cols = _im2col(xp, x[b], geo).reshape(G, C // G * kh * kw, -1)
         gt = _to_grid(xp, g[b], geo).reshape(G, O // G, -1)
         # as (cols · Gᵀ)ᵀ: BLAS runs this long reduction ~1.5-2x faster than G · colsᵀ
-        part = xp.matmul(cols, gt.transpose(0, 2, 1))
-        dwt = part if dwt is None else xp.add(dwt, part, out=dwt)
+        dwt += xp.matmul(cols, gt.transpose(0, 2, 1))
     return xp.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(O, C // G, kh, kw)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from runtime.dtypes import np_dtype, result_dtype
-from runtime.ir import Dim, TensorType
+from runtime.ir import Dim, TensorType, at_loc
 from runtime.ops.elementwise import promoting
 from runtime.ops.registry import OpDef, ShapeError, register
 from runtime.ops.shapes import (  # noqa: F401 - IndexRangeError: imported from here too
@@ -187,9 +187,7 @@ def _getitem_compile(ctx, node, attrs):
         try:
             return x[index]
         except IndexError as e:
-            where = node.loc if node.loc is not None and node.loc.line > 0 else None
-            at = f" at {where}" if where is not None and where.file != "<prelude>" else ""
-            raise IndexRangeError(f"getitem: {e}{at}") from None
+            raise IndexRangeError(f"getitem: {e}{at_loc(node.loc)}") from None
     return kernel
 
 
@@ -244,10 +242,9 @@ def _take_compile(ctx, node, attrs):
         try:
             return _take_fwd(ctx.xp, x, idx, **attrs)
         except IndexRangeError as e:
-            where = node.loc if node.loc is not None and node.loc.line > 0 else None
-            if where is None or where.file == "<prelude>":
+            if not at_loc(node.loc):
                 raise
-            raise IndexRangeError(f"{e} at {where}") from None
+            raise IndexRangeError(f"{e}{at_loc(node.loc)}") from None
     return kernel
 
 

@@ -57,10 +57,6 @@ class MemoryPlan:
     in_place: Mapping[int, str]
     committed: frozenset[int]
 
-    def peak_bytes(self, dims: Mapping[str, int]) -> int:
-        """The bytes of all buffers together for these sizes of the symbolic dims."""
-        return sum(_bytes(t, dims) for t in self.buffers)
-
     def text(self, graph: Graph) -> str:
         """The assignment as comment lines naming the nodes as `to_text` numbers them."""
         num = text_numbering(graph)
@@ -247,13 +243,6 @@ def _share(graph: Graph, run: list[int], form: set[int], fixed: set[int],
         for done in frees.pop(p, ()):
             pool.setdefault(graph[done].type, []).append(buffer[done])
     return buffer, types
-
-
-def _bytes(t: TensorType, dims: Mapping[str, int]) -> int:
-    n = 1
-    for d in t.shape:
-        n *= dims[d] if isinstance(d, str) else d
-    return n * t.np_dtype().itemsize
 
 
 def _monomial(t: TensorType) -> tuple[int, str]:
