@@ -202,13 +202,11 @@ class Compiled:
         from runtime.plan.assign import plan_memory
         from runtime.plan.out_kernels import NUMPY_KERNELS
 
-        objectives = [ph.objective for ph in self.program.phases]
+        phases = self.program.phases
         parts = []
         for k, (name, g) in enumerate(self.stages["optimized"]):
-            outputs = None  # a spec without training: the forward graph's outputs
-            if k < len(objectives):
-                outputs = [objectives[k], *(n for n, kind in g.output_kinds.items()
-                                            if kind == "lr")]
+            # a spec without training: the forward graph's outputs
+            outputs = phases[k].fetched if k < len(phases) else None
             head = f"# phase: {name}\n" if name else ""
             parts.append(head + to_text(g, stage="planned", passes=self.passes, locs=locs)
                          + plan_memory(g, NUMPY_KERNELS, outputs).text(g))

@@ -109,6 +109,16 @@ class Phase:
     step: Graph | None = None
     grads: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def lr_outputs(self) -> list[str]:
+        """The outputs of kind "lr": the learning rates of its optimizer at the step."""
+        return [n for n, k in self.graph.output_kinds.items() if k == "lr"]
+
+    @property
+    def fetched(self) -> list[str]:
+        """What a training step reads back: the objective, then the learning rates."""
+        return [self.objective, *self.lr_outputs]
+
 
 @dataclass
 class Program:

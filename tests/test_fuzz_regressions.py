@@ -429,3 +429,85 @@ def test_an_input_nothing_feeds_is_an_error_at_its_declaration(tmp_path: Path, c
         err = capsys.readouterr().err
         assert "nodata.dl:2:1: error: phase 'train' needs input 'x'" in err, err
         assert "give the input a default value" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- constants that do not fit
+
+O = "optimizer sgd(lr = 0.1) minimize l\n"
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("default, says", [
+    ("[1e30, 1]", "the constant 1e+30 does not fit i32 (from -2147483648 to 2147483647)"),
+    ("[-3e9, 1]", "the constant -3e+09 does not fit i32"),
+    ("[1.5, 1]", "the constant 1.5 is not a whole number, so it does not fit i32"),
+    ("[2147483648, 1]", "the integer 2147483648 does not fit i32"),
+])
+def test_an_input_default_that_does_not_fit_its_integer_dtype_is_an_error_at_the_default(
+        default: str, says: str) -> None:
+    # [1e30, 1] compiled and fed [-2147483648, 1]; the fit error pointed at the declaration
+    msg = error_of(f"model m\ninput x: i32[2] = {default}\nparam w: [2] = zeros\n"
+                   "objective l = sum(w * cast(x, \"f32\"))\n" + O)
+    assert says in msg and at(msg, 2, 19), msg
+
+
+@pytest.mark.filterwarnings("error")
+def test_whole_floats_still_fill_an_integer_input_and_the_int64_edges_fit() -> None:
+    import numpy as np
+
+    compiled = dsl.compile("model m\ninput x: i64[3] = [3.0, -9.2e18, 1]\nparam w: [3] = zeros\n"
+                           "objective l = sum(w * cast(x, \"f32\"))\n" + O)
+    fed = compiled.program.input_defaults["x"]
+    assert fed.dtype == np.int64 and fed.tolist() == [3, -9200000000000000000, 1]
+    msg = error_of("model m\ninput x: i64[2] = [9.3e18, 1]\nparam w: [2] = zeros\n"
+                   "objective l = sum(w * cast(x, \"f32\"))\n" + O)
+    assert "the constant 9.3e+18 does not fit i64" in msg and at(msg, 2, 19)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("decl, line, col, says", [
+    ("param w: [2] = 1e300\n", 3, 16, "the constant 1e+300 does not fit f32"),
+    ("state s: [2] = 1e300\n", 3, 16, "the constant 1e+300 does not fit f32"),
+    ("state s: i32[2] = 0.5\n", 3, 19, "the constant 0.5 is not a whole number"),
+])
+def test_an_initial_value_that_does_not_fit_is_an_error_not_inf(
+        decl: str, line: int, col: int, says: str) -> None:
+    # param w: [2] = 1e300 became inf with a RuntimeWarning
+    msg = error_of(H + decl + "param v: [2] = zeros\nobjective l = mean(x * v)\n" + O)
+    assert says in msg and at(msg, line, col), msg
+
+
+@pytest.mark.filterwarnings("error")
+def test_an_optimizer_state_fill_that_does_not_fit_is_an_error_at_the_optimizer() -> None:
+    # adagrad's `state s = full_like(param, initial)` made inf with a RuntimeWarning
+    msg = error_of(H + "param w: [2] = zeros\nobjective l = mean(x * w)\n"
+                   "optimizer adagrad(initial = 1e300) minimize l\n")
+    assert "adagrad: the constant 1e+300 does not fit f32" in msg and at(msg, 5, 1), msg
+    # a tensor fill failed when the state was first read, with no position
+    msg = error_of(H + "param w: [2] = zeros\nobjective l = mean(x * w)\n"
+                   "optimizer mine(lr = 0.1) {\n    state s = full_like(param, grad)\n"
+                   "    param = param - lr * s\n}\noptimizer mine() minimize l\n")
+    assert "full_like: the value must be a number known at compile time" in msg
+    assert at(msg, 6, 32), msg
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("fill, says", [
+    ("full([200000000], 1e300)", "does not fit f32"),  # a `full` node: overflowed when run
+    ("full_like(x, 1e300)", "does not fit f32"),
+    ("full([3], \"a\")", "expected a number for f32, got str 'a'"),  # a raw ValueError
+])
+def test_a_fill_value_that_does_not_fit_is_an_error_at_the_fill(fill: str, says: str) -> None:
+    msg = error_of(H + f"param w: [2] = zeros\nobjective l = mean(x * w) + mean({fill})\n" + O)
+    assert says in msg and at(msg, 4, 34), msg
+
+
+def test_randint_bounds_beyond_int64_are_an_error_at_the_call() -> None:
+    # compiled, then NumPy said "high is out of bounds for int64" at run time, no position
+    body = "param w: [3] = zeros\nobjective l = mean(x[:, 0:1] * w * cast({}, \"f32\"))\n" + O
+    msg = error_of(H + body.format("randint(0, 2**70, [3])"))
+    assert "random_randint: needs low < high" in msg and "high = 1180591620717411303424" in msg
+    assert at(msg, 4, 41), msg
+    msg = error_of(H + body.format("randint(-2**63 - 1, 0, [3])"))
+    assert "random_randint: needs" in msg and at(msg, 4, 41), msg
+    dsl.compile(H + body.format("randint(-2**63, 2**63, [3])"))  # the full int64 range

@@ -63,7 +63,7 @@ def declare_input(cx: Context, s: A.InputDecl) -> None:
                                      for d, n in zip(t.shape, arr.shape)):
             raise cx.err(ShapeErr, f"the default of input '{s.name}' has shape "
                          f"{list(arr.shape)}, but the input is {t}", s.default.span)
-        made.input_defaults[s.name] = fitted(cx, arr, t.dtype, s.span)
+        made.input_defaults[s.name] = fitted(cx, arr, t.dtype, s.default.span)
     cx.globals.vars[s.name] = Val(cx.b, nid)
 
 
@@ -228,6 +228,8 @@ def init_value(cx: Context, init: Any, t: TensorType, name: str,
         if not fits:
             raise cx.err(ShapeErr, f"initial value of shape {list(init.shape)} does not "
                          f"fit {t}", span)
+        if init.fill is not None:
+            fitted(cx, np.asarray(init.fill), t.dtype, span)
         return lambda: np.broadcast_to(init.make(), shape).astype(dtype)
     v = np.asarray(init, dtype=np.float64)
     try:
@@ -235,6 +237,7 @@ def init_value(cx: Context, init: Any, t: TensorType, name: str,
     except ValueError:
         raise cx.err(ShapeErr, f"initial value of shape {list(v.shape)} does not fit "
                      f"{t}", span) from None
+    v = fitted(cx, v, t.dtype, span)
     return lambda: np.broadcast_to(v, shape).astype(dtype)
 
 
@@ -250,8 +253,12 @@ def ev_init(cx: Context, e: A.Expr, scope: Scope, like: Variable | None = None) 
                 if len(e.args) != 2:
                     raise cx.err(TypeErr, "full_like(param, value)", e.span)
                 fill = expressions.ev(cx, e.args[1], scope)
+                if isinstance(fill, Val):
+                    raise cx.err(TypeErr, "full_like: the value must be a number known at "
+                                 f"compile time, not a tensor {fill.type}", e.args[1].span)
             shape = tuple(int(d) for d in like.type.shape)
-            return Deferred(shape, lambda: np.asarray(fill, dtype=np.float64))  # broadcast
+            return Deferred(shape, lambda: np.asarray(fill, dtype=np.float64),  # broadcast
+                            fill=fill)
         if base and not e.args:
             opts = {k.name: expressions.ev(cx, k.value, scope) for k in e.kwargs}
             return InitSpec(base, opts, e.span)

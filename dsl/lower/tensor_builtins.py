@@ -226,8 +226,8 @@ def b_randint(cx: Context, e: A.Call, scope: Scope) -> Val:
             raise cx.err(TypeErr, f"randint: {k} is an integer known at compile time, got "
                          f"{what}", e.span)
     with cx.guard(e.span):
-        return cx.b.emit("random_randint", shape=shape, low=int(a["low"]),
-                         high=int(a["high"]), dtype="i64")
+        return cx.b.emit("random_randint", shape=shape, low=a["low"], high=a["high"],
+                         dtype="i64")
 
 
 def _fill_value(cx: Context, v: Any, e: A.Call) -> Any:
@@ -252,8 +252,9 @@ def fill_builtin(value: float | None) -> Builtin:
                          f"{e.func}_like", e.span)
         shape = shape_list(cx, a["shape"], e.span)
         dt = cx.fdt(a["dtype"]) if a["dtype"] is None or is_float(a["dtype"]) else a["dtype"]
+        fill = fitted(cx, np.asarray(v), dt, e.span)
         if all(isinstance(d, int) for d in shape) and math.prod(shape) <= MAX_CONST_ELEMENTS:
-            return np.broadcast_to(fitted(cx, np.asarray(v), dt, e.span), shape).copy()
+            return np.broadcast_to(fill, shape).copy()
         return cx.b.emit("full", shape=shape, value=float(v), dtype=dt)
     return fn
 
@@ -267,6 +268,7 @@ def fill_like_builtin(value: float | None) -> Builtin:
         v = _fill_value(cx, a.get("value", value), e)
         if not isinstance(x, Val):
             return np.full(np.shape(x), v, dtype=np.float64)
+        fitted(cx, np.asarray(v), x.type.dtype, e.span)
         return cx.b.emit("full", shape=x.shape, value=float(v), dtype=x.type.dtype)
     return fn
 

@@ -60,6 +60,7 @@ class Deferred:
 
     shape: tuple[int, ...]
     make: Callable[[], np.ndarray]
+    fill: Any = None  # the fill value of full_like(param, value), checked against the dtype
 
 
 def describe(v: Any) -> str:
@@ -109,11 +110,14 @@ def const_val(cx: Context, v: Any, span: A.Span | None, like: Val | None = None)
 
 def fitted(cx: Context, arr: np.ndarray, dt: str, span: A.Span | None) -> np.ndarray:
     """`arr` converted to dtype `dt`; a positioned error when a value does not fit (a finite
-    number that would become inf, an integer out of range), never NumPy's overflow warning."""
+    number that would become inf, an integer out of range, a float that is not a whole
+    number, infinite or out of range for an integer dtype), never NumPy's overflow warning."""
     want = np_dtype(dt)
     if arr.dtype.kind == "O":  # a Python integer beyond 64 bits
         raise cx.err(TypeErr, f"the value {arr.flat[0] if arr.size else arr!r} does not fit "
                      f"{dt}", span)
+    if arr.dtype.kind not in "biuf":
+        raise cx.err(TypeErr, f"expected a number for {dt}, got {describe(arr.tolist())}", span)
     if want.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
         info = np.iinfo(want)
         low, high = arr.min(), arr.max()
@@ -121,6 +125,18 @@ def fitted(cx: Context, arr: np.ndarray, dt: str, span: A.Span | None) -> np.nda
             bad = low if low < info.min else high
             raise cx.err(TypeErr, f"the integer {bad} does not fit {dt} (from {info.min} to "
                          f"{info.max})", span)
+    if want.kind in "iu" and arr.dtype.kind == "f" and arr.size:
+        info = np.iinfo(want)
+        # float(info.max) may round up (2**63 for i64): compare against max + 1, exclusive
+        out_of_range = ~np.isfinite(arr) | (arr < float(info.min)) | (arr >= float(info.max) + 1)
+        if out_of_range.any():
+            raise cx.err(TypeErr, f"the constant {arr[out_of_range].flat[0]:.6g} does not fit "
+                         f"{dt} (from {info.min} to {info.max})", span)
+        fractional = arr != np.trunc(arr)
+        if fractional.any():
+            raise cx.err(TypeErr, f"the constant {arr[fractional].flat[0]:.6g} is not a whole "
+                         f"number, so it does not fit {dt}; write a whole number, or give "
+                         "this value a float dtype", span)
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(want)
     if want.kind == "f" and arr.dtype.kind in "fiu":

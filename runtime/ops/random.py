@@ -10,9 +10,13 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from runtime.dtypes import INTS, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register
+
+_INT64 = np.iinfo(np.int64)  # the generator draws int64: randint's range
 
 # the options each draw needs, checked when the node is made: (test, what it must be)
 _VALID = {
@@ -22,9 +26,17 @@ _VALID = {
                        and a["low"] <= a["high"], "low <= high, both finite"),
     "random_bernoulli": (lambda a: 0 <= a["p"] <= 1, "p from 0 to 1"),
     "random_randint": (lambda a: all(isinstance(a[k], int) and not isinstance(a[k], bool)
-                                     for k in ("low", "high")) and a["low"] < a["high"],
-                       "low < high, both integers"),
+                                     for k in ("low", "high")) and a["low"] < a["high"]
+                       and _holds(a["dtype"], a["low"]) and _holds(a["dtype"], a["high"] - 1),
+                       "low < high, both integers, low and high - 1 (high is excluded) in "
+                       "the range of the dtype (i64: from -2**63 to 2**63 - 1)"),
 }
+
+
+def _holds(dtype: str, v: int) -> bool:
+    """The integer dtype holds `v` (the generator draws int64, then casts)."""
+    info = np.iinfo(np_dtype(dtype)) if dtype in INTS else _INT64
+    return max(info.min, _INT64.min) <= v <= min(info.max, _INT64.max)
 
 
 def _rand_shape(op):

@@ -204,11 +204,9 @@ class Trainer:
             if t.rank != 0 or not t.is_float:
                 raise TrainError(f"objective '{ph.objective}' of phase '{ph.name}' must be a "
                                  f"float scalar, not {t}")
-            lrs = [n for n, k in ph.graph.output_kinds.items() if k == "lr"]
-            r = Runner(self.machine, ph.graph, [ph.objective, *lrs], True,
-                       f"phase '{ph.name}'")
+            r = Runner(self.machine, ph.graph, ph.fetched, True, f"phase '{ph.name}'")
             self._phases.append(r)
-            self._lr_names.append(lrs)
+            self._lr_names.append(ph.lr_outputs)
             key = ph.objective if ph.objective not in self._loss_keys else (
                 f"{ph.objective}[{ph.name}]")
             self._loss_keys.append(key)
