@@ -128,9 +128,11 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `dslrun ARGS` as a subprocess in `cwd` (text mode, no stdin)."""
-    return subprocess.run([sys.executable, "-m", "dsl.cli", *map(str, args)], cwd=cwd,
+def run_cli(args: list[str], cwd: Path, *flags: str,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `dslrun ARGS` as a subprocess in `cwd` (text mode, no stdin); `flags` go to the
+    interpreter (`-W error`)."""
+    return subprocess.run([sys.executable, *flags, "-m", "dsl.cli", *map(str, args)], cwd=cwd,
                           env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -6,7 +6,6 @@ Runs are tiny (20 steps on 64 points) so the module takes seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import cli_env
 
 import dsl
 from dsl.cli import main
@@ -191,8 +190,7 @@ def test_check_and_compile_never_import_matplotlib_or_graphviz(tmp_path: Path) -
             "assert main(['check', 'tiny.dl']) == 0\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('matplotlib', 'graphviz')))\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"

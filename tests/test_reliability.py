@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env, spec
+from conftest import cli_env, run_cli, spec
 
 import dsl
 from dsl.compiler import compile_spec
@@ -27,14 +27,6 @@ from runtime.train import memory, runs
 from runtime.train.checkpoint import load_checkpoint
 from runtime.train.memory import ResourceError, parse_size
 from runtime.train.runs import RunDirError, RunLock
-
-
-def python_cli(args: list[str], cwd: Path, *flags: str,
-               timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *flags, "-m", "dsl.cli", *args], cwd=cwd,
-                          env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
-
 
 # --------------------------------------------------------------------------- resource limits
 
@@ -238,7 +230,7 @@ def test_a_float64_trajectory_keeps_its_digits() -> None:
 def test_a_constant_that_does_not_fit_is_a_positioned_error(tmp_path: Path, line: str,
                                                             column: int, says: str) -> None:
     (tmp_path / "c.dl").write_text(f"model m\ninput x: f32[B, 4] = zeros([2, 4])\n{line}\n")
-    done = python_cli(["check", "c.dl"], tmp_path, "-W", "error")
+    done = run_cli(["check", "c.dl"], tmp_path, "-W", "error")
     assert done.returncode == 1, done.stderr
     assert f"c.dl:3:{column}: error: {says}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr
@@ -337,7 +329,7 @@ def test_two_runs_never_share_a_run_directory(tmp_path: Path) -> None:
         _wait_for(lambda: _checkpoint_step(tmp_path / "run" / "checkpoint.npz") >= 100)
         holder = json.loads((tmp_path / "run" / "run.lock").read_text())
         assert holder["pid"] == first.pid
-        second = python_cli(["a.dl", "--quiet", "--out", "run", "--steps", "5"], tmp_path)
+        second = run_cli(["a.dl", "--quiet", "--out", "run", "--steps", "5"], tmp_path)
         assert second.returncode == 1
         assert "is in use by another dslrun process (pid " + str(first.pid) in second.stderr
         assert "Traceback" not in second.stderr
@@ -348,7 +340,7 @@ def test_two_runs_never_share_a_run_directory(tmp_path: Path) -> None:
     # the killed run's lock names a dead process: the next run takes the directory
     assert json.loads((tmp_path / "run" / "run.lock").read_text())["pid"] == first.pid
     step = _checkpoint_step(tmp_path / "run" / "checkpoint.npz")
-    done = python_cli(["a.dl", "--quiet", "--resume", "run", "--steps", str(step + 3)],
+    done = run_cli(["a.dl", "--quiet", "--resume", "run", "--steps", str(step + 3)],
                       tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "run" / "run.lock").read_text() == ""  # released at the end
@@ -386,7 +378,7 @@ def test_sigkill_at_random_points_always_leaves_a_checkpoint_that_resumes_exactl
     middle of writing a checkpoint); each checkpoint loads, and resuming to TARGET steps ends
     with the final loss and parameters of the run trained at once, bit for bit."""
     (tmp_path / "k.dl").write_text(KILLED)
-    once = python_cli(["k.dl", "--quiet", "--steps", str(TARGET), "--out", "once", "--json",
+    once = run_cli(["k.dl", "--quiet", "--steps", str(TARGET), "--out", "once", "--json",
                        "once.json", "--set", "CK=1000000"], tmp_path)
     assert once.returncode == 0, once.stderr
     want = json.loads((tmp_path / "once.json").read_text())["loss_final"]
@@ -408,7 +400,7 @@ def test_sigkill_at_random_points_always_leaves_a_checkpoint_that_resumes_exactl
         step = _checkpoint_step(out / "checkpoint.npz")
         assert 1 <= step < TARGET, step  # the checkpoint loads
         # (measured: 4 of the 5 kills hit a checkpoint being written, leaving its temporary)
-        done = python_cli(["k.dl", "--quiet", "--resume", out.name, "--steps", str(TARGET),
+        done = run_cli(["k.dl", "--quiet", "--resume", out.name, "--steps", str(TARGET),
                            "--json", f"{out.name}.json", "--set", "CK=1000000"], tmp_path)
         assert done.returncode == 0, done.stderr
         got = json.loads((tmp_path / f"{out.name}.json").read_text())["loss_final"]
