@@ -39,15 +39,16 @@ class DslBackendRep(BackendRep):
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [vi.name for vi in model.graph.input if vi.name not in inits]
         self.fixed = static_inputs(model) & set(self.input_names)
-        self._compiled: dict[bytes, Any] = {}
+        self._compiled: dict[tuple, Any] = {}
 
     def _program(self, feeds: dict[str, np.ndarray]) -> Any:
         from dsl.api import compile as compile_text
 
-        key = b"".join(np.asarray(feeds[k]).tobytes() for k in sorted(self.fixed))
+        fixed = {k: np.asarray(feeds[k]) for k in sorted(self.fixed)}
+        key = tuple((k, a.dtype.str, a.shape, a.tobytes()) for k, a in fixed.items())
         if key not in self._compiled:
             imported = import_model(self.model, "onnx_node", "<backend test>",
-                                    static={k: feeds[k] for k in self.fixed})
+                                    static=fixed)
             model = compile_text(imported.text)
             set_initial(model, imported.weights)
             self._compiled[key] = (imported, model)

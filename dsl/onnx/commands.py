@@ -100,5 +100,9 @@ def import_command(args: argparse.Namespace) -> int:
                                 "replace it")
     spec, weights, summary = write_spec(args.model, out, name=args.name)
     print(f"wrote {spec}" + (f" and {weights}" if weights else ""))
+    stale = out.with_suffix(".npz")
+    if args.force and weights is None and stale != spec and stale.is_file():
+        stale.unlink()  # an earlier import's weights, which the new spec does not have
+        print(f"removed {stale} (the new model has no weights)")
     print(summary)
     return 0

@@ -28,11 +28,10 @@ from dsl.onnx.control import emit_loop, loop_unsupported
 from dsl.onnx.emit import Emitter, value_info
 from dsl.onnx.ops import EXPORT_TABLE, STRUCTURAL, UNSUPPORTED
 from runtime.errors import UserError
-from runtime.ir import Graph, Node, TensorType
+from runtime.ir import LEAF_OPS, Graph, Node, TensorType
 from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
 
-LEAVES = ("input", "param", "state", "const", "arg")
 IR_VERSION = 10  # ONNX 1.16's IR, which onnxruntime 1.18 and later read
 # ops whose first input is the prediction a metric or loss judges (logits, scores)
 PREDICTION_HEADS = ("argmax", "softmax_cross_entropy", "sigmoid_bce")
@@ -105,7 +104,7 @@ def unsupported(g: Graph, targets: list[int]) -> list[tuple[str, str]]:
                 found.setdefault("loop", why)
             elif n.op in (FUSED, "loop"):
                 walk(n.regions[0], n.regions[0].results())
-            elif n.op not in EXPORT_TABLE and n.op not in (*STRUCTURAL, *LEAVES):
+            elif n.op not in EXPORT_TABLE and n.op not in (*STRUCTURAL, *LEAF_OPS):
                 where = f" (first at {n.loc})" if n.loc is not None else ""
                 found.setdefault(n.op, UNSUPPORTED.get(n.op, "no ONNX mapping") + where)
     walk(g, targets)

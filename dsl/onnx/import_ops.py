@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.dtypes import is_float
 from runtime.ir import Dim
 
 
@@ -59,15 +60,22 @@ def _fold(fn: str) -> Row:
 
 def _div(cx: Any, n: Any, ins: list[Value | None], a: dict[str, Any]) -> str:
     x, y = ins
-    if x.dtype.startswith("f"):
+    if is_float(x.dtype):
         return f"({x.ref} / {y.ref})"
-    return f'cast({x.ref} / {y.ref}, "{x.dtype}")'  # integer Div truncates toward zero
+    # integer Div truncates toward zero; `/` of integers is f32, exact only to 2^24, so the
+    # operands go through f64 (exact to 2^53)
+    return f'cast({_f64(x)} / {_f64(y)}, "{x.dtype}")'
 
 
 def _pow(cx: Any, n: Any, ins: list[Value | None], a: dict[str, Any]) -> str:
     x, y = ins
-    expr = f"({x.ref} ** {y.ref})"
-    return expr if x.dtype.startswith("f") else f'cast({expr}, "{x.dtype}")'
+    if is_float(x.dtype):
+        return f"({x.ref} ** {y.ref})"
+    return f'cast({_f64(x)} ** {_f64(y)}, "{x.dtype}")'  # through f64, as Div
+
+
+def _f64(v: Value) -> str:
+    return v.ref if v.dtype == "f64" else f'cast({v.ref}, "f64")'
 
 
 def _mean(cx: Any, n: Any, ins: list[Value | None], a: dict[str, Any]) -> str:

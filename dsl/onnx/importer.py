@@ -1,17 +1,19 @@
 """Import: an ONNX model of the supported op set (`dsl.onnx.import_ops.IMPORT_TABLE`) as a spec.
 
 The spec declares the graph inputs (`input x: f32[B, 64]`, a named ONNX dim is a symbolic dim),
-one `param` per float initializer or Constant node (their values go to a checkpoint beside
-the spec, loaded with `--init-from`, or directly by `dsl.from_onnx`), integer ones as
-compile-time constants, one assignment per node and one `output` per graph output. Adding
+one `param` per float initializer (`frozen` for a Constant node or a BatchNormalization's
+running statistics; their values go to a checkpoint beside the spec, loaded with
+`--init-from`, or directly by `dsl.from_onnx`), integer ones as compile-time constants, one
+assignment per node and one `output` per graph output. Adding
 `data`, an objective and an optimizer makes it trainable; its params are ordinary parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,14 +25,33 @@ from onnx import helper, numpy_helper, shape_inference, version_converter
 from dsl.onnx import OnnxError
 from dsl.onnx.emit import DTYPE_OF_ONNX
 from dsl.onnx.import_ops import IMPORT_TABLE, Value
+from runtime.dtypes import is_float
 from runtime.ir import Dim
 
-# spec keywords and names a value must not take (builtins and primitives stay callable)
-_KEYWORDS = {"and", "as", "const", "data", "def", "else", "emit", "false", "for", "frozen",
-             "if", "in", "include", "input", "loop", "metric", "minimize", "model", "net", "not",
-             "objective", "optimizer", "or", "output", "over", "param", "procedure", "repeat",
-             "return", "reversed", "soft", "state", "train", "true", "until", "update", "step",
-             "epoch", "None", "shape", "test", "params", "weights", "biases"}
+
+@functools.cache
+def keywords() -> frozenset[str]:
+    """Names a value (or the model) must not take: the grammar's keywords (its terminals that
+    are a plain word), the reserved names (`step`, `training`), the selections (`params`,
+    `weights`, ...) and the data splits (`train.x`, `test.x`)."""
+    from lark.lexer import PatternStr
+
+    from dsl.lower.expressions import SELECTIONS
+    from dsl.lower.statements import RESERVED
+    from dsl.parser import get_parser
+
+    grammar = {t.pattern.value for t in get_parser().terminals
+               if isinstance(t.pattern, PatternStr) and t.pattern.value.isidentifier()}
+    return frozenset(grammar | set(RESERVED) | set(SELECTIONS) | {"train", "test"})
+
+
+def clean_name(text: str, prefix: str, reserved: Collection[str]) -> str:
+    """`text` as a spec name: other characters than the grammar's [A-Za-z0-9_] become `_`; a
+    name that starts with a digit or is reserved gets `prefix_` in front."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or prefix
+    if base[0].isdigit() or keyword.iskeyword(base) or base in reserved:
+        base = f"{prefix}_{base}"
+    return base
 
 # defs that make a primitive callable where the prelude has a layer of the same name: inside
 # `def conv2d`, `conv2d(...)` is the primitive
@@ -54,6 +75,10 @@ def _callables() -> set[str]:
 
     return set(REGISTRY) | set(BUILTINS) | {n for s in prelude() if (n := getattr(s, "name",
                                                                                      None))}
+
+
+# the reference of an integer constant that only import_ops rows may read (`cx.static`)
+PLACEHOLDER = "<the constant "
 
 
 class Sym(str):
@@ -83,16 +108,14 @@ class Writer:
         self.values: dict[str, Value] = {}
         self.wrappers: list[str] = []
         self.int_decls: dict[str, str] = {}  # integer tensors, written only where used as such
-        self._reserved: set[str] = set(_KEYWORDS) | set(WRAPPERS) | _callables()
+        self._reserved: set[str] = set(keywords()) | set(WRAPPERS) | _callables()
         self._taken: set[str] = set()
         self._dim_refs: dict[str, Sym] = {}  # ONNX dim name -> how the spec reads it
         self._dim_names: dict[str, str] = {}  # ONNX dim name -> the spec's symbol
 
     # ---------------------------------------------------------------- names and literals
     def fresh(self, onnx_name: str, prefix: str = "v") -> str:
-        base = re.sub(r"\W", "_", onnx_name).strip("_") or prefix
-        if base[0].isdigit() or keyword.iskeyword(base) or base in self._reserved:
-            base = f"{prefix}_{base}"
+        base = clean_name(onnx_name, prefix, self._reserved)
         name, k = base, 2
         while name in self._taken:
             name, k = f"{base}_{k}", k + 1
@@ -138,6 +161,15 @@ class Writer:
             self.fail(node, f"{what} computed at run time (it must be an initializer or a "
                             "Constant)")
         return v.static
+
+    def value(self, onnx_name: str, node: onnx.NodeProto) -> Value:
+        """The value a node reads (defined by an input, initializer or earlier node)."""
+        v = self.values.get(onnx_name)
+        if v is None:
+            raise OnnxError(f"import: {self.source}: node '{node.name or node.output[0]}' "
+                            f"({node.op_type}) reads '{onnx_name}', which no graph input, "
+                            "initializer or earlier node defines")
+        return v
 
     def dims(self, v: Value, node: onnx.NodeProto) -> tuple[Dim, ...]:
         if v.shape is None or any(d is None for d in v.shape):
@@ -191,9 +223,9 @@ class Writer:
         """An initializer (a param) or a Constant node (frozen); integers and bools become
         compile-time constants."""
         dt = self.dtype_of(numpy_helper.from_array(arr).data_type, f"constant '{onnx_name}'")
-        if dt.startswith("f") and frozen and arr.ndim == 0 and np.isfinite(arr):
+        if is_float(dt) and frozen and arr.ndim == 0 and np.isfinite(arr):
             name = f"({self.lit(float(arr))})"  # a scalar Constant is written in place
-        elif dt.startswith("f"):
+        elif is_float(dt):
             name = self.fresh(onnx_name, "w")
             kind = "frozen" if frozen else "param"
             typ = ("" if dt == "f32" else dt) + self.lit(list(arr.shape))
@@ -203,8 +235,8 @@ class Writer:
             name = self.fresh(onnx_name, "c")
             self.int_decls[name] = (f'{name} = cast(array({self.lit(arr.astype(np.int64))}), '
                                     f'"{dt}")')
-        else:  # only its value can be used (a shape, axes, bounds)
-            name = f"<the constant {onnx_name}>"
+        else:  # only its value can be used (a shape, axes, bounds); checked by import_model
+            name = f"{PLACEHOLDER}{onnx_name}>"
         self.values[onnx_name] = Value(name, dt, tuple(arr.shape), np.asarray(arr))
 
     def text(self, model_name: str, header: list[str], outputs: list[str]) -> str:
@@ -246,11 +278,11 @@ def _constant_value(w: Writer, node: onnx.NodeProto, attrs: dict[str, Any]) -> n
 
 
 def _check_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    """The model in opset MIN_OPSET or later (older ones upgraded by onnx's converter)."""
+    """The model in opset MIN_OPSET or later (older ones upgraded by onnx's converter). Other
+    domains may be declared: a node of one is refused by `import_model`."""
     for imp in model.opset_import:
         if imp.domain not in ("", "ai.onnx"):
-            raise OnnxError(f"import: {source}: operator set '{imp.domain}' is not supported "
-                            "(only the standard ONNX domain)")
+            continue
         if imp.version < MIN_OPSET:
             try:
                 return version_converter.convert_version(model, MIN_OPSET)
@@ -265,6 +297,7 @@ def import_model(model: onnx.ModelProto, name: str = "imported", source: str = "
                  static: Mapping[str, np.ndarray] | None = None) -> Imported:
     """The spec of an ONNX model. `static`: values for graph inputs that must be constants
     (a Reshape's shape given as an input), which then become constants of the spec."""
+    check_model_name(name)
     model = _check_opset(model, source)
     try:
         model = shape_inference.infer_shapes(model, data_prop=True)
@@ -284,8 +317,11 @@ def import_model(model: onnx.ModelProto, name: str = "imported", source: str = "
             w.add_constant(vi.name, np.asarray(static[vi.name]), frozen=True)
         else:
             imported.inputs[vi.name] = w.add_input(vi)
+    # a BatchNormalization's running mean and variance are statistics, not trained
+    stats = {n.input[k] for n in g.node if n.op_type == "BatchNormalization"
+             for k in (3, 4) if k < len(n.input)}
     for k, arr in inits.items():
-        w.add_constant(k, arr, frozen=False)
+        w.add_constant(k, arr, frozen=k in stats)
     types = {vi.name: vi.type for vi in (*g.value_info, *g.output)}
     for node in g.node:
         if node.domain not in ("", "ai.onnx"):
@@ -302,8 +338,12 @@ def import_model(model: onnx.ModelProto, name: str = "imported", source: str = "
         extra = [o for o in node.output[1:] if o]
         if any(_used(g, o) for o in extra):
             w.fail(node, "a second output")
-        ins = [w.values[i] if i else None for i in node.input]
+        ins = [w.value(i, node) if i else None for i in node.input]
         expr = row(w, node, ins, attrs)
+        for v in ins:
+            if v is not None and v.ref.startswith(PLACEHOLDER) and v.ref in expr:
+                w.fail(node, f"the integer constant '{v.ref[len(PLACEHOLDER):-1]}' (beyond "
+                             "2^24, which a spec cannot write exactly) as a value")
         out = node.output[0]
         if out in out_refs:  # a graph output: declared where it is computed
             ref = out_refs.pop(out)
@@ -315,6 +355,10 @@ def import_model(model: onnx.ModelProto, name: str = "imported", source: str = "
         dt = w.dtype_of(t.tensor_type.elem_type, f"value '{out}'") if t is not None and \
             t.tensor_type.elem_type else (ins[0].dtype if ins and ins[0] else "f32")
         w.values[out] = Value(ref, dt, w.shape_of(t) if t is not None else None)
+    for k in out_refs:
+        if w.values[k].ref.startswith(PLACEHOLDER):
+            raise OnnxError(f"import: {source}: graph output '{k}' is an integer constant "
+                            "beyond 2^24, which cannot be written exactly in a spec")
     outputs = [f"output {ref} = {w.values[k].ref}" for k, ref in out_refs.items()]
     header = [f"Imported from {source} by dslrun import ({_opset(model)}, producer "
               f"{model.producer_name or 'unknown'}).",
@@ -341,14 +385,30 @@ def load(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise OnnxError(f"import: {path} does not exist")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
         raise OnnxError(f"import: {path} is not an ONNX model: {e}") from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise OnnxError(f"import: {path} is not a valid ONNX model (onnx.checker: "
+                        f"{' '.join(str(e).split())})") from None
+    return model
 
 
 def model_name(path: str | Path) -> str:
-    base = re.sub(r"\W", "_", Path(path).stem) or "imported"
-    return base if not base[0].isdigit() else f"m_{base}"
+    """The default model name: the file's name as a spec name."""
+    return clean_name(Path(path).stem, "m", keywords())
+
+
+def check_model_name(name: str) -> str:
+    """`name` when it can follow `model` in a spec; an OnnxError saying what would do if not."""
+    clean = clean_name(name, "m", keywords())
+    if clean != name:
+        raise OnnxError(f"import: '{name}' cannot be the model name (a name is letters, digits "
+                        f"and _, not starting with a digit, and not a keyword); '{clean}' "
+                        "would do")
+    return name
 
 
 def write_spec(path: str | Path, out: str | Path, name: str | None = None
@@ -356,6 +416,7 @@ def write_spec(path: str | Path, out: str | Path, name: str | None = None
     """`dslrun import`: write the spec `out` and its weights (`out` with .npz) for the ONNX
     file `path`; check that the spec compiles. Returns both paths and a summary."""
     from dsl.compiler import compile_spec
+    from dsl.errors import DslError
     from runtime.train.checkpoint import save_checkpoint
     from runtime.train.runs import check_file_target
 
@@ -366,7 +427,12 @@ def write_spec(path: str | Path, out: str | Path, name: str | None = None
     text = imported.text
     if weights is not None:
         text = text.replace("SPEC --init-from FILE.npz", f"{out.name} --init-from {weights.name}")
-    compiled = compile_spec(text, str(out))  # a spec that does not compile is a bug here
+    try:
+        compiled = compile_spec(text, str(out))  # checked before anything is written
+    except DslError as e:
+        where = f"line {e.span.line}: " if e.span is not None else ""
+        raise OnnxError("import: the generated spec does not compile (a dslrun bug): "
+                        f"{where}{e.message}") from None
     out.write_text(text)
     if weights is not None:
         save_checkpoint(weights, imported.weights, {"source": str(path), "step": 0})

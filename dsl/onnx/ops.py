@@ -20,6 +20,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from dsl.onnx.emit import INT64_MAX, INT64_MIN, ONNX_TYPES, Emitter
+from runtime.dtypes import is_float
 from runtime.ir import Node
 from runtime.ops.nn import LSTM_GATES
 from runtime.ops.shapes import norm_axes
@@ -43,7 +44,7 @@ def _common(em: Emitter, names: list[str]) -> list[str]:
     a, b = (em.dtypes[n] for n in names)
     if a == b:
         return names
-    floats = [t for t in (a, b) if t.startswith("f")]
+    floats = [t for t in (a, b) if is_float(t)]
     target = max(floats) if floats else "i64"
     return [em.cast(n, t, target) for n, t in zip(names, (a, b))]
 
