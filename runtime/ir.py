@@ -243,6 +243,11 @@ class Graph:
         self._next = 0
 
     # -- construction
+    @property
+    def next_id(self) -> int:
+        """The id the next node added gets: the nodes added from now on have ids from it."""
+        return self._next
+
     def add(self, op: str, inputs: Iterable[int], attrs: dict[str, Any] | None, type: Type,
             role: Role | str = Role.FORWARD, name: str | None = None, loc: Loc | None = None,
             of: int | None = None, regions: tuple[Graph, ...] = ()) -> int:

@@ -13,6 +13,7 @@ from dsl.errors import DslError, NameErr, TypeErr, did_you_mean
 from dsl.lower import calls, expressions, statements
 from dsl.lower.context import Context
 from dsl.lower.result import OptUse
+from dsl.lower.rule_template import Template, record, stated
 from dsl.lower.scope import Scope
 from dsl.lower.values import Selection, describe, select
 from runtime.autodiff import GradError, gradients
@@ -93,10 +94,11 @@ def lower(cx: Context, use: OptUse) -> None:
     if not pairs:
         raise cx.err(TypeErr, f"objective '{use.objective}' does not depend on any "
                      "parameter the optimizer trains", use.stmt.span)
+    templates: dict[tuple, Template | None] = {}  # by parameter, gradient and state types
     with cx.b.context(role="update", loc=cx.loc(use.stmt.span)):
         gvals = _generic(cx, use, pairs)
         for (n, p, _), g in zip(pairs, gvals):
-            _rule(cx, use, d, n, Val(cx.b, p), g, Val(cx.b, obj))
+            _rule(cx, use, d, n, Val(cx.b, p), g, Val(cx.b, obj), templates)
 
 
 def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> list[Val]:
@@ -138,9 +140,12 @@ def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> lis
 
 
 def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad: Val,
-          obj: Val) -> None:
-    """The rule's body for parameter `n`: its state is named `opt.<n>.<state>`."""
-    scope = Scope(cx.globals, f"opt.{n}.", {})
+          obj: Val, templates: dict[tuple, Template | None]) -> None:
+    """The rule's body for parameter `n`: its state is named `opt.<n>.<state>`. A parameter
+    whose type a parameter before it had replays that one's recorded nodes
+    (`dsl.lower.rule_template`)."""
+    prefix = f"opt.{n}."
+    scope = Scope(cx.globals, prefix, {})
     scope.vars.update(use.options)
     scope.vars["param"] = param
     scope.vars["grad"] = grad
@@ -148,13 +153,37 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
     scope.param = cx.made.variables[n]
     scope.state_vars["param"] = n
     dt = param.type.dtype
+    parts = stated(d.body)
     if param.type.is_float and dt != cx.float_dtype:  # `param w: f64[3]` in an f32 program:
+        parts = None  # (not replayed: the casts below come first)
         for c in ("step", "epoch"):  # its rule computes in f64, bias corrections included
             if _mentions(d.body, c):
                 scope.vars[c] = cx.b.emit("cast", expressions.counter(cx, c), dtype=dt)
     before = dict(cx.made.state_updates)
     try:
-        statements.exec_body(cx, d.body, scope)
+        if parts is None:
+            statements.exec_body(cx, d.body, scope)
+        else:
+            states, rest = parts
+            statements.exec_body(cx, states, scope)
+            inputs = {"param": param.id, "grad": grad.id}
+            inputs.update({f"state:{s.name}": cx.made.var_node[prefix + s.name]
+                           for s in states})
+            key = (param.type, grad.type, *[cx.graph.nodes[inputs[f"state:{s.name}"]].type
+                                             for s in states])
+            template = templates.get(key)
+            if template is not None:
+                for k, nid in template.replay(cx.graph, cx.b, inputs).items():
+                    cx.made.state_updates[n if k == "param" else prefix + k[6:]] = nid
+            else:
+                start, n_vars = cx.graph.next_id, len(cx.made.variables)
+                statements.exec_body(cx, rest, scope)
+                if key not in templates:
+                    made = {v: nid for v, nid in cx.made.state_updates.items()
+                            if before.get(v) != nid}
+                    templates[key] = record(cx.graph, n, prefix, start,
+                                            {nid: k for k, nid in inputs.items()}, made,
+                                            n_vars, len(cx.made.variables))
     except statements.Return:
         raise cx.err(TypeErr, "an optimizer body does not return", d.span) from None
     except DslError as ex:  # a mistake inside a prelude optimizer: at the spec's use of it

@@ -236,7 +236,7 @@ def _loop_vjp(gs: list[Val | None], out: Val, *inputs: Val, length: Any, n_carry
     with rb.context(role=b.role):
         env = inline_env(body, rb, [t, *c_t, *x_t, *cap])
         res = [Val(rb, env[i]) for i in body.results()]
-        boundary = rg._next  # nodes from here on belong to the VJP
+        boundary = rg.next_id  # nodes from here on belong to the VJP
         seeds: dict[int, Val] = {}
         for k, g in zip(floats, ct_c):
             _seed(seeds, res[k], g)
