@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"step time, median of {args.repeat} run(s) x {args.steps} steps "
               f"after {args.warmup} warm-up steps; GEMM: the step's matrix products timed "
               f"alone with NumPy in the dslrun run; plan peak: the plan's values alive at "
-              f"once; RSS+: peak resident memory increase over the timed steps")
+              f"once; RSS+: peak resident memory increase over the timed steps; compile: "
+              f"data loading excluded")
         for row in [cols, *rows]:
             print("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
                             for k, (c, w) in enumerate(zip(row, widths))))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -165,6 +166,7 @@ class Compiled:
     dumps: dict[str, str] = field(default_factory=dict)
     procedures: dict[str, A.ProcedureDef] = field(default_factory=dict)
     dataset: Any = None  # the data set, when compiling needed it (train.x constants)
+    data_seconds: float = 0.0  # of the compile, spent loading the data set
     warnings: list[DslWarning] = field(default_factory=list)  # in source order
     # what lowering a procedure needs again: the statements, the dtype, the overrides and
     # the data loader (procedures are lowered per call: their arguments may be shapes)
@@ -359,8 +361,10 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
 
     def loader(decl: A.DataDecl) -> Any:
         if "data" not in loaded:
+            t0 = time.perf_counter()
             name, opts = data_options(decl, file)
             loaded["data"] = load_program_data(name, opts, decl.span, dtype)
+            loaded["seconds"] = time.perf_counter() - t0
         return loaded["data"]
 
     tl = lower(stmts, prelude(), "train", float_dtype=dtype, overrides=overrides,
@@ -476,7 +480,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
                           (f"the data set is declared at {tl.data_decl.span.file}:"
                            f"{tl.data_decl.span.line}:{tl.data_decl.span.col}",)) from None
     return Compiled(program, stages, passes_run, dumps, dict(tl.procedures),
-                    loaded.get("data"), warnings,
+                    loaded.get("data"), loaded.get("seconds", 0.0), warnings,
                     ProcedureSource(stmts, dtype, dict(overrides or {}), loader, forced))
 
 

@@ -241,6 +241,9 @@ class Graph:
         self.consts: dict[int, np.ndarray] = {}
         self.meta: dict[str, Any] = {}
         self._next = 0
+        # topological orders by targets, valid while the nodes are as they were (every change
+        # of `nodes` goes through add, replace_node and remove, which clear it)
+        self._orders: dict[tuple[int, ...] | None, list[int]] = {}
 
     # -- construction
     @property
@@ -254,6 +257,7 @@ class Graph:
         """Add a node; returns its id. `role` may be given by its string."""
         nid = self._next
         self._next += 1
+        self._orders.clear()
         ins = tuple(inputs)
         nodes, users = self.nodes, self._users
         for i in ins:
@@ -284,6 +288,7 @@ class Graph:
             for i in new.inputs:
                 self._users[i].add(nid)
         self.nodes[nid] = new
+        self._orders.clear()
 
     def redirect(self, old: int, new: int) -> None:
         """Make every user of `old` (and every output/update naming it) use `new`."""
@@ -308,6 +313,7 @@ class Graph:
             self._users[i].discard(nid)
         del self._users[nid]
         del self.nodes[nid]
+        self._orders.clear()
         self.consts.pop(nid, None)
 
     # -- queries
@@ -351,12 +357,18 @@ class Graph:
     def topo_order(self, targets: Iterable[int] | None = None) -> list[int]:
         """Deterministic topological order (ties broken by id), restricted to the ancestors of
         `targets` when given."""
+        key = None if targets is None else tuple(targets)
+        order = self._orders.get(key)
+        if order is None:
+            order = self._orders[key] = self._topo_order(key)
+        return list(order)
+
+    def _topo_order(self, targets: tuple[int, ...] | None) -> list[int]:
         nodes = self.nodes
         if targets is None:
             keep = set(nodes)
         else:
-            tl = list(targets)
-            keep = self._closure(tl, lambda i: nodes[i].inputs) | set(tl)
+            keep = self._closure(list(targets), lambda i: nodes[i].inputs) | set(targets)
         # ids are mostly made after their inputs: then increasing ids are the order the heap
         # below would give (the least topological order), found by one sort and one check
         order = sorted(keep)

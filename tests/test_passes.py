@@ -796,6 +796,26 @@ def test_users_index_and_orders_agree_with_networkx_after_every_pass():
             assert g.topo_order([t]) == list(nx.lexicographical_topological_sort(sub))
 
 
+def test_topological_orders_follow_every_change_of_the_graph():
+    # orders are kept per targets until a node is added, replaced or removed
+    import networkx as nx
+
+    g = mlp_graph()
+    order = g.topo_order()
+    order.append(-1)  # a caller's list is its own
+    assert g.topo_order()[-1] != -1
+    root = g.roots()[0]
+    n = g[root]
+    late = g.add("neg", [n.inputs[0]], {}, g[n.inputs[0]].type)
+    assert g.topo_order()[-1] == late
+    g.replace_node(root, inputs=(late, *n.inputs[1:]))
+    assert g.topo_order([root]) == list(nx.lexicographical_topological_sort(
+        g.to_networkx().subgraph(g.ancestors(root) | {root})))
+    g.replace_node(root, inputs=n.inputs)
+    g.remove(late)
+    assert late not in g.topo_order() and g.topo_order() == order[:-1]
+
+
 def test_to_networkx_keeps_attributes_and_input_positions():
     g, b = new()
     x = inp(b, "x", (3,))

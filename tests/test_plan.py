@@ -98,6 +98,30 @@ def test_fast_step_is_used_and_reuses_buffers() -> None:
     assert plan.fast is not None and plan.fast.kernels > 0 and plan.fast.inplace > 0
 
 
+def test_nodes_share_an_out_form_only_when_everything_it_depends_on_is_equal() -> None:
+    # `spec_key`: one form per key while building a plan (a deep network has thousands of
+    # equal nodes); attributes that compare equal but compute differently get other keys
+    import numpy as np
+
+    from runtime.ir import Node, TensorType
+    from runtime.plan.out_kernels import spec_key
+
+    t = TensorType("f32", (2, 3))
+    a, b = np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+
+    def key(attrs: dict, args: list, res: object, zero: list | None = None) -> object:
+        node = Node(0, "full", (), attrs, t)
+        return spec_key(node, attrs, {}, args, res, zero or [False] * len(args))
+
+    assert key({"value": 0.0}, [a], b) == key({"value": 0.0}, [a.copy()], b.copy())
+    assert key({"value": 0.0}, [a], b) != key({"value": -0.0}, [a], b)
+    assert key({"value": 1}, [a], b) != key({"value": True}, [a], b)
+    assert key({"value": 1}, [a], b) != key({"value": 1}, [a], b, [True])
+    assert key({"value": 1}, [a], b) != key({"value": 1}, [a.T.copy().T], b)  # strides
+    assert key({"value": 1}, [a], a) != key({"value": 1}, [a], b)  # result is an operand
+    assert key({"value": 1}, [[1, 2]], b) is None  # not an array: no form
+
+
 # ----------------------------------------------------------------- the memory plan
 
 

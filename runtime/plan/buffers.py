@@ -37,7 +37,15 @@ from runtime.ir import with_gc_paused
 from runtime.plan.assign import buffer_ends, downstream
 from runtime.plan.codegen import codegen
 from runtime.plan.memory import keep_freed_memory
-from runtime.plan.out_kernels import OutSpec, is_zero, layout, out_spec, same, spec_matches
+from runtime.plan.out_kernels import (
+    OutSpec,
+    is_zero,
+    layout,
+    out_spec,
+    same,
+    spec_key,
+    spec_matches,
+)
 
 if TYPE_CHECKING:
     from runtime.plan.step import Plan, RegionPlan
@@ -97,16 +105,51 @@ def build_fast_step(plan: Plan) -> FastStep:
 def _out_specs(xp: Any, table: KernelTable, graph: Any, instrs: list[Any], vals: list[Any],
                dims: Mapping[str, int], zero: dict[int, bool]) -> dict[int, OutSpec]:
     """The instructions (by position) whose out= form in `table` computes the bytes their
-    plain kernel just made into `vals`."""
+    plain kernel just made into `vals`. The form of a node is found and checked once per
+    `spec_key` (an OutSpec makes a new kernel for each buffer it is given)."""
     specs: dict[int, OutSpec] = {}
+    found: dict[tuple, OutSpec | None] = {}
     for k, ins in enumerate(instrs):
         args = [vals[i] for i in ins.ins]
         res = vals[ins.out]
-        spec = out_spec(xp, graph[ins.nid], ins.attrs, dims, args, res,
-                        [zero.get(i, False) for i in ins.ins], table=table)
-        if spec is not None and spec_matches(spec, args, res):
+        node = graph[ins.nid]
+        zeros = [zero.get(i, False) for i in ins.ins]
+        key = spec_key(node, ins.attrs, dims, args, res, zeros)
+        spec = _once(found, key, _form, xp, table, node, ins.attrs, dims, args, res, zeros)
+        if spec is not None:
             specs[k] = spec
     return specs
+
+
+def _once(found: dict[tuple, OutSpec | None], key: tuple | None,
+          make: Callable[..., OutSpec | None], *args: Any) -> OutSpec | None:
+    """`make(*args)` once per `key` (None: every time)."""
+    if key is None:
+        return make(*args)
+    if key not in found:
+        found[key] = make(*args)
+    return found[key]
+
+
+def _form(xp: Any, table: KernelTable, node: Any, attrs: Any, dims: Mapping[str, int],
+          args: list[Any], res: Any, zeros: list[bool]) -> OutSpec | None:
+    """The out= form of a node that gives its plain kernel's bytes, or None."""
+    spec = out_spec(xp, node, attrs, dims, args, res, zeros, table=table)
+    return spec if spec is not None and spec_matches(spec, args, res) else None
+
+
+def _inplace_form(xp: Any, table: KernelTable, node: Any, attrs: Any,
+                  dims: Mapping[str, int], args: list[Any], res: Any, zeros: list[bool],
+                  alias: list[bool], var: Any) -> OutSpec | None:
+    """The out= form of an update written into its variable `var` (operands `alias` are the
+    variable itself) that gives the plain kernel's bytes, or None."""
+    spec = out_spec(xp, node, attrs, dims, args, res, zeros, alias, table)
+    if spec is None:
+        return None
+    tmp = var.copy()
+    got = spec.make(tmp, [np.empty_like(like) for like in spec.likes])(
+        *[tmp if a else v for a, v in zip(alias, args)])
+    return spec if got is tmp and same(tmp, res) else None
 
 
 @with_gc_paused
@@ -204,6 +247,7 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
     var_slot = dict(plan.var_slots)
     overlapping = _overlapping(variables)
     cands: dict[int, tuple[str, OutSpec]] = {}
+    found: dict[tuple, OutSpec | None] = {}  # in-place forms by `spec_key` and aliasing
     for s, names in names_of.items():
         k = producer.get(s)
         if k is None or k not in specs or s in escaping or len(names) != 1:
@@ -220,15 +264,13 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
             continue
         args = [vals[i] for i in ins.ins]
         alias = [i == var_slot.get(name) for i in ins.ins]
-        spec = out_spec(plan.backend.xp, plan.graph[ins.nid], ins.attrs, plan.dims, args,
-                        res, [zero.get(i, False) for i in ins.ins], alias,
-                        plan.backend.kernels)
-        if spec is None:
-            continue
-        tmp = var.copy()
-        got = spec.make(tmp, [np.empty_like(like) for like in spec.likes])(
-            *[tmp if a else v for a, v in zip(alias, args)])
-        if got is tmp and same(tmp, res):
+        zeros = [zero.get(i, False) for i in ins.ins]
+        node = plan.graph[ins.nid]
+        key = spec_key(node, ins.attrs, plan.dims, args, res, zeros)
+        spec = _once(found, None if key is None else (key, tuple(alias)), _inplace_form,
+                     plan.backend.xp, plan.backend.kernels, node, ins.attrs, plan.dims, args,
+                     res, zeros, alias, var)
+        if spec is not None:
             cands[k] = (name, spec)
     while cands:
         deferred = downstream(cands, lambda k: users.get(instrs[k].out, ()))

@@ -64,6 +64,40 @@ def same(a: Any, b: Any) -> bool:
             and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes())
 
 
+def spec_key(node: Node, attrs: Mapping[str, Any], dims: Mapping[str, int], args: list[Any],
+             res: Any, zero: list[bool]) -> tuple | None:
+    """What `out_spec` and `spec_matches` depend on for this node: its op and concrete
+    attributes (a fused node's: its members'), and its operands' and result's layouts, zero
+    flags and aliasing; nodes with equal keys get the same form (a deep network has
+    thousands). None when an operand is not an array (there is no form)."""
+    if not isinstance(res, np.ndarray) or not all(
+            isinstance(a, (np.ndarray, np.generic)) for a in args):
+        return None
+    if node.op == FUSED:
+        members = _body_members(node.regions[0], dims)
+        if members is None:
+            return None
+        what: Any = tuple((n.op, refs, _freeze(a)) for n, refs, a, _ in members)
+    else:
+        what = _freeze(attrs)
+    return (node.op, what, tuple(layout(a) for a in args), layout(res), tuple(zero),
+            _fresh(res, args))
+
+
+def _freeze(v: Any) -> Any:
+    """An attribute value as a hashable key that tells apart what == does not (-0.0 and
+    0.0, True and 1)."""
+    if isinstance(v, Mapping):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list | tuple):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, np.ndarray):
+        return (v.shape, v.dtype.str, v.tobytes())
+    if isinstance(v, float | np.floating):
+        return ("float", repr(float(v)))
+    return (type(v).__name__, v)
+
+
 def spec_matches(spec: OutSpec, args: list[Any], res: Any) -> bool:
     """Run the out= kernel once on new buffers: the same bytes and strides as the plain one."""
     out = np.empty_like(res)
