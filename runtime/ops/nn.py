@@ -122,10 +122,16 @@ def _smooth_weights(eps, mode, m):
 def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
     (z,) = to_float(xp, z)
     check_range(xp, y, z.shape[-1], "softmax_cross_entropy: a label", z.ndim - 1)
+    if smoothing == 0.0:  # -log softmax(z)[y] = log Σ exp(s) - s[y], s = z/T - max: one
+        # pass less than through the whole log-softmax (the same IEEE operations per value)
+        s = z / temperature if temperature != 1.0 else z
+        s = s - xp.max(s, axis=-1, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(s), axis=-1))
+        if s.ndim == 2:
+            return lse - s[xp.arange(s.shape[0]), y]
+        return lse - xp.take_along_axis(s, y[..., None].astype("int64"), axis=-1)[..., 0]
     lp = _log_softmax(xp, z, -1, temperature)
     picked = xp.take_along_axis(lp, y[..., None].astype("int64"), axis=-1)[..., 0]
-    if smoothing == 0.0:
-        return -picked
     on, off = _smooth_weights(smoothing, smoothing_mode, z.shape[-1])
     total = xp.sum(lp, axis=-1)
     return -(on * picked + off * (total - picked))
