@@ -143,3 +143,12 @@ def test_batch_scaling_rewrites_the_batch_and_the_data_size() -> None:
     assert p.train.batch == 1024 and p.data[1]["n"] == 4096
     out, n = batch_scaling.with_batch(text, 16)
     assert n == 2048 and dsl.compile(out).program.train.batch == 16
+
+
+def test_the_hand_written_numpy_lstm_step_is_pytorchs() -> None:
+    # bench/lstm_numpy_bound.py measures the floor of dslrun's ratio on the lstm workload
+    # with it: its loss and gradients must be the real ones (float64, to rounding)
+    pytest.importorskip("torch", reason="the bound is checked against PyTorch (extra crosscheck)")
+    import lstm_numpy_bound
+
+    lstm_numpy_bound.check()
