@@ -33,7 +33,8 @@ from runtime.backends import KernelTable
 from runtime.ir import LEAF_OPS, Graph, TensorType, text_numbering
 from runtime.ops.shapes import sym_product
 
-__all__ = ["Holding", "MemoryPlan", "plan_memory"]
+__all__ = ["Holding", "MemoryPlan", "buffer_ends", "downstream", "plan_memory",
+           "settle_in_place", "view_roots"]
 
 
 class Holding(StrEnum):
@@ -139,10 +140,8 @@ def _in_place(graph: Graph, kernels: KernelTable, order: list[int], form: set[in
     for i in order:
         for j in set(graph[i].inputs):
             users.setdefault(j, []).append(i)
-    vroots: dict[int, frozenset[str]] = {v: frozenset((name,)) for name, v in var_node.items()}
-    for i in order:
-        vroots[i] = frozenset() if i in form else frozenset().union(
-            *[vroots.get(j, frozenset()) for j in graph[i].inputs])
+    run = [(i, graph[i].inputs, i) for i in order]
+    vroots = view_roots(run, form, {v: name for name, v in var_node.items()})
     names_of: dict[int, list[str]] = {}
     for name, nid in updates.items():
         names_of.setdefault(nid, []).append(name)
@@ -159,19 +158,52 @@ def _in_place(graph: Graph, kernels: KernelTable, order: list[int], form: set[in
         if any(name in vroots.get(j, ()) and j != v for j in n.inputs):
             continue  # an operand may be a view of the variable without being it
         cands[nid] = name
+    return settle_in_place(cands, {i: (ins, out) for i, ins, out in run}, pos,
+                           lambda v: users.get(v, ()), vroots, escaping, updates.items())
+
+
+def view_roots(run: Iterable[tuple[Hashable, Sequence[Hashable], Hashable]],
+               form: Container[Hashable], variables: Mapping[Hashable, str]
+               ) -> dict[Hashable, frozenset[str]]:
+    """The variables each value may be a view of, along `run` (steps (key, input values,
+    output value)): a variable's own value is one; a step in `form` makes a new array; any
+    other step may return a view of its inputs."""
+    roots: dict[Hashable, frozenset[str]] = {v: frozenset((name,))
+                                             for v, name in variables.items()}
+    for k, ins, out in run:
+        roots[out] = frozenset() if k in form else frozenset().union(
+            *[roots.get(i, frozenset()) for i in ins])
+    return roots
+
+
+def settle_in_place(cands: dict[Hashable, str],
+                    steps: Mapping[Hashable, tuple[Sequence[Hashable], Hashable]],
+                    pos: Mapping[Hashable, int] | Sequence[int],
+                    users: Callable[[Hashable], Iterable[Hashable]],
+                    roots: Mapping[Hashable, frozenset[str]], escaping: Container[Hashable],
+                    updates: Iterable[tuple[str, Hashable]]
+                    ) -> tuple[dict[Hashable, str], set[Hashable]]:
+    """Of the candidate updates written into their variable (step -> variable name), the
+    ones that can be, and the steps run at commit (those and every step reading their
+    results): none if an output (a value in `escaping`) needs what commit computes; a
+    candidate is dropped while a step at commit after it still reads the variable's old
+    value (`roots`: what each value may be a view of) or an update that is copied may be a
+    view of it. `steps`: key -> (input values, output value); `pos`: execution positions;
+    `users`: the steps reading a value; `updates`: (variable name, value) of every update."""
+    cands = dict(cands)
+    updates = list(updates)
     while cands:
-        deferred = downstream(cands, lambda k: users.get(k, ()))
-        if deferred & escaping:
+        deferred = downstream(cands, lambda k: users(steps[k][1]))
+        if any(steps[j][1] in escaping for j in deferred):
             return {}, set()  # an output needs what commit would compute
         last_reader: dict[str, int] = {}
         for j in deferred:
-            for i in graph[j].inputs:
-                for name in vroots.get(i, ()):
+            for i in steps[j][0]:
+                for name in roots.get(i, ()):
                     last_reader[name] = max(last_reader.get(name, -1), pos[j])
         written = set(cands.values())
-        copied_roots = frozenset().union(*[vroots.get(nid, frozenset())
-                                           for name, nid in updates.items()
-                                           if name not in written])
+        copied_roots = frozenset().union(*[roots.get(v, frozenset())
+                                           for name, v in updates if name not in written])
         bad = {k for k, name in cands.items()
                if last_reader.get(name, -1) > pos[k] or name in copied_roots}
         if not bad:

@@ -34,7 +34,7 @@ import numpy as np
 
 from runtime.backends import KernelTable
 from runtime.ir import with_gc_paused
-from runtime.plan.assign import buffer_ends, downstream
+from runtime.plan.assign import buffer_ends, settle_in_place, view_roots
 from runtime.plan.codegen import codegen
 from runtime.plan.memory import keep_freed_memory
 from runtime.plan.out_kernels import (
@@ -237,10 +237,8 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
         for i in set(ins.ins):
             users.setdefault(i, []).append(k)
     # the variables each value may be a view of (kernels with an out= form make new arrays)
-    vroots: dict[int, frozenset[str]] = {s: frozenset((name,)) for name, s in plan.var_slots}
-    for k, ins in enumerate(instrs):
-        vroots[ins.out] = frozenset() if k in specs else frozenset().union(
-            *[vroots.get(i, frozenset()) for i in ins.ins])
+    run = [(k, ins.ins, ins.out) for k, ins in enumerate(instrs)]
+    vroots = view_roots(run, specs, {s: name for name, s in plan.var_slots})
     names_of: dict[int, list[str]] = {}
     for name, s in plan.upd_slots:
         names_of.setdefault(s, []).append(name)
@@ -272,28 +270,10 @@ def plan_inplace(plan: Plan, specs: dict[int, OutSpec], escaping: set[int],
                      res, zeros, alias, var)
         if spec is not None:
             cands[k] = (name, spec)
-    while cands:
-        deferred = downstream(cands, lambda k: users.get(instrs[k].out, ()))
-        if any(instrs[j].out in escaping for j in deferred):
-            return {}, set()  # an output needs what commit would compute
-        # the last deferred instruction reading a (view of a) variable's old value, and the
-        # variables the copied updates may be views of
-        last_reader: dict[str, int] = {}
-        for j in deferred:
-            for i in instrs[j].ins:
-                for name in vroots.get(i, ()):
-                    if last_reader.get(name, -1) < j:
-                        last_reader[name] = j
-        written = {name for name, _spec in cands.values()}
-        copied_roots = frozenset().union(*[vroots.get(s, frozenset())
-                                           for name, s in plan.upd_slots if name not in written])
-        bad = {k for k, (name, _spec) in cands.items()
-               if last_reader.get(name, -1) > k or name in copied_roots}
-        if not bad:
-            return cands, deferred
-        for k in bad:
-            del cands[k]
-    return {}, set()
+    kept, deferred = settle_in_place(
+        {k: name for k, (name, _spec) in cands.items()}, {k: (ins, out) for k, ins, out in run},
+        range(len(run)), lambda s: users.get(s, ()), vroots, escaping, plan.upd_slots)
+    return {k: cands[k] for k in kept}, deferred
 
 
 def _overlapping(variables: dict[str, Any]) -> set[str]:
