@@ -122,7 +122,8 @@ class Model:
         if self._data is None and self.program.data is not None:
             name, opts = self.program.data
             self._data = load_program_data(name, opts, self.program.meta.get("data_span"),
-                                           self.program.float_dtype)
+                                           self.program.float_dtype,
+                                           self.settings.get("max_memory"))
         return self._data
 
     @property
@@ -296,7 +297,8 @@ def compile(text: str, *, file: str = "<string>", overrides: dict[str, Any] | No
             dtype: str | None = None, seed: int | None = None, backend: str = "numpy",
             **settings: Any) -> Model:
     """Compile spec text into a Model (raises `dsl.errors.DslError` on mistakes)."""
-    model = Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed))),
+    model = Model(_warned(compile_spec(text, file, **_options(dtype, overrides, seed),
+                                       max_memory=settings.get("max_memory"))),
                   backend, **settings)
     model.origin = Origin(file, file, text, dict(overrides or {}), dtype, seed)
     return model
@@ -306,7 +308,8 @@ def load(path_or_name: str | Path, *, overrides: dict[str, Any] | None = None,
          dtype: str | None = None, seed: int | None = None, backend: str = "numpy",
          **settings: Any) -> Model:
     """Compile a spec file, or a shipped spec by name (`dsl.load("mlp_digits")`)."""
-    model = Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed))),
+    model = Model(_warned(compile_file(str(path_or_name), **_options(dtype, overrides, seed),
+                                       max_memory=settings.get("max_memory"))),
                   backend, **settings)
     model.origin = origin(str(path_or_name), overrides, dtype, seed)
     return model

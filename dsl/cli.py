@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-memory", metavar="SIZE",
                    help="the memory the run may use (8G, 512M), instead of what the machine "
                         "has available: the run is refused before allocating when its "
-                        "estimate is larger")
+                        "estimate, or a generated data set, is larger")
     c = sub.add_parser("check", help="parse, lower and infer shapes")
     _common(c)
     c.add_argument("--max-memory", metavar="SIZE",
@@ -248,7 +248,8 @@ def _compile(args: argparse.Namespace, dtype: str | None = None,
     given = dtype or args.dtype
     dt = DTYPE_NAMES[given] if given is not None else None
     c = compile_file(args.spec, overrides=_sets(args.set), dtype=dt, seed=args.seed,
-                     dump_after=getattr(args, "dump_after", None), optimize=optimize)
+                     dump_after=getattr(args, "dump_after", None), optimize=optimize,
+                     max_memory=_max_memory(getattr(args, "max_memory", None)))
     for w in c.warnings:
         print(w.format(), file=sys.stderr)
     return c

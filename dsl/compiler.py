@@ -40,6 +40,7 @@ from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
 from runtime.train.best import direction
 from runtime.train.data import DataError, check_dataset, check_sampling, load_dataset
+from runtime.train.data.dataset import memory_limit
 
 if TYPE_CHECKING:
     from dsl.procedures import ProcedureGraph
@@ -242,10 +243,13 @@ def _literal(e: A.Expr) -> Any:
     raise TypeErr("expected a literal", e.span)
 
 
-def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str) -> Any:
-    """Load a data set; its errors become spec errors at the `data` line."""
+def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str,
+                      max_memory: int | None = None) -> Any:
+    """Load a data set, in at most `max_memory` bytes when given (`--max-memory`); its errors
+    become spec errors at the `data` line."""
     try:
-        return load_dataset(name, opts, dtype=dtype)
+        with memory_limit(max_memory):
+            return load_dataset(name, opts, dtype=dtype)
     except DataError as e:
         raise DataErr(str(e), span) from None
 
@@ -347,12 +351,13 @@ def _lr_outputs(low: Lowered, uses: list[OptUse], dtype: str,
 @with_gc_paused  # a large graph: see runtime.ir.gc_paused
 def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | None = None,
                  dtype: str | None = None, seed: int | None = None, optimize: bool = True,
-                 dump_after: str | None = None, cached: bool = False) -> Compiled:
+                 dump_after: str | None = None, cached: bool = False,
+                 max_memory: int | None = None) -> Compiled:
     """Compile spec text. Raises DslError subclasses for every user mistake. `dtype` ("f32"
     or "f64", `--dtype`) makes every float that dtype; None (the default) computes in f32 and
     honors a float dtype the spec writes (`param w: f64[3]`). `cached`: see
     `parse_with_includes` (spec files, not strings: a string would replace the entry of the
-    last one each time)."""
+    last one each time). `max_memory` (bytes, `--max-memory`) bounds the data set loaded."""
     forced = dtype is not None
     dtype = dtype or DEFAULT_FLOAT
     register_source(file, text)
@@ -363,7 +368,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
         if "data" not in loaded:
             t0 = time.perf_counter()
             name, opts = data_options(decl, file)
-            loaded["data"] = load_program_data(name, opts, decl.span, dtype)
+            loaded["data"] = load_program_data(name, opts, decl.span, dtype, max_memory)
             loaded["seconds"] = time.perf_counter() - t0
         return loaded["data"]
 

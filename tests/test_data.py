@@ -456,3 +456,57 @@ def test_a_spec_loads_its_data_set_once(monkeypatch):
     monkeypatch.setattr(compiler, "load_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
     model = dsl.load("ridge_regression")
     assert model.dataset is not None and len(calls) == 1
+
+
+def test_ensure_room_takes_the_smaller_of_max_memory_and_half_the_machine(monkeypatch):
+    from runtime.train.data import dataset
+
+    monkeypatch.setattr(dataset, "available_bytes", lambda: 1000 * 2**20)
+    dataset.ensure_room(400 * 2**20, "x", "lower n")  # under half of 1000 MiB
+    with dataset.memory_limit(100 * 2**20):
+        dataset.ensure_room(100 * 2**20, "x", "lower n")
+        with pytest.raises(DataError, match=r"^the inputs need 101 MiB, more than the "
+                           r"--max-memory limit of 100 MiB; lower n, or give a larger "
+                           r"--max-memory$"):
+            dataset.ensure_room(101 * 2**20, "the inputs", "lower n")
+    with dataset.memory_limit(800 * 2**20), pytest.raises(
+            DataError, match="more than half the 1000 MiB available on this machine"):
+        dataset.ensure_room(600 * 2**20, "the inputs", "lower n")
+    dataset.ensure_room(400 * 2**20, "x", "lower n")  # the limit ends with its block
+
+
+BIG_RANDOM = """model big
+data random(n = 1000, shape = [16384], classes = 3)
+input x: f32[B, 16384]
+input y: i64[B]
+objective loss = cross_entropy(dense(x, 3), y)
+optimizer sgd(lr = 0.1) minimize loss
+train { batch = 10, steps = 1 }
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_max_memory_bounds_a_generated_data_set(cli, command):
+    import tracemalloc
+    from pathlib import Path
+
+    Path("big.dl").write_text(BIG_RANDOM)  # 188 MiB of inputs
+    tracemalloc.start()
+    try:
+        status, out, err = cli(command, "big.dl", "--max-memory", "100M")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 1 and err.count("error:") == 1
+    assert err.startswith("big.dl:2:1: error: the 16,384,000 random inputs of data set "
+                          "'random' (n = 1000, shape = [16384]) need 188 MiB, more than the "
+                          "--max-memory limit of 100 MiB; lower n or shape")
+    assert peak < 20 * 2**20  # refused before anything was drawn
+
+
+def test_max_memory_of_the_api_bounds_the_data_set():
+    import dsl
+    from dsl.errors import DataErr
+
+    with pytest.raises(DataErr, match="more than the --max-memory limit of 100 MiB"):
+        dsl.compile(BIG_RANDOM, max_memory=100 * 2**20)

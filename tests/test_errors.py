@@ -405,3 +405,33 @@ def test_nan_loss_keeps_last_good_checkpoint(dslrun, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "training diverged at step 1" in proc.stderr, proc.stderr
     assert "no checkpoint was written" in proc.stderr
     assert ckpt.read_bytes() == before
+
+
+# ---------------------------------------------------------------- the unroll budget
+
+UNROLLS = """model unrolls
+input x: f32[B, 4]
+h = x
+for t in 0 .. 30 { h = tanh(h) }
+output o = h
+"""
+
+
+def test_the_unroll_budget_is_read_once_per_lowering(monkeypatch) -> None:
+    from dsl.compiler import compile_spec
+    from dsl.lower import statements
+
+    reads: list[int] = []
+    real = statements.max_unrolled_nodes
+    monkeypatch.setattr(statements, "max_unrolled_nodes", lambda: reads.append(1) or real())
+    compile_spec(UNROLLS, "u.dl")
+    assert len(reads) == 2  # the train and the eval lowering, not once per iteration (58)
+
+
+def test_a_bad_unroll_budget_is_one_line(cli, monkeypatch) -> None:
+    Path("u.dl").write_text(UNROLLS)
+    monkeypatch.setenv("DSLRUN_MAX_UNROLLED_NODES", "abc")
+    status, out, err = cli("check", "u.dl")
+    assert status == 1 and out == ""
+    assert err == ("error: DSLRUN_MAX_UNROLLED_NODES='abc': the unroll budget must be a "
+                   "positive integer (a number of graph nodes)\n")

@@ -24,7 +24,13 @@ from dsl.compiler import compile_spec
 from dsl.errors import DslError
 from runtime import init as inits
 from runtime.train import memory, runs
-from runtime.train.checkpoint import load_checkpoint
+from runtime.train.checkpoint import (
+    CheckpointError,
+    check_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+    saved_fingerprint,
+)
 from runtime.train.memory import ResourceError, parse_size
 from runtime.train.runs import RunDirError, RunLock
 
@@ -282,8 +288,8 @@ def test_resume_with_another_spec_names_what_differs(cli) -> None:
     Path("a.dl").write_text(TINY)
     assert cli("a.dl", "--quiet", "--out", "run")[0] == 0
     meta = load_checkpoint("run/checkpoint.npz")[1]
-    assert meta["fingerprint"]["params"]["clf.dense2.W"] == "f32[2,8]"  # the inner call
-    assert meta["fingerprint"]["optimizers"] == ["adam minimize loss"]
+    assert saved_fingerprint(meta)["params"]["clf.dense2.W"] == "f32[2,8]"  # the inner call
+    assert saved_fingerprint(meta)["optimizers"] == ["adam minimize loss"]
     Path("b.dl").write_text(TINY.replace("H = 8", "H = 6").replace("adam(", "sgd("))
     status, _, err = cli("b.dl", "--quiet", "--resume", "run", "--steps", "8")
     assert status == 1 and err.count("error:") == 1
@@ -299,6 +305,39 @@ def test_resume_with_another_spec_names_what_differs(cli) -> None:
     assert "skipped 3 with another shape: clf.dense2.W (checkpoint float32[2, 8]" in err
     status, _, err = cli("a.dl", "--quiet", "--resume", "run", "--steps", "8")
     assert status == 0, err
+
+
+def test_a_checkpoint_records_a_variables_type_once(cli) -> None:
+    Path("a.dl").write_text(TINY)
+    assert cli("a.dl", "--quiet", "--out", "run")[0] == 0
+    meta = load_checkpoint("run/checkpoint.npz")[1]
+    assert meta["fingerprint"] == {"optimizers": ["adam minimize loss"]}
+    assert meta["variables"]["clf.dense2.W"] == {"role": "param", "dtype": "float32",
+                                                 "shape": [2, 8]}
+    fp = saved_fingerprint(meta)
+    assert fp["params"]["clf.dense2.W"] == "f32[2,8]"
+    assert len(fp["params"]) == 4 and len(fp["state"]) == len(meta["variables"]) - 4
+
+
+def test_checkpoints_that_repeat_the_types_or_have_no_fingerprint_still_resume(cli) -> None:
+    Path("a.dl").write_text(TINY)
+    assert cli("a.dl", "--quiet", "--out", "run")[0] == 0
+    saved, meta = load_checkpoint("run/checkpoint.npz")
+    program = compile_spec(TINY, "a.dl").program
+    full = saved_fingerprint(meta)
+    written_before = {**meta, "fingerprint": full}  # types in the fingerprint as well
+    oldest = {k: v for k, v in meta.items() if k != "fingerprint"}
+    for m in (written_before, oldest):
+        check_fingerprint("ck.npz", m, program)
+        save_checkpoint("old/checkpoint.npz", saved, m)
+        status, _, err = cli("a.dl", "--quiet", "--resume", "old/checkpoint.npz", "--steps", "6")
+        assert status == 0, err
+    other = compile_spec(TINY.replace("H = 8", "H = 6"), "b.dl").program
+    with pytest.raises(CheckpointError, match="parameter 'clf.dense2.W' is f32.2,8. in the "
+                       r"checkpoint and f32\[2,6\] in this spec"):
+        check_fingerprint("ck.npz", written_before, other)
+    with pytest.raises(CheckpointError, match="parameter 'clf.dense2.W' is f32.2,8."):
+        check_fingerprint("ck.npz", oldest, other)
 
 
 # --------------------------------------------------------------------------- run locks

@@ -8,6 +8,7 @@ within MAX_UNROLLED_NODES) and `if` on constants; `param`/`state` lines are
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from runtime.ops import Val
 MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into, by default
 UNROLL_ENV = "DSLRUN_MAX_UNROLLED_NODES"  # the budget's override
 RESERVED = ("step", "epoch", "training")
+_BUDGETS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # by lowering
 
 
 class Return(Exception):
@@ -184,12 +186,20 @@ def max_unrolled_nodes() -> int:
     return int(text)
 
 
+def unroll_budget(cx: Context) -> int:
+    """`max_unrolled_nodes` read once per lowering (at its first check), not per iteration."""
+    budget = _BUDGETS.get(cx.root)
+    if budget is None:
+        budget = _BUDGETS[cx.root] = max_unrolled_nodes()
+    return budget
+
+
 def check_unroll(cx: Context, s: A.For | A.Repeat, done: int, count: int, grown: int) -> None:
     """Refuse a compile-time loop whose unrolled graph would exceed the unroll budget
-    (`max_unrolled_nodes`), judged from the iterations made so far (so the error comes after
-    the first one)."""
+    (`unroll_budget`), judged from the iterations made so far (so the error comes after the
+    first one)."""
     per = grown / done
-    limit = max_unrolled_nodes()
+    limit = unroll_budget(cx)
     if len(cx.graph.nodes) + per * (count - done) <= limit:
         return
     kw = "repeat" if isinstance(s, A.Repeat) else "for"

@@ -2,10 +2,11 @@
 
 A checkpoint holds every variable as an array under `var/<name>` and a JSON document under
 `__meta__` (a 0-d unicode array) with the step counter, the data position, the executor's
-random generator state and facts about the program, among them its `fingerprint` (parameter
-and state names and types, the optimizers), which `fingerprint_diff` compares with the program
-a checkpoint is resumed into. Nothing is pickled: `load_checkpoint`
-reads with `allow_pickle=False`.
+random generator state and facts about the program: its table of `variables` (role, dtype,
+shape) and its `fingerprint` (the optimizers). `saved_fingerprint` joins the two into what
+`fingerprint_diff` compares with the program a checkpoint is resumed into, so a variable's
+name and type are recorded once. Nothing is pickled: `load_checkpoint` reads with
+`allow_pickle=False`.
 
 `save_checkpoint` writes to a temporary file in the target directory, fsyncs it and renames it
 over the target, so a crash or Ctrl-C during a save leaves the previous checkpoint intact.
@@ -30,8 +31,9 @@ from runtime.program import Program
 from runtime.train.npz import NpzError, read_npz
 
 __all__ = ["CheckpointError", "FORMAT", "check_fingerprint", "fingerprint", "fingerprint_diff",
-           "load_checkpoint", "program_fingerprint", "save_arrays", "save_checkpoint",
-           "saved_fingerprint"]
+           "load_checkpoint", "program_fingerprint", "program_meta", "save_arrays",
+           "save_checkpoint",
+           "saved_fingerprint", "variable_table"]
 
 FORMAT = "dslrun.checkpoint/1"
 META_KEY = "__meta__"
@@ -136,34 +138,49 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     return variables, meta
 
 
-def fingerprint(params: Mapping[str, str], state: Mapping[str, str],
-                optimizers: list[str]) -> dict[str, Any]:
-    """What a checkpoint says about the spec that wrote it: parameter and state names with
-    their types (`f32[64,10]`) and the optimizers (`adam minimize loss`)."""
-    return {"params": dict(params), "state": dict(state), "optimizers": list(optimizers)}
+def variable_table(program: Program) -> dict[str, dict[str, Any]]:
+    """The table of variables a checkpoint of `program` stores under "variables": each
+    variable's role, NumPy dtype name and shape, the one record of its name and type."""
+    return {k: {"role": str(v.role), "dtype": v.type.np_dtype().name,
+                "shape": [int(d) for d in v.type.shape]}
+            for k, v in program.variables.items()}
+
+
+def fingerprint(variables: Mapping[str, Any], optimizers: list[str] | None) -> dict[str, Any]:
+    """The fingerprint `fingerprint_diff` compares: parameter and state names with their types
+    (`f32[64,10]`), read from a table of variables (`variable_table`), and the optimizers
+    (`adam minimize loss`; None: not recorded)."""
+    out: dict[str, Any] = {"params": {}, "state": {},
+                           "optimizers": None if optimizers is None else list(optimizers)}
+    for name, v in variables.items():
+        if isinstance(v, dict) and v.get("role") in ("param", "state"):
+            dt = NUMPY_NAMES.get(str(v.get("dtype")), str(v.get("dtype")))
+            shape = ",".join(str(d) for d in v.get("shape") or [])
+            out["params" if v["role"] == "param" else "state"][name] = f"{dt}[{shape}]"
+    return out
 
 
 def program_fingerprint(program: Program) -> dict[str, Any]:
-    """The `fingerprint` of a program: its variables' declared types, its optimizers."""
-    by_role: dict[str, dict[str, str]] = {"param": {}, "state": {}}
-    for k, v in program.variables.items():
-        by_role.setdefault(str(v.role), {})[k] = str(v.type)
-    return fingerprint(by_role["param"], by_role["state"],
-                       list(program.meta.get("optimizers") or []))
+    """What a checkpoint of `program` stores under "fingerprint": what its table of variables
+    does not say, the optimizers (`saved_fingerprint` adds the variables back)."""
+    return {"optimizers": list(program.meta.get("optimizers") or [])}
+
+
+def program_meta(program: Program) -> dict[str, Any]:
+    """What a checkpoint says about the program that wrote it: "variables"
+    (`variable_table`) and "fingerprint" (`program_fingerprint`)."""
+    return {"variables": variable_table(program), "fingerprint": program_fingerprint(program)}
 
 
 def saved_fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The fingerprint of a checkpoint's meta (older checkpoints: from their variables, with
-    no optimizers)."""
+    """The fingerprint of a checkpoint's meta: its variables' types from its table of
+    variables, its optimizers from its "fingerprint" entry (checkpoints that repeat the types
+    there: as written; older checkpoints without one: no optimizers)."""
     fp = meta.get("fingerprint")
-    if isinstance(fp, dict):
-        return fp
-    out: dict[str, Any] = {"params": {}, "state": {}, "optimizers": None}
-    for name, v in (meta.get("variables") or {}).items():
-        if isinstance(v, dict) and v.get("role") in ("param", "state"):
-            dt = NUMPY_NAMES.get(str(v.get("dtype")), str(v.get("dtype")))
-            out[v["role"]][name] = f"{dt}[{','.join(str(d) for d in v.get('shape') or [])}]"
-    return out
+    if isinstance(fp, dict) and "params" in fp:
+        return {"params": {}, "state": {}, "optimizers": None, **fp}
+    optimizers = fp.get("optimizers") if isinstance(fp, dict) else None
+    return fingerprint(meta.get("variables") or {}, optimizers)
 
 
 def fingerprint_diff(saved: Mapping[str, Any], mine: Mapping[str, Any],
@@ -194,7 +211,8 @@ def check_fingerprint(path: str | os.PathLike[str], meta: Mapping[str, Any],
                       program: Program) -> None:
     """CheckpointError listing what differs when the checkpoint `path` (with `meta`) was
     written by a spec whose fingerprint is not `program`'s."""
-    differ = fingerprint_diff(saved_fingerprint(meta), program_fingerprint(program))
+    mine = fingerprint(variable_table(program), program.meta.get("optimizers") or [])
+    differ = fingerprint_diff(saved_fingerprint(meta), mine)
     if differ:
         by = meta.get("source") or meta.get("program") or "another spec"
         raise CheckpointError(

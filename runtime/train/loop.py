@@ -46,7 +46,7 @@ from runtime.plan import Plan
 from runtime.program import Phase, Program, TrainSettings
 from runtime.train.augment import apply as apply_augment
 from runtime.train.best import make_tracker
-from runtime.train.checkpoint import load_checkpoint, program_fingerprint, save_checkpoint
+from runtime.train.checkpoint import load_checkpoint, program_meta, save_checkpoint
 from runtime.train.data import (
     Batcher,
     DataError,
@@ -644,10 +644,7 @@ class Trainer:
                          "sampling": s.sampling, "seed": int(s.seed),
                          "drop_last": s.drop_last, "validation": float(s.validation)},
             "best": self.tracker.state() if self.tracker is not None else None,
-            "variables": {k: {"role": v.role, "dtype": str(np.dtype(self.variables[k].dtype)),
-                              "shape": list(self.variables[k].shape)}
-                          for k, v in self.program.variables.items()},
-            "fingerprint": program_fingerprint(self.program),
+            **program_meta(self.program),
         }
 
     def save(self, path: str | Path | None = None) -> Path:

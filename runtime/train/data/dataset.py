@@ -9,7 +9,9 @@ This module must not import `dsl`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,8 @@ from runtime.errors import UserError
 from runtime.train.data.vocab import Vocabulary
 from runtime.train.memory import available_bytes, human_bytes
 
-__all__ = ["SPLITS", "DataError", "Dataset", "class_info", "dtype_str", "n_samples"]
+__all__ = ["SPLITS", "DataError", "Dataset", "class_info", "dtype_str", "ensure_room",
+           "memory_limit", "n_samples"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -28,11 +31,32 @@ class DataError(UserError):
     """A user mistake about data: unknown data set or option, missing or malformed file."""
 
 
+_MAX_MEMORY: ContextVar[int | None] = ContextVar("max_memory", default=None)
+
+
+@contextmanager
+def memory_limit(max_memory: int | None) -> Iterator[None]:
+    """Within the block, `ensure_room` also refuses more than `max_memory` bytes (the user's
+    `--max-memory`; None: only the memory available limits)."""
+    token = _MAX_MEMORY.set(max_memory)
+    try:
+        yield
+    finally:
+        _MAX_MEMORY.reset(token)
+
+
 def ensure_room(need: int, what: str, advice: str) -> None:
     """DataError before a loader allocates `need` bytes for `what` when more than half the
-    memory available now would go to it (the run still needs its parameters and plans)."""
+    memory available now would go to it (the run still needs its parameters and plans), or
+    more than the `--max-memory` limit in force (`memory_limit`), whichever is smaller."""
+    given = _MAX_MEMORY.get()
     have = available_bytes()
-    if have is not None and need > have // 2:
+    if given is not None and (have is None or given <= have // 2):
+        if need > given:
+            raise DataError(f"{what} need {human_bytes(need)}, more than the --max-memory "
+                            f"limit of {human_bytes(given)}; {advice}, or give a larger "
+                            "--max-memory")
+    elif have is not None and need > have // 2:
         raise DataError(f"{what} need {human_bytes(need)}, more than half the "
                         f"{human_bytes(have)} available on this machine; {advice}")
 
