@@ -254,6 +254,34 @@ def test_the_loop_driver_gives_the_op_kernels_values() -> None:
         np.testing.assert_array_equal(a, u)
 
 
+def test_the_loop_driver_reuses_only_stacks_nothing_holds() -> None:
+    from runtime.plan.scan import scan_kernel
+    from runtime.plan.step import PlanContext
+
+    # the stacked results are written into the arrays of an earlier call once nothing but
+    # the driver holds them; values a caller kept are never overwritten
+    g = cell_loop()
+    (node,) = [n for n in loops_of(g) if not n.attrs["reverse"]]
+    feeds, variables = feeds_and_vars(g)
+    plan = Plan(g, {}, get_backend("numpy"), variables, list(g.outputs), apply_updates=False)
+    plan.run(feeds)
+    args = [plan.vals[i] for i in {i.nid: i for i in plan.instrs}[node.id].ins]
+    driver = scan_kernel(PlanContext(get_backend("numpy"), {}, None), node, dict(node.attrs))
+    nc = node.attrs["n_carry"]
+    kept = driver(*args)
+    want = [np.array(a) for a in kept]
+    first = [id(y) for y in driver(*args)[nc:]]  # dropped at once
+    other = [a * 2 if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+    for _ in range(3):
+        again = driver(*other)
+        assert [id(y) for y in again[nc:]] == first  # the dropped set, written again
+        del again
+    for a, u in zip(kept, want):
+        np.testing.assert_array_equal(a, u)
+    view = driver(*other)[nc][1:]  # a view keeps its stack too
+    assert not any(np.shares_memory(view, y) for y in driver(*other)[nc:])
+
+
 @pytest.mark.parametrize("op, shape, attrs", [
     ("sigmoid", (4, 6), {}),
     ("softmax", (3, 4, 5), {"axis": -1, "temperature": 1.0}),

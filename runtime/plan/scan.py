@@ -10,7 +10,12 @@ small kernels run hundreds of times:
 - the body's buffer-reusing step (`RegionPlan`) is picked by the layout of the carried values
   alone: the slices of a sequence and the captured values have one layout per run;
 - captured values are made contiguous once per run (a transposed weight read by a matrix
-  product at every iteration is faster as a copy).
+  product at every iteration is faster as a copy);
+- the stacked results are written into arrays of an earlier call that nothing holds any more
+  (their reference counts are back to what they were when made: not a slot of the plan, a
+  view, an output a caller kept), so a training step allocates no new stacks and its
+  resident memory stays flat; two sets suffice, the last step's values stay in the plan's
+  slots until the next step overwrites them.
 
 Results are the op kernel's values; the plain and buffer-reusing plans use this driver alike,
 so they stay bit-identical. Other loops (and attributes this driver does not know) use the
@@ -19,6 +24,7 @@ op's kernel.
 
 from __future__ import annotations
 
+from sys import getrefcount
 from typing import Any
 
 import numpy as np
@@ -26,6 +32,7 @@ import numpy as np
 __all__ = ["scan_kernel"]
 
 FIXED_ATTRS = {"length", "n_carry", "n_seq", "reverse", "start", "dynamic", "until"}
+SPARE_SETS = 2  # sets of stacked arrays kept for reuse: the last step's and the one before
 
 
 def scan_kernel(ctx: Any, node: Any, attrs: dict[str, Any]) -> Any:
@@ -48,12 +55,25 @@ def scan_kernel(ctx: Any, node: Any, attrs: dict[str, Any]) -> Any:
     run = _generate(rp, nc, ns, n_cap, n_res - nc)
     layouts = rp.layouts
 
+    spare: list[tuple[list[Any], list[int]]] = []  # stacked arrays made, their base counts
+
+    def stacks() -> list[Any]:
+        # a set of stacked arrays that nothing outside this list holds any more (the values
+        # of the step before last: the plan's slots hold the last step's), else a new set
+        for ys, base in spare:
+            if [getrefcount(y) for y in ys] == base:
+                return ys
+        ys = [empty(shape, dtype) for shape, dtype in stacked]
+        if len(spare) < SPARE_SETS:
+            spare.append((ys, [getrefcount(y) for y in ys]))
+        return ys
+
     def kernel(*inputs: Any) -> tuple[Any, ...]:
         seqs = inputs[nc:nc + ns]
         caps = [c if c.flags.c_contiguous else copy(c) for c in inputs[nc + ns:]]
         fast = layouts(tuple([s.strides[1:] for s in seqs] + [c.strides for c in caps]))
-        ys = [empty(shape, dtype) for shape, dtype in stacked]
-        return run(rp.vals, ts, order, fast, rp.plain_run, *inputs[:nc], *seqs, *caps, *ys)
+        return run(rp.vals, ts, order, fast, rp.plain_run, *inputs[:nc], *seqs, *caps,
+                   *stacks())
 
     return kernel
 
