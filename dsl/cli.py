@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-memory", metavar="SIZE",
                    help="the memory the run may use (8G, 512M), instead of what the machine "
                         "has available: the run is refused before allocating when its "
-                        "estimate, or a generated data set, is larger")
+                        "estimate is larger, or a generated data set more than half of it")
     c = sub.add_parser("check", help="parse, lower and infer shapes")
     _common(c)
     c.add_argument("--max-memory", metavar="SIZE",

@@ -40,7 +40,7 @@ from runtime.passes import run_pipeline
 from runtime.program import Phase, Program, TrainSettings
 from runtime.train.best import direction
 from runtime.train.data import DataError, check_dataset, check_sampling, load_dataset
-from runtime.train.data.dataset import memory_limit
+from runtime.train.data.dataset import data_memory_limit
 
 if TYPE_CHECKING:
     from dsl.procedures import ProcedureGraph
@@ -248,7 +248,7 @@ def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtyp
     """Load a data set, in at most `max_memory` bytes when given (`--max-memory`); its errors
     become spec errors at the `data` line."""
     try:
-        with memory_limit(max_memory):
+        with data_memory_limit(max_memory):
             return load_dataset(name, opts, dtype=dtype)
     except DataError as e:
         raise DataErr(str(e), span) from None

@@ -224,6 +224,9 @@ class Node:
     regions: tuple[Graph, ...] = field(default=(), compare=False)
 
 
+MAX_ORDERS = 4  # topological orders a graph keeps (by targets) until it changes
+
+
 class Graph:
     """A computational graph: nodes by id, ordered inputs, named outputs and updates.
 
@@ -360,6 +363,8 @@ class Graph:
         key = None if targets is None else tuple(targets)
         order = self._orders.get(key)
         if order is None:
+            if len(self._orders) >= MAX_ORDERS:  # one per output asked for: keep a few
+                self._orders.clear()
             order = self._orders[key] = self._topo_order(key)
         return list(order)
 

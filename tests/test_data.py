@@ -458,21 +458,26 @@ def test_a_spec_loads_its_data_set_once(monkeypatch):
     assert model.dataset is not None and len(calls) == 1
 
 
-def test_ensure_room_takes_the_smaller_of_max_memory_and_half_the_machine(monkeypatch):
+def test_ensure_room_weighs_data_against_half_of_max_memory_or_the_machine(monkeypatch):
+    # as the run's estimate: --max-memory, when given, instead of the memory available
+    from runtime.train import memory
     from runtime.train.data import dataset
 
-    monkeypatch.setattr(dataset, "available_bytes", lambda: 1000 * 2**20)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000 * 2**20)
     dataset.ensure_room(400 * 2**20, "x", "lower n")  # under half of 1000 MiB
-    with dataset.memory_limit(100 * 2**20):
-        dataset.ensure_room(100 * 2**20, "x", "lower n")
-        with pytest.raises(DataError, match=r"^the inputs need 101 MiB, more than the "
-                           r"--max-memory limit of 100 MiB; lower n, or give a larger "
-                           r"--max-memory$"):
-            dataset.ensure_room(101 * 2**20, "the inputs", "lower n")
-    with dataset.memory_limit(800 * 2**20), pytest.raises(
-            DataError, match="more than half the 1000 MiB available on this machine"):
+    with pytest.raises(DataError, match=r"^the inputs need 600 MiB, more than half the "
+                       r"1000 MiB of the memory available on this machine; lower n$"):
         dataset.ensure_room(600 * 2**20, "the inputs", "lower n")
-    dataset.ensure_room(400 * 2**20, "x", "lower n")  # the limit ends with its block
+    with dataset.data_memory_limit(100 * 2**20):
+        dataset.ensure_room(50 * 2**20, "x", "lower n")
+        with pytest.raises(DataError, match=r"^the inputs need 51 MiB, more than half the "
+                           r"100 MiB of the limit given by --max-memory; lower n, or give a "
+                           r"larger --max-memory$"):
+            dataset.ensure_room(51 * 2**20, "the inputs", "lower n")
+    with dataset.data_memory_limit(4000 * 2**20):  # a limit above the machine's lets it in
+        dataset.ensure_room(1500 * 2**20, "x", "lower n")
+    with pytest.raises(DataError):  # the limit ends with its block
+        dataset.ensure_room(600 * 2**20, "x", "lower n")
 
 
 BIG_RANDOM = """model big
@@ -499,8 +504,8 @@ def test_max_memory_bounds_a_generated_data_set(cli, command):
         tracemalloc.stop()
     assert status == 1 and err.count("error:") == 1
     assert err.startswith("big.dl:2:1: error: the 16,384,000 random inputs of data set "
-                          "'random' (n = 1000, shape = [16384]) need 188 MiB, more than the "
-                          "--max-memory limit of 100 MiB; lower n or shape")
+                          "'random' (n = 1000, shape = [16384]) need 188 MiB, more than half "
+                          "the 100 MiB of the limit given by --max-memory; lower n or shape")
     assert peak < 20 * 2**20  # refused before anything was drawn
 
 
@@ -508,5 +513,6 @@ def test_max_memory_of_the_api_bounds_the_data_set():
     import dsl
     from dsl.errors import DataErr
 
-    with pytest.raises(DataErr, match="more than the --max-memory limit of 100 MiB"):
+    with pytest.raises(DataErr, match="more than half the 100 MiB of the limit given by "
+                       "--max-memory"):
         dsl.compile(BIG_RANDOM, max_memory=100 * 2**20)

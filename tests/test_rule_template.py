@@ -41,20 +41,56 @@ train { batch = 4, steps = 3, seed = 0 }
 """
 
 
-def _texts(monkeypatch: pytest.MonkeyPatch | None) -> dict[str, str]:
+# rules a replay must not take: one that differentiates (its Hessian-vector products read
+# the forward graph of its own parameter), and a parameter whose gradient is a constant (the
+# seed 1.0 of `a`, which the literal lr = 1.0 of the rule shares through the builder's cache)
+SECOND_ORDER = """\
+model second_order
+input x: f32[B, 3]
+input y: f32[B, 3]
+param w1: [3, 3] = normal(std = 0.5)
+param w2: [3, 3] = normal(std = 0.5)
+objective loss = mean((tanh(x @ w1) @ w2 - y) ** 2)
+optimizer newton_cg(iters = 3) minimize loss
+"""
+CONSTANT_GRADIENT = """\
+model constant_gradient
+input x: f32[B]
+param a: [] = ones
+param b: [] = ones
+objective loss = a + b * b + mean(x)
+optimizer gd(lr = 1.0) minimize loss
+"""
+
+
+def _texts(spec: str, monkeypatch: pytest.MonkeyPatch | None) -> dict[str, str]:
     if monkeypatch is not None:  # every parameter lowered from the rule's statements
         monkeypatch.setattr(optimizers, "stated", lambda body: None)
-    model = dsl.compile(SPEC)
+    model = dsl.compile(spec)
     return {s: model.graph_text(s) for s in ("grad", "step", "optimized")}
 
 
+@pytest.mark.parametrize("spec", [SPEC, SECOND_ORDER, CONSTANT_GRADIENT],
+                         ids=["rules", "second_order", "constant_gradient"])
 def test_replayed_rules_make_the_graph_the_statements_make(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    replayed = _texts(None)
-    direct = _texts(monkeypatch)
+        spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    replayed = _texts(spec, None)
+    direct = _texts(spec, monkeypatch)
     for stage, text in replayed.items():
         assert text == direct[stage], stage
-    assert replayed["step"].count("name='opt.w3.avg'") == 1
+
+
+def test_rules_of_one_parameter_type_are_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsl.lower import rule_template
+
+    made: list[object] = []
+    real = rule_template.record
+    monkeypatch.setattr(optimizers, "record", lambda *a: made.append(real(*a)) or made[-1])
+    model = dsl.compile(SPEC)
+    # one recording per type and optimizer: w* [4, 4] (polyak), b* [4] (adam), d (late: its
+    # state is declared after an assignment, so it is lowered from the statements)
+    assert len(made) == 2 and all(t is not None for t in made)
+    assert model.graph_text("step").count("name='opt.w3.avg'") == 1
 
 
 def test_each_parameter_keeps_its_own_state_and_updates() -> None:

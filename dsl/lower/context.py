@@ -87,6 +87,7 @@ class Context:
         self.dataset: Any = None  # what load_data returned, once a `train.x` needed it
         self.span: A.Span | None = None  # the statement or expression being lowered
         self.calls = Calls()
+        self.unroll_budget: int | None = None  # $DSLRUN_MAX_UNROLLED_NODES, read on first use
 
     def in_body(self, b: Builder, loop: Any) -> Context:
         """This context emitting into `b`'s graph (a loop's body): the same program, scopes

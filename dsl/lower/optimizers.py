@@ -6,6 +6,7 @@ clipping) and the rule's body once per parameter, whose assignments become the u
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dsl import ast as A
@@ -94,11 +95,11 @@ def lower(cx: Context, use: OptUse) -> None:
     if not pairs:
         raise cx.err(TypeErr, f"objective '{use.objective}' does not depend on any "
                      "parameter the optimizer trains", use.stmt.span)
-    templates: dict[tuple, Template | None] = {}  # by parameter, gradient and state types
+    replay = Replay(stated(d.body), {})
     with cx.b.context(role="update", loc=cx.loc(use.stmt.span)):
         gvals = _generic(cx, use, pairs)
         for (n, p, _), g in zip(pairs, gvals):
-            _rule(cx, use, d, n, Val(cx.b, p), g, Val(cx.b, obj), templates)
+            _rule(cx, use, d, n, Val(cx.b, p), g, Val(cx.b, obj), replay)
 
 
 def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> list[Val]:
@@ -139,8 +140,18 @@ def _generic(cx: Context, use: OptUse, pairs: list[tuple[str, int, Val]]) -> lis
     return gvals
 
 
+@dataclass
+class Replay:
+    """A rule's body split for replay (`rule_template.stated`; None: lowered from its
+    statements for every parameter) and its templates by parameter, gradient and state
+    types (None: that type is lowered from the statements)."""
+
+    parts: tuple[tuple[A.StateDecl, ...], tuple[A.Stmt, ...]] | None
+    templates: dict[tuple, Template | None]
+
+
 def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad: Val,
-          obj: Val, templates: dict[tuple, Template | None]) -> None:
+          obj: Val, replay: Replay) -> None:
     """The rule's body for parameter `n`: its state is named `opt.<n>.<state>`. A parameter
     whose type a parameter before it had replays that one's recorded nodes
     (`dsl.lower.rule_template`)."""
@@ -153,7 +164,8 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
     scope.param = cx.made.variables[n]
     scope.state_vars["param"] = n
     dt = param.type.dtype
-    parts = stated(d.body)
+    parts = replay.parts
+    templates = replay.templates
     if param.type.is_float and dt != cx.float_dtype:  # `param w: f64[3]` in an f32 program:
         parts = None  # (not replayed: the casts below come first)
         for c in ("step", "epoch"):  # its rule computes in f64, bias corrections included
@@ -181,9 +193,8 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
                 if key not in templates:
                     made = {v: nid for v, nid in cx.made.state_updates.items()
                             if before.get(v) != nid}
-                    templates[key] = record(cx.graph, n, prefix, start,
-                                            {nid: k for k, nid in inputs.items()}, made,
-                                            n_vars, len(cx.made.variables))
+                    templates[key] = record(cx.graph, n, prefix, start, inputs, made, n_vars,
+                                            len(cx.made.variables))
     except statements.Return:
         raise cx.err(TypeErr, "an optimizer body does not return", d.span) from None
     except DslError as ex:  # a mistake inside a prelude optimizer: at the spec's use of it

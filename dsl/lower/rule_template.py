@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsl import ast as A
-from runtime.ir import Graph
+from runtime.ir import Graph, Role
 
-# variables' nodes: a body that makes one (other than a counter) is not replayed
-SHARED_LEAVES = frozenset({"input", "param", "state"})
+VARIABLE_OPS = frozenset({"param", "state"})  # a body that makes one is not replayed
 
 
 def stated(body: tuple[A.Stmt, ...]) -> tuple[tuple[A.StateDecl, ...], tuple[A.Stmt, ...]] | None:
@@ -78,19 +77,27 @@ class Template:
         return {k: m.get(nid, nid) for k, nid in self.updates.items()}
 
 
-def record(graph: Graph, param: str, prefix: str, start: int, sources: dict[int, str],
+def record(graph: Graph, param: str, prefix: str, start: int, inputs: dict[str, int],
            updates: dict[str, int], variables_before: int, variables_after: int
            ) -> Template | None:
-    """The template of a rule lowered for `param` (nodes from id `start` on; `sources` and
-    `updates` keyed as in `Template`), or None when a replay could not repeat it exactly."""
+    """The template of a rule lowered for `param` (nodes from id `start` on; `inputs`: its
+    "param", "grad" and "state:<suffix>" nodes; `updates` by variable name), or None when a
+    replay could not repeat it exactly: the body declared a variable; its own nodes are not
+    told apart from everything else (a gradient that is a constant shares the builder's
+    cached constants; a node that is two of them); a node has a region or a name; or the
+    body differentiated (`hessian`, `hvp`, `grad`: those nodes read the forward graph of this
+    parameter, which a replay would not substitute)."""
     if variables_after != variables_before:
-        return None  # the body declared a variable: only the leading state statements may
+        return None
+    ids = list(inputs.values())
+    if len(set(ids)) != len(ids) or any(graph[i].op == "const" for i in ids):
+        return None
     nodes = []
     for nid in range(start, graph.next_id):
         n = graph.nodes.get(nid)
         if n is None or (n.op == "input" and not n.inputs):
             continue  # removed, or a counter made on first use: later uses look it up
-        if n.regions or n.name is not None or n.op in SHARED_LEAVES:
+        if n.regions or n.name is not None or n.op in VARIABLE_OPS or n.role == Role.GRAD:
             return None
         nodes.append(nid)
     keyed = {}
@@ -101,4 +108,4 @@ def record(graph: Graph, param: str, prefix: str, start: int, sources: dict[int,
             keyed["state:" + var[len(prefix):]] = nid
         else:
             return None
-    return Template(sources, nodes, keyed)
+    return Template({nid: k for k, nid in inputs.items()}, nodes, keyed)

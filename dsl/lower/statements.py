@@ -8,7 +8,6 @@ within MAX_UNROLLED_NODES) and `if` on constants; `param`/`state` lines are
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,6 @@ from runtime.ops import Val
 MAX_UNROLLED_NODES = 200_000  # graph nodes a compile-time loop may unroll into, by default
 UNROLL_ENV = "DSLRUN_MAX_UNROLLED_NODES"  # the budget's override
 RESERVED = ("step", "epoch", "training")
-_BUDGETS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # by lowering
 
 
 class Return(Exception):
@@ -188,10 +186,9 @@ def max_unrolled_nodes() -> int:
 
 def unroll_budget(cx: Context) -> int:
     """`max_unrolled_nodes` read once per lowering (at its first check), not per iteration."""
-    budget = _BUDGETS.get(cx.root)
-    if budget is None:
-        budget = _BUDGETS[cx.root] = max_unrolled_nodes()
-    return budget
+    if cx.unroll_budget is None:
+        cx.unroll_budget = max_unrolled_nodes()
+    return cx.unroll_budget
 
 
 def check_unroll(cx: Context, s: A.For | A.Repeat, done: int, count: int, grown: int) -> None:

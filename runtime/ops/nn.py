@@ -25,10 +25,14 @@ def _sm_shape(op):
     return rule
 
 
-def _log_softmax(xp, x, axis, temperature):
+def _shifted(xp, x, axis, temperature):
+    """x/T less its maximum along `axis`: what log-softmax and its uses exponentiate."""
     z = x / temperature if temperature != 1.0 else x
-    m = xp.max(z, axis=axis, keepdims=True)
-    s = z - m
+    return z - xp.max(z, axis=axis, keepdims=True)
+
+
+def _log_softmax(xp, x, axis, temperature):
+    s = _shifted(xp, x, axis, temperature)
     return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
 
 
@@ -124,10 +128,9 @@ def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
     check_range(xp, y, z.shape[-1], "softmax_cross_entropy: a label", z.ndim - 1)
     if smoothing == 0.0:  # -log softmax(z)[y] = log Σ exp(s) - s[y], s = z/T - max: one
         # pass less than through the whole log-softmax (the same IEEE operations per value)
-        s = z / temperature if temperature != 1.0 else z
-        s = s - xp.max(s, axis=-1, keepdims=True)
+        s = _shifted(xp, z, -1, temperature)
         lse = xp.log(xp.sum(xp.exp(s), axis=-1))
-        if s.ndim == 2:
+        if s.ndim == 2:  # (a fancy index: a third of take_along_axis's time at [128, 10])
             return lse - s[xp.arange(s.shape[0]), y]
         return lse - xp.take_along_axis(s, y[..., None].astype("int64"), axis=-1)[..., 0]
     lp = _log_softmax(xp, z, -1, temperature)

@@ -15,7 +15,9 @@ small kernels run hundreds of times:
   (their reference counts are back to what they were when made: not a slot of the plan, a
   view, an output a caller kept), so a training step allocates no new stacks and its
   resident memory stays flat; two sets suffice, the last step's values stay in the plan's
-  slots until the next step overwrites them.
+  slots until the next step overwrites them. A holder that keeps no Python reference (a raw
+  pointer from `.ctypes.data`, a weak reference) is not seen: callers keep arrays, not
+  pointers to them. The driver keeps its two sets for as long as its plan lives.
 
 Results are the op kernel's values; the plain and buffer-reusing plans use this driver alike,
 so they stay bit-identical. Other loops (and attributes this driver does not know) use the

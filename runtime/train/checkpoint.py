@@ -31,8 +31,7 @@ from runtime.program import Program
 from runtime.train.npz import NpzError, read_npz
 
 __all__ = ["CheckpointError", "FORMAT", "check_fingerprint", "fingerprint", "fingerprint_diff",
-           "load_checkpoint", "program_fingerprint", "program_meta", "save_arrays",
-           "save_checkpoint",
+           "load_checkpoint", "program_meta", "save_arrays", "save_checkpoint",
            "saved_fingerprint", "variable_table"]
 
 FORMAT = "dslrun.checkpoint/1"
@@ -160,16 +159,12 @@ def fingerprint(variables: Mapping[str, Any], optimizers: list[str] | None) -> d
     return out
 
 
-def program_fingerprint(program: Program) -> dict[str, Any]:
-    """What a checkpoint of `program` stores under "fingerprint": what its table of variables
-    does not say, the optimizers (`saved_fingerprint` adds the variables back)."""
-    return {"optimizers": list(program.meta.get("optimizers") or [])}
-
-
 def program_meta(program: Program) -> dict[str, Any]:
-    """What a checkpoint says about the program that wrote it: "variables"
-    (`variable_table`) and "fingerprint" (`program_fingerprint`)."""
-    return {"variables": variable_table(program), "fingerprint": program_fingerprint(program)}
+    """What a checkpoint says about the program that wrote it: its "variables"
+    (`variable_table`) and, under "fingerprint", what that table does not say: the
+    optimizers (`saved_fingerprint` joins the two)."""
+    return {"variables": variable_table(program),
+            "fingerprint": {"optimizers": list(program.meta.get("optimizers") or [])}}
 
 
 def saved_fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:

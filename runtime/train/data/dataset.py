@@ -19,10 +19,10 @@ import numpy as np
 
 from runtime.errors import UserError
 from runtime.train.data.vocab import Vocabulary
-from runtime.train.memory import available_bytes, human_bytes
+from runtime.train.memory import human_bytes, memory_limit
 
 __all__ = ["SPLITS", "DataError", "Dataset", "class_info", "dtype_str", "ensure_room",
-           "memory_limit", "n_samples"]
+           "data_memory_limit", "n_samples"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -35,9 +35,9 @@ _MAX_MEMORY: ContextVar[int | None] = ContextVar("max_memory", default=None)
 
 
 @contextmanager
-def memory_limit(max_memory: int | None) -> Iterator[None]:
-    """Within the block, `ensure_room` also refuses more than `max_memory` bytes (the user's
-    `--max-memory`; None: only the memory available limits)."""
+def data_memory_limit(max_memory: int | None) -> Iterator[None]:
+    """Within the block, `ensure_room` weighs data against `max_memory` bytes (the user's
+    `--max-memory`) instead of the memory available (None: the memory available)."""
     token = _MAX_MEMORY.set(max_memory)
     try:
         yield
@@ -46,19 +46,15 @@ def memory_limit(max_memory: int | None) -> Iterator[None]:
 
 
 def ensure_room(need: int, what: str, advice: str) -> None:
-    """DataError before a loader allocates `need` bytes for `what` when more than half the
-    memory available now would go to it (the run still needs its parameters and plans), or
-    more than the `--max-memory` limit in force (`memory_limit`), whichever is smaller."""
-    given = _MAX_MEMORY.get()
-    have = available_bytes()
-    if given is not None and (have is None or given <= have // 2):
-        if need > given:
-            raise DataError(f"{what} need {human_bytes(need)}, more than the --max-memory "
-                            f"limit of {human_bytes(given)}; {advice}, or give a larger "
-                            "--max-memory")
-    elif have is not None and need > have // 2:
+    """DataError before a loader allocates `need` bytes for `what` when that is more than half
+    the memory the run may use (the run still needs its parameters and plans): `--max-memory`
+    when given (`data_memory_limit`), else the memory available now, as the run's estimate
+    reads it (`runtime.train.memory.memory_limit`)."""
+    limit, source = memory_limit(_MAX_MEMORY.get())
+    if limit is not None and need > limit // 2:
+        more = ", or give a larger --max-memory" if _MAX_MEMORY.get() is not None else ""
         raise DataError(f"{what} need {human_bytes(need)}, more than half the "
-                        f"{human_bytes(have)} available on this machine; {advice}")
+                        f"{human_bytes(limit)} of {source}; {advice}{more}")
 
 
 @dataclass
