@@ -77,3 +77,27 @@ def _collect() -> dict:
 
 
 globals().update(_collect())
+
+
+def test_run_node_types_its_outputs_for_the_checker() -> None:
+    import numpy as np
+    from onnx import helper
+
+    from dsl.onnx import OnnxError
+    from dsl.onnx.backend import node_model
+
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    add = helper.make_node("Add", ["a", "b"], ["y"])
+    model = node_model(add, [a, a])
+    onnx.checker.check_model(model, full_check=True)
+    (y,) = model.graph.output
+    assert y.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value for d in y.type.tensor_type.shape.dim] == [2, 3]
+    (out,) = DslBackend.run_node(add, [a, a])
+    np.testing.assert_array_equal(out, a + a)
+    # an op shape inference does not know is typed from outputs_info, else refused clearly
+    odd = helper.make_node("Mystery", ["a"], ["y"], domain="example.org")
+    typed = node_model(odd, [a], outputs_info=[(np.float64, (2, 3))])
+    assert typed.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    with pytest.raises(OnnxError, match="no type for output 'y' of the Mystery node"):
+        node_model(odd, [a])

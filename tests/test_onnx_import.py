@@ -27,6 +27,7 @@ from dsl.onnx.export import (  # noqa: E402
     run_onnx,
 )
 from dsl.onnx.importer import import_model  # noqa: E402
+from dsl.onnx.names import ONE_TO_ONE  # noqa: E402
 
 
 def small_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -347,3 +348,23 @@ def test_force_import_without_weights_removes_the_old_weights(tmp_path) -> None:
     assert (tmp_path / "net.npz").is_file()
     assert main(["import", str(relu), "-o", str(spec), "--force"]) == 0
     assert not (tmp_path / "net.npz").exists() and "relu(x)" in spec.read_text()
+
+
+PAIR_CALLS = {"arithmetic": "{op}(x, x)", "unary": "{op}(x)", "comparison": "{op}(x, x)",
+              "logical": "{op}(m, m)", "reduction": "{op}(x, axis = 1)",
+              "softmax": "{op}(x, axis = -1)", "pool": "{op}(p, kernel = 2)"}
+
+
+@pytest.mark.parametrize("kind,op,onnx_op", [
+    (kind, op, onnx_op) for kind, group in ONE_TO_ONE.items() for op, onnx_op in group.items()])
+def test_each_shared_pair_exports_to_its_onnx_op_and_imports_back(kind, op, onnx_op) -> None:
+    from dsl.compiler import compile_spec
+
+    call = "logical_not(m)" if op == "logical_not" else PAIR_CALLS[kind].format(op=op)
+    text = ("model pair\ninput x: f32[4, 4]\ninput m: bool[3, 4]\ninput p: f32[1, 1, 4, 4]\n"
+            f"output y = {call}\n")
+    model = export_compiled(compile_spec(text, f"<{op}>", optimize=False)).model
+    assert [n.op_type for n in model.graph.node] == [onnx_op, "Identity"]
+    back = compile_spec(import_model(model, "back").text, "<back>", optimize=False)
+    g = back.program.forward
+    assert op in [g[i].op for i in g.topo_order()]

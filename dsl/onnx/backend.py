@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper, shape_inference
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
+from dsl.onnx import OnnxError
 from dsl.onnx.import_ops import STATIC_INPUTS
 from dsl.onnx.importer import import_model, set_initial
 
@@ -29,6 +30,37 @@ def static_inputs(model: onnx.ModelProto) -> set[str]:
             if k < len(node.input) and node.input[k]:
                 out.add(node.input[k])
     return out
+
+
+def node_model(node: onnx.NodeProto, arrays: list[np.ndarray],
+               outputs_info: Any = None) -> onnx.ModelProto:
+    """The one-node model `run_node` runs: inputs typed from `arrays`, outputs from ONNX shape
+    inference (else from `outputs_info`, (numpy dtype, shape) per output), as the checker in
+    `prepare` requires."""
+    graph_inputs = [helper.make_tensor_value_info(
+        name, numpy_helper.from_array(a).data_type, list(a.shape))
+        for name, a in zip(node.input, arrays)]
+    outs = [o for o in node.output if o]
+    model = helper.make_model(helper.make_graph(
+        [node], "node", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outs]))
+    try:  # not strict: an output it cannot type is left untyped
+        inferred = shape_inference.infer_shapes(model).graph.output
+    except shape_inference.InferenceError:  # a domain or op it does not know
+        inferred = []
+    typed = {vi.name: vi for vi in inferred if vi.type.tensor_type.elem_type}
+    given = dict(zip(outs, outputs_info or ()))
+    for out in model.graph.output:
+        if out.name in typed:
+            out.CopyFrom(typed[out.name])
+        elif out.name in given:
+            dtype, shape = given[out.name]
+            out.CopyFrom(helper.make_tensor_value_info(
+                out.name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(shape)))
+        else:
+            raise OnnxError(f"run_node: ONNX shape inference gives no type for output "
+                            f"'{out.name}' of the {node.op_type} node (an op it does not know, "
+                            "or inputs it rejects); give outputs_info")
+    return model
 
 
 class DslBackendRep(BackendRep):
@@ -79,16 +111,8 @@ class DslBackend(Backend):
     def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
                  outputs_info: Any = None, **kwargs: Any) -> tuple[Any, ...]:
         """One node with these inputs (numpy arrays, in the node's input order)."""
-        from onnx import helper
-
         arrays = [np.asarray(v) for v in inputs]
-        graph_inputs = [helper.make_tensor_value_info(
-            name, numpy_helper.from_array(a).data_type, list(a.shape))
-            for name, a in zip(node.input, arrays)]
-        graph_outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
-        model = helper.make_model(helper.make_graph([node], "node", graph_inputs,
-                                                    graph_outputs))
-        return cls.prepare(model, device).run(arrays)
+        return cls.prepare(node_model(node, arrays, outputs_info), device).run(arrays)
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

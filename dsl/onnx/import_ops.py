@@ -5,7 +5,8 @@ literals, shapes), `ins` the node's inputs as `Value`s (None for an omitted opti
 `attrs` its attributes as Python values. Inputs that must be known when the spec is compiled
 (a Reshape's shape, reduction axes, Slice bounds) are read with `cx.static`, which fails with
 the op's name when they are computed at run time. `STATIC_INPUTS` names those positions, so a
-backend can fix them from the values it is given.
+backend can fix them from the values it is given. The op types that are one dslrun op each
+way come from `dsl.onnx.names`, shared with the export table.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dsl.onnx.names import ONE_TO_ONE
 from runtime.dtypes import is_float
 from runtime.ir import Dim
 
@@ -373,26 +375,24 @@ def _gelu(cx: Any, n: Any, ins: list[Value | None], a: dict[str, Any]) -> str:
     return f"gelu({ins[0].ref}, approximate = {cx.lit(a.get('approximate', 'none'))})"
 
 
+def _arithmetic(fn: str) -> Row:
+    """The spec's operator where it has one, else `fn` folded (ONNX's Max and Min are
+    variadic)."""
+    special = {"add": _binary("+"), "sub": _binary("-"), "mul": _binary("*"),
+               "matmul": _binary("@"), "div": _div, "pow": _pow}
+    return special.get(fn) or _fold(fn)
+
+
+# the row maker for each kind of one-to-one pair (`names.ONE_TO_ONE`), given the dslrun op
+BY_KIND: dict[str, Callable[[str], Row]] = {
+    "arithmetic": _arithmetic, "unary": _call, "comparison": _call, "logical": _call,
+    "reduction": _reduce, "softmax": _softmax, "pool": _pool,
+}
+
 IMPORT_TABLE: dict[str, Row] = {
-    "Add": _binary("+"),
-    "Sub": _binary("-"),
-    "Mul": _binary("*"),
-    "Div": _div,
-    "Pow": _pow,
-    "MatMul": _binary("@"),
+    **{onnx_op: BY_KIND[kind](op) for kind, group in ONE_TO_ONE.items()
+       for op, onnx_op in group.items()},
     "Gemm": _gemm,
-    "Neg": _call("neg"),
-    "Abs": _call("abs"),
-    "Sign": _call("sign"),
-    "Exp": _call("exp"),
-    "Log": _call("log"),
-    "Sqrt": _call("sqrt"),
-    "Sin": _call("sin"),
-    "Cos": _call("cos"),
-    "Tanh": _call("tanh"),
-    "Erf": _call("erf"),
-    "Sigmoid": _call("sigmoid"),
-    "Relu": _call("relu"),
     "Softplus": _call("softplus"),
     "Reciprocal": lambda cx, n, i, a: f"(1.0 / {i[0].ref})",
     "Softsign": lambda cx, n, i, a: f"({i[0].ref} / (1.0 + abs({i[0].ref})))",
@@ -402,28 +402,14 @@ IMPORT_TABLE: dict[str, Row] = {
     "HardSigmoid": _hard_sigmoid,
     "Gelu": _gelu,
     "Clip": _clip,
-    "Max": _fold("maximum"),
-    "Min": _fold("minimum"),
     "Sum": _fold("add"),
     "Mean": _mean,
-    "Equal": _call("equal"),
-    "Greater": _call("greater"),
-    "Less": _call("less"),
-    "GreaterOrEqual": _call("greater_equal"),
-    "LessOrEqual": _call("less_equal"),
-    "And": _call("logical_and"),
-    "Or": _call("logical_or"),
     "Xor": _call("not_equal"),
-    "Not": _call("logical_not"),
     "Where": _call("where"),
     "Cast": _cast,
     "Identity": lambda cx, n, i, a: i[0].ref,
     "Dropout": _dropout,
-    "Softmax": _softmax("softmax"),
-    "LogSoftmax": _softmax("log_softmax"),
     "Conv": _conv,
-    "MaxPool": _pool("max_pool2d"),
-    "AveragePool": _pool("avg_pool2d"),
     "GlobalAveragePool": _global_pool("mean"),
     "GlobalMaxPool": _global_pool("max"),
     "Reshape": _reshape,
@@ -435,11 +421,6 @@ IMPORT_TABLE: dict[str, Row] = {
     "Concat": _concat,
     "Gather": _gather,
     "Slice": _slice,
-    "ReduceSum": _reduce("sum"),
-    "ReduceMean": _reduce("mean"),
-    "ReduceMax": _reduce("max"),
-    "ReduceMin": _reduce("min"),
-    "ReduceLogSumExp": _reduce("logsumexp"),
     "ArgMax": _argmax,
     "LayerNormalization": _layer_norm,
     "BatchNormalization": _batch_norm,
@@ -448,6 +429,6 @@ IMPORT_TABLE: dict[str, Row] = {
 # input positions that must be known when the spec is compiled, by op type
 STATIC_INPUTS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Expand": (1,),
-    "Slice": (1, 2, 3, 4), "Dropout": (2,), "ReduceSum": (1,), "ReduceMean": (1,),
-    "ReduceMax": (1,), "ReduceMin": (1,), "ReduceLogSumExp": (1,),
+    "Slice": (1, 2, 3, 4), "Dropout": (2,),
+    **{onnx_op: (1,) for onnx_op in ONE_TO_ONE["reduction"].values()},  # the axes
 }

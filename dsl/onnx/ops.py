@@ -6,7 +6,8 @@ Values equal dslrun's kernels to float32 rounding: where ONNX's own op differs a
 (softplus far from zero, a fully masked softmax row) the row composes stable primitives as the
 kernel does. Every other op is listed in `UNSUPPORTED` with the reason, but for
 the ops with regions, which the exporter writes itself (`STRUCTURAL`: a fused elementwise node
-as its body, a loop as an ONNX Loop, see `dsl.onnx.control`).
+as its body, a loop as an ONNX Loop, see `dsl.onnx.control`). The ops that are one ONNX op
+each way come from `dsl.onnx.names`, shared with the import table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from dsl.onnx.emit import INT64_MAX, INT64_MIN, ONNX_TYPES, Emitter
+from dsl.onnx.names import ONE_TO_ONE
 from runtime.dtypes import is_float
 from runtime.ir import Node
 from runtime.ops.nn import LSTM_GATES
@@ -355,26 +357,15 @@ def _composed(fn: Callable[[Emitter, Node, str], str]) -> Row:
     return lambda em, node, ins: fn(em, node, _cast_all(em, node, ins)[0])
 
 
+# the row maker for each kind of one-to-one pair (`names.ONE_TO_ONE`), given the ONNX op type
+BY_KIND: dict[str, Callable[[str], Row]] = {
+    "arithmetic": arith, "unary": _unary, "comparison": compare, "logical": logic,
+    "reduction": reduce, "softmax": _softmax, "pool": _pool,
+}
+
 EXPORT_TABLE: dict[str, Row] = {
-    "add": arith("Add"),
-    "sub": arith("Sub"),
-    "mul": arith("Mul"),
-    "div": arith("Div"),
-    "pow": arith("Pow"),
-    "maximum": arith("Max"),
-    "minimum": arith("Min"),
-    "neg": _unary("Neg"),
-    "abs": _unary("Abs"),
-    "sign": _unary("Sign"),
-    "exp": _unary("Exp"),
-    "log": _unary("Log"),
-    "sqrt": _unary("Sqrt"),
-    "sin": _unary("Sin"),
-    "cos": _unary("Cos"),
-    "tanh": _unary("Tanh"),
-    "erf": _unary("Erf"),
-    "sigmoid": _unary("Sigmoid"),
-    "relu": _unary("Relu"),
+    **{op: BY_KIND[kind](onnx_op) for kind, group in ONE_TO_ONE.items()
+       for op, onnx_op in group.items()},
     "square": _composed(lambda em, node, x: em.node("Mul", [x, x])),
     "log1p": _composed(lambda em, node, x: em.node("Log", [em.node(
         "Add", [x, _one(em, node, 1.0)])])),
@@ -389,29 +380,13 @@ EXPORT_TABLE: dict[str, Row] = {
     "gelu": _gelu,
     "cast": _cast,
     "stop_gradient": lambda em, node, ins: em.node("Identity", ins),
-    "greater": compare("Greater"),
-    "less": compare("Less"),
-    "greater_equal": compare("GreaterOrEqual"),
-    "less_equal": compare("LessOrEqual"),
-    "equal": compare("Equal"),
     "not_equal": compare("Equal", negate=True),
-    "logical_and": logic("And"),
-    "logical_or": logic("Or"),
-    "logical_not": logic("Not"),
     "where": lambda em, node, ins: em.node("Where", [
         em.cast(ins[0], em.dtypes[ins[0]], "bool"), *_cast_all(em, node, ins[1:])]),
-    "sum": reduce("ReduceSum"),
-    "mean": reduce("ReduceMean"),
-    "max": reduce("ReduceMax"),
-    "min": reduce("ReduceMin"),
-    "logsumexp": reduce("ReduceLogSumExp"),
     "argmax": _argmax,
     "variance": _variance,
     "norm": _norm,
-    "matmul": lambda em, node, ins: em.node("MatMul", _cast_all(em, node, ins)),
     "tensordot": _tensordot,
-    "softmax": _softmax("Softmax"),
-    "log_softmax": _softmax("LogSoftmax"),
     "masked_softmax": _masked_softmax,
     "softmax_cross_entropy": _cross_entropy,
     "sigmoid_bce": _sigmoid_bce,
@@ -429,8 +404,6 @@ EXPORT_TABLE: dict[str, Row] = {
     "full_like": _full_like,
     "conv2d": _conv,
     "conv1d": _conv,
-    "max_pool2d": _pool("MaxPool"),
-    "avg_pool2d": _pool("AveragePool"),
     "layer_norm": _layer_norm,
     "group_norm": _group_norm,
 }
