@@ -11,6 +11,7 @@ methods, ~45 ms of every `dslrun` start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -469,6 +470,21 @@ class Program(Node):
     body: tuple[Stmt, ...]
     file: str = "<string>"
     span: Span = NO_SPAN
+
+
+def contains(node: Any, pred: Callable[[Node], bool]) -> bool:
+    """Whether `node` (a node, or a tuple or list of them) or a node below it satisfies
+    `pred`. Iterative, as `deeper_than`."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple | list):
+            stack.extend(item)
+        elif isinstance(item, Node) and not isinstance(item, Span):
+            if pred(item):
+                return True
+            stack.extend(item.__dict__[f] for f in item._fields if f != "span")
+    return False
 
 
 def deeper_than(node: Node, limit: int) -> Node | None:

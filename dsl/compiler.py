@@ -245,8 +245,8 @@ def _literal(e: A.Expr) -> Any:
 
 def load_program_data(name: str, opts: dict[str, Any], span: A.Span | None, dtype: str,
                       max_memory: int | None = None) -> Any:
-    """Load a data set, in at most `max_memory` bytes when given (`--max-memory`); its errors
-    become spec errors at the `data` line."""
+    """Load a data set, a generated one sized against `max_memory` bytes when given
+    (`--max-memory`, `ensure_room`); its errors become spec errors at the `data` line."""
     try:
         with data_memory_limit(max_memory):
             return load_dataset(name, opts, dtype=dtype)
@@ -357,7 +357,7 @@ def compile_spec(text: str, file: str = "<string>", overrides: dict[str, Any] | 
     or "f64", `--dtype`) makes every float that dtype; None (the default) computes in f32 and
     honors a float dtype the spec writes (`param w: f64[3]`). `cached`: see
     `parse_with_includes` (spec files, not strings: a string would replace the entry of the
-    last one each time). `max_memory` (bytes, `--max-memory`) bounds the data set loaded."""
+    last one each time). `max_memory` (bytes, `--max-memory`): see `load_program_data`."""
     forced = dtype is not None
     dtype = dtype or DEFAULT_FLOAT
     register_source(file, text)

@@ -236,8 +236,9 @@ def test_loop_bodies_reuse_buffers_bit_identically(reverse: bool) -> None:
             assert same(np.asarray(plain[k]), np.asarray(reused[k])), k
 
 
-def test_the_loop_driver_gives_the_op_kernels_values() -> None:
-    from runtime.ops.control import _loop_compile
+def _forward_loop() -> tuple:
+    """The forward loop node of `cell_loop`, its plan instruction and its operands after a run,
+    and a plan context."""
     from runtime.plan.step import PlanContext
 
     g = cell_loop()
@@ -246,8 +247,14 @@ def test_the_loop_driver_gives_the_op_kernels_values() -> None:
     plan = Plan(g, {}, get_backend("numpy"), variables, list(g.outputs), apply_updates=False)
     plan.run(feeds)
     slot = {ins.nid: ins for ins in plan.instrs}[node.id]
-    args = [plan.vals[i] for i in slot.ins]
-    ctx = PlanContext(get_backend("numpy"), {}, None)
+    return node, slot, [plan.vals[i] for i in slot.ins], PlanContext(get_backend("numpy"), {},
+                                                                       None)
+
+
+def test_the_loop_driver_gives_the_op_kernels_values() -> None:
+    from runtime.ops.control import _loop_compile
+
+    node, slot, args, ctx = _forward_loop()
     driver, op = slot.fn(*args), _loop_compile(ctx, node, dict(node.attrs))(*args)
     assert len(driver) == len(op)
     for a, u in zip(driver, op):
@@ -256,17 +263,11 @@ def test_the_loop_driver_gives_the_op_kernels_values() -> None:
 
 def test_the_loop_driver_reuses_only_stacks_nothing_holds() -> None:
     from runtime.plan.scan import scan_kernel
-    from runtime.plan.step import PlanContext
 
     # the stacked results are written into the arrays of an earlier call once nothing but
     # the driver holds them; values a caller kept are never overwritten
-    g = cell_loop()
-    (node,) = [n for n in loops_of(g) if not n.attrs["reverse"]]
-    feeds, variables = feeds_and_vars(g)
-    plan = Plan(g, {}, get_backend("numpy"), variables, list(g.outputs), apply_updates=False)
-    plan.run(feeds)
-    args = [plan.vals[i] for i in {i.nid: i for i in plan.instrs}[node.id].ins]
-    driver = scan_kernel(PlanContext(get_backend("numpy"), {}, None), node, dict(node.attrs))
+    node, _slot, args, ctx = _forward_loop()
+    driver = scan_kernel(ctx, node, dict(node.attrs))
     nc = node.attrs["n_carry"]
     kept = driver(*args)
     want = [np.array(a) for a in kept]

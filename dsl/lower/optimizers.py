@@ -213,10 +213,4 @@ def _rule(cx: Context, use: OptUse, d: A.OptimizerDef, n: str, param: Val, grad:
 
 def _mentions(node: Any, name: str) -> bool:
     """The AST `node` (a statement, an expression, or a tuple of them) reads `name`."""
-    if isinstance(node, A.Name):
-        return node.id == name
-    if isinstance(node, tuple | list):
-        return any(_mentions(x, name) for x in node)
-    if isinstance(node, A.Node):
-        return any(_mentions(getattr(node, f), name) for f in node._fields)
-    return False
+    return A.contains(node, lambda n: isinstance(n, A.Name) and n.id == name)

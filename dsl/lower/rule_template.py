@@ -34,19 +34,9 @@ def stated(body: tuple[A.Stmt, ...]) -> tuple[tuple[A.StateDecl, ...], tuple[A.S
     k = 0
     while k < len(body) and isinstance(body[k], A.StateDecl):
         k += 1
-    if _declares_state(body[k:]):
+    if A.contains(body[k:], lambda n: isinstance(n, A.StateDecl)):
         return None
     return tuple(body[:k]), tuple(body[k:])
-
-
-def _declares_state(node: Any) -> bool:
-    if isinstance(node, A.StateDecl):
-        return True
-    if isinstance(node, tuple | list):
-        return any(_declares_state(x) for x in node)
-    if isinstance(node, A.Stmt):
-        return any(_declares_state(getattr(node, f)) for f in node._fields)
-    return False
 
 
 @dataclass

@@ -206,8 +206,7 @@ def check_fingerprint(path: str | os.PathLike[str], meta: Mapping[str, Any],
                       program: Program) -> None:
     """CheckpointError listing what differs when the checkpoint `path` (with `meta`) was
     written by a spec whose fingerprint is not `program`'s."""
-    mine = fingerprint(variable_table(program), program.meta.get("optimizers") or [])
-    differ = fingerprint_diff(saved_fingerprint(meta), mine)
+    differ = fingerprint_diff(saved_fingerprint(meta), saved_fingerprint(program_meta(program)))
     if differ:
         by = meta.get("source") or meta.get("program") or "another spec"
         raise CheckpointError(
