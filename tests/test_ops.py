@@ -124,6 +124,17 @@ def _cross_entropy(z, y, smoothing=0.0, smoothing_mode="m-1", temperature=1.0):
     return -(target * _log_softmax(z, -1, temperature)).sum(-1)
 
 
+def _cross_entropy_grad(z, y, g, smoothing=0.0, smoothing_mode="m-1", temperature=1.0):
+    m = z.shape[-1]
+    onehot = (np.arange(m) == y[..., None]).astype(float)
+    if smoothing_mode == "m-1":
+        target = onehot * (1 - smoothing) + (1 - onehot) * smoothing / (m - 1)
+    else:
+        target = onehot * (1 - smoothing) + smoothing / m
+    p = np.exp(_log_softmax(z, -1, temperature))
+    return (p - target) * g[..., None] / temperature
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -347,6 +358,15 @@ ROWS: list[Row] = [
         {"smoothing": 0.2, "smoothing_mode": "m", "temperature": 2.0},
         domain=(NORMAL, ints(0, 5)), dtypes=("f64", "i32"), reference=_cross_entropy,
         variant="smooth_m_T2_3d"),
+    Row("softmax_cross_entropy_grad", ((4, 5), (4,), (4,)), domain=(NORMAL, ints(0, 5), NORMAL),
+        dtypes=("f64", "i64", "f64"), reference=_cross_entropy_grad),
+    Row("softmax_cross_entropy_grad", ((2, 3, 5), (2, 3), (2, 3)),
+        {"smoothing": 0.2, "smoothing_mode": "m", "temperature": 2.0},
+        domain=(NORMAL, ints(0, 5), NORMAL), dtypes=("f64", "i32", "f64"),
+        reference=_cross_entropy_grad, variant="smooth_m_T2_3d"),
+    Row("softmax_cross_entropy_grad", ((4, 5), (4,), (4,)), {"smoothing": 0.1},
+        domain=(NORMAL, ints(0, 5), NORMAL), dtypes=("f64", "i64", "f64"),
+        reference=_cross_entropy_grad, variant="smooth_m-1"),
     Row("sigmoid_bce", S34, domain=(normal(2.0), uniform(0.0, 1.0)),
         reference=lambda z, y: -(y * np.log(_sigmoid(z)) + (1 - y) * np.log(1 - _sigmoid(z)))),
     Row("sigmoid_bce", ((3, 4), (4,)), domain=(normal(2.0), uniform(0.0, 1.0)),

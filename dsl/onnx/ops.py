@@ -425,5 +425,5 @@ UNSUPPORTED: dict[str, str] = {
     "index_put": "an indexed write (the adjoint of slicing; not exported)",
     **{op: "a gradient op (evaluation graphs hold none)" for op in (
         "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "max_pool2d_pick",
-        "avg_pool2d_grad", "take_grad", "sum_to")},
+        "avg_pool2d_grad", "take_grad", "sum_to", "softmax_cross_entropy_grad")},
 }

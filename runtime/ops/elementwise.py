@@ -185,7 +185,9 @@ def softplus_kernel(xp, x):
 unary("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))  # σ' = σ(1-σ)
 unary("softplus", softplus_kernel, lambda g, out, x: (g * x.b.emit("sigmoid", x),))  # softplus' = σ
 unary("relu", lambda xp, x: xp.maximum(x, 0).astype(x.dtype, copy=False),
-      lambda g, out, x: (where(x > 0.0, g, 0.0),), shape=same, branch=at_zero)
+      # out > 0 exactly where x > 0 (NaN: neither): reading the output leaves the input free
+      # to be fused away with the op before (bias + activation in one kernel)
+      lambda g, out, x: (where(out > 0.0, g, 0.0),), shape=same, branch=at_zero)
 unary("leaky_relu",
       lambda xp, x, alpha: xp.where(x > 0, x, alpha * x).astype(x.dtype, copy=False),
       lambda g, out, x, alpha: (where(x > 0.0, g, g * alpha),), attrs={"alpha": 0.01},

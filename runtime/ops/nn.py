@@ -141,8 +141,52 @@ def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
 
 
 def _ce_vjp(g, out, z, y, smoothing, smoothing_mode, temperature):
-    # d/dz = (softmax(z/T) - target) / T, target the (smoothed) one-hot
-    em = g.b.emit
+    # d/dz = (softmax(z/T) - target) g / T in one kernel, target the (smoothed) one-hot
+    return (g.b.emit("softmax_cross_entropy_grad", z, y, g, smoothing=smoothing,
+                     smoothing_mode=smoothing_mode, temperature=temperature), None)
+
+
+register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, arity=2,
+               doc="per-example -log softmax(z/T)[y] with optional label smoothing"))
+
+
+def _ce_grad_shape(attrs, z, y, g):
+    _ce_shape(attrs, z, y)
+    if not g.is_float or tuple(g.shape) != tuple(z.shape[:-1]):
+        raise ShapeError(f"softmax_cross_entropy_grad: the gradient {g} does not match the "
+                         f"per-example losses of {z}")
+    return TensorType(float_result_dtype(z.dtype), z.shape)
+
+
+def ce_grad_kernel(xp, out, z, y, g, smoothing, smoothing_mode, temperature):
+    """(softmax(z/T) - target) g / T written into `out` (z's shape, a float dtype): the
+    softmax in place, the target's weights subtracted at the labels, one scaling. Labels are
+    the forward's, which checked their range."""
+    m = z.shape[-1]
+    if temperature != 1.0:  # as `_shifted`: z/T less its maximum
+        z = xp.divide(z, temperature, out=out)
+    xp.subtract(z, xp.max(z, axis=-1, keepdims=True), out=out)
+    xp.exp(out, out=out)
+    xp.divide(out, xp.sum(out, axis=-1, keepdims=True), out=out)
+    on, off = _smooth_weights(smoothing, smoothing_mode, m) if smoothing else (1.0, 0.0)
+    if off:
+        xp.subtract(out, off, out=out)
+    rows = out.reshape(-1, m)
+    rows[xp.arange(rows.shape[0]), y.reshape(-1)] -= on - off
+    scale = g[..., None] if temperature == 1.0 else g[..., None] * (1.0 / temperature)
+    xp.multiply(out, scale, out=out)
+    return out
+
+
+def _ce_grad_fwd(xp, z, y, g, smoothing, smoothing_mode, temperature):
+    (z,) = to_float(xp, z)
+    out = xp.empty(z.shape, dtype=z.dtype)
+    return ce_grad_kernel(xp, out, z, y, g, smoothing, smoothing_mode, temperature)
+
+
+def _ce_grad_vjp(u, out, z, y, g, smoothing, smoothing_mode, temperature):
+    # out = (p - t) g / T, p = softmax(z/T): linear in g; in z, p's own VJP with u g / T
+    em = u.b.emit
     m = z.shape[-1]
     p = em("softmax", z, axis=-1, temperature=temperature)
     t = em("one_hot", y, depth=m, dtype=z.type.dtype)
@@ -150,11 +194,15 @@ def _ce_vjp(g, out, z, y, smoothing, smoothing_mode, temperature):
         on, off = _smooth_weights(smoothing, smoothing_mode, m)
         t = t * (on - off) + off
     gz = em("reshape", g, shape=g.shape + (1,))
-    return ((p - t) * gz * (1.0 / temperature), None)
+    (dz,) = _softmax_vjp(u * gz * (1.0 / temperature), p, z, -1, temperature)
+    dg = em("sum", u * (p - t), axis=-1, keepdims=False) * (1.0 / temperature)
+    return dz, None, dg
 
 
-register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, arity=2,
-               doc="per-example -log softmax(z/T)[y] with optional label smoothing"))
+register(OpDef("softmax_cross_entropy_grad", _ce_grad_shape, _ce_grad_fwd, _ce_grad_vjp,
+               attrs=CE, arity=3,
+               doc="the gradient of softmax_cross_entropy in its logits: (softmax(z/T) - "
+                   "target) g / T"))
 
 
 def _sbce_fwd(xp, z, y):

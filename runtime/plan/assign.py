@@ -112,14 +112,16 @@ def plan_memory(graph: Graph, kernels: KernelTable,
 
 def _has_form(graph: Graph, nid: int, kernels: KernelTable) -> bool:
     """Whether node `nid` writes into a buffer: its op has a form, its result is an array
-    (rank 0: NumPy's ufuncs hand back a scalar) and its operands other than masks have one
-    dtype, the result's when that is a float (the forms compute in one dtype, as the plain
-    kernels do without promotion); a fused node's last member must have a form too."""
+    (rank 0: NumPy's ufuncs hand back a scalar) and its operands other than masks and
+    indices (`index_operands`) have one dtype, the result's when that is a float (the forms
+    compute in one dtype, as the plain kernels do without promotion); a fused node's last
+    member must have a form too."""
     n = graph[nid]
     t = n.type
     if n.op not in kernels.out or not isinstance(t, TensorType) or t.rank == 0:
         return False
-    dts = {graph[j].type.dtype for j in n.inputs} - {"bool"}
+    index = kernels.index_operands.get(n.op, frozenset())
+    dts = {graph[j].type.dtype for k, j in enumerate(n.inputs) if k not in index} - {"bool"}
     if len(dts) > 1 or (t.is_float and dts and dts != {t.dtype}):
         return False
     if n.regions and n.op in kernels.out:  # a fused body: its result's member

@@ -24,7 +24,7 @@ from runtime.backends import KernelTable
 from runtime.ir import Graph, Node, concrete_attrs
 from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
-from runtime.ops.nn import gate_affine
+from runtime.ops.nn import ce_grad_kernel, gate_affine
 from runtime.ops.shape_ops import sum_to_axes
 
 __all__ = ["NUMPY_KERNELS", "Call", "OutSpec", "is_zero", "layout", "out_spec", "same",
@@ -267,6 +267,15 @@ def _softmax(c: Call) -> OutSpec | None:
     return OutSpec(make, [stat, stat])
 
 
+def _ce_grad(c: Call) -> OutSpec | None:
+    # `ce_grad_kernel` itself, into the buffer (the plain kernel is it on a new array)
+    xp, (z, _, g), res = c.xp, c.args, c.res
+    if any(c.alias) or res.dtype.kind != "f" or z.dtype != res.dtype or g.dtype != res.dtype:
+        return None
+    attrs = {k: c.attrs[k] for k in ("smoothing", "smoothing_mode", "temperature")}
+    return OutSpec(lambda out, s: lambda z, y, g: ce_grad_kernel(xp, out, z, y, g, **attrs), [])
+
+
 def _tensordot(c: Call) -> OutSpec | None:
     # as NumPy's tensordot with an integer `axes`: one dot of the operands as matrices
     xp, res = c.xp, c.res
@@ -441,6 +450,7 @@ NUMPY_KERNELS = KernelTable(
         "matmul": _matmul,
         "sum_to": _sum_to,
         "softmax": _softmax,
+        "softmax_cross_entropy_grad": _ce_grad,
         "sigmoid": _sigmoid,
         "lstm_gates": _lstm_gates,
         "concat": _concat,
@@ -471,7 +481,8 @@ NUMPY_KERNELS = KernelTable(
         "add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log", "log1p",
         "expm1", "sqrt", "abs", "sign", "sin", "cos", "tanh", "square", "greater", "less",
         "greater_equal", "less_equal", "equal", "not_equal", "logical_and", "logical_or",
-        "relu", "where", FUSED)))
+        "relu", "where", FUSED)),
+    index_operands={"softmax_cross_entropy_grad": frozenset({1})})
 
 
 Members = list[tuple[Node, tuple[int, ...], dict[str, Any], Any]]

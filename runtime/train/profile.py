@@ -141,7 +141,8 @@ OP_COSTS: dict[str, OpCost] = {
     **{op: OpCost("in", 2.0) for op in ("norm",)},
     **{op: OpCost("in", 3.0) for op in ("variance", "logsumexp")},
     **{op: OpCost("in", 4.0) for op in ("softmax", "log_softmax", "masked_softmax")},
-    **{op: OpCost("in", 5.0) for op in ("softmax_cross_entropy", "sigmoid_bce")},
+    **{op: OpCost("in", 5.0) for op in ("softmax_cross_entropy", "sigmoid_bce",
+                                        "softmax_cross_entropy_grad")},
     **{op: OpCost("in", 7.0) for op in ("layer_norm", "group_norm", "batch_norm_train")},
     "lstm_gates": OpCost("out", 4.0),  # tanh(z s) s + b
     **{op: OpCost("none", gemms=fn) for op, fn in _GEMM.items()},
