@@ -11,6 +11,7 @@ from runtime.dtypes import NP_TO_DTYPE, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.row_reduce import row_sum
 from runtime.ops.shapes import broadcast_shapes, check_range, float_elementwise, norm_axes
 
 SM = {"axis": -1, "temperature": 1.0}
@@ -33,13 +34,13 @@ def _shifted(xp, x, axis, temperature):
 
 def _log_softmax(xp, x, axis, temperature):
     s = _shifted(xp, x, axis, temperature)
-    return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+    return s - xp.log(row_sum(xp, xp.exp(s), axis, keepdims=True))
 
 
 def _softmax(xp, x, axis, temperature):
     z = x / temperature if temperature != 1.0 else x
     e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    return e / row_sum(xp, e, axis, keepdims=True)
 
 
 def _softmax_vjp(g, out, x, axis, temperature):
@@ -82,7 +83,7 @@ def _masked_softmax(xp, x, mask, axis):
         z = x + mask.astype(x.dtype, copy=False)
     m = xp.max(z, axis=axis, keepdims=True)
     e = xp.exp(z - xp.where(xp.isfinite(m), m, 0))
-    s = xp.sum(e, axis=axis, keepdims=True)
+    s = row_sum(xp, e, axis, keepdims=True)
     return (e / xp.where(s > 0, s, 1)).astype(x.dtype, copy=False)
 
 
@@ -129,14 +130,14 @@ def _ce_fwd(xp, z, y, smoothing, smoothing_mode, temperature):
     if smoothing == 0.0:  # -log softmax(z)[y] = log Σ exp(s) - s[y], s = z/T - max: one
         # pass less than through the whole log-softmax (the same IEEE operations per value)
         s = _shifted(xp, z, -1, temperature)
-        lse = xp.log(xp.sum(xp.exp(s), axis=-1))
+        lse = xp.log(row_sum(xp, xp.exp(s), -1))
         if s.ndim == 2:  # (a fancy index: a third of take_along_axis's time at [128, 10])
             return lse - s[xp.arange(s.shape[0]), y]
         return lse - xp.take_along_axis(s, y[..., None].astype("int64"), axis=-1)[..., 0]
     lp = _log_softmax(xp, z, -1, temperature)
     picked = xp.take_along_axis(lp, y[..., None].astype("int64"), axis=-1)[..., 0]
     on, off = _smooth_weights(smoothing, smoothing_mode, z.shape[-1])
-    total = xp.sum(lp, axis=-1)
+    total = row_sum(xp, lp, -1)
     return -(on * picked + off * (total - picked))
 
 
@@ -167,7 +168,7 @@ def ce_grad_kernel(xp, out, z, y, g, smoothing, smoothing_mode, temperature):
         z = xp.divide(z, temperature, out=out)
     xp.subtract(z, xp.max(z, axis=-1, keepdims=True), out=out)
     xp.exp(out, out=out)
-    xp.divide(out, xp.sum(out, axis=-1, keepdims=True), out=out)
+    xp.divide(out, row_sum(xp, out, -1, keepdims=True), out=out)
     on, off = _smooth_weights(smoothing, smoothing_mode, m) if smoothing else (1.0, 0.0)
     if off:
         xp.subtract(out, off, out=out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from runtime.ir import TensorType
 from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.row_reduce import row_mean
 from runtime.ops.shapes import float_result, norm_axes, reduced_shape
 
 # --------------------------------------------------------------------------- helpers
@@ -25,9 +26,9 @@ from runtime.ops.shapes import float_result, norm_axes, reduced_shape
 
 def _standardize(xp, x, axes, eps):
     """(x - μ, 1/sqrt(var + ε)) with statistics over `axes` (kept as size-1 dims)."""
-    mu = xp.mean(x, axis=axes, keepdims=True)
+    mu = row_mean(xp, x, axes, keepdims=True)
     xc = x - mu
-    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    var = row_mean(xp, xc * xc, axes, keepdims=True)
     return xc, 1.0 / xp.sqrt(var + eps)
 
 

@@ -6,6 +6,7 @@ from runtime.dtypes import DEFAULT_FLOAT, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import to_float
 from runtime.ops.registry import OpDef, ShapeError, register
+from runtime.ops.row_reduce import row_mean, row_sum
 from runtime.ops.shapes import norm_axes, reduced_shape
 
 RED = {"axis": None, "keepdims": False}
@@ -69,14 +70,18 @@ def _minmax_vjp(g, out, x, axis, keepdims):
 
 
 def _sum_fwd(xp, x, axis, keepdims):
+    if x.dtype.kind == "f":
+        return row_sum(xp, x, axis, keepdims)
     # integers keep their width (NumPy would widen i32 to i64), bools count in i64
-    dt = None if x.dtype.kind == "f" else "int64" if x.dtype.kind == "b" else x.dtype
+    dt = "int64" if x.dtype.kind == "b" else x.dtype
     return xp.sum(x, axis=axis, keepdims=keepdims, dtype=dt)
 
 
 def _mean_fwd(xp, x, axis, keepdims):
-    m = xp.mean(x, axis=axis, keepdims=keepdims)  # integers: f64 accumulation, f32 result
-    return m if x.dtype.kind == "f" else m.astype(np_dtype(DEFAULT_FLOAT))
+    if x.dtype.kind == "f":
+        return row_mean(xp, x, axis, keepdims)
+    # integers: f64 accumulation, f32 result
+    return xp.mean(x, axis=axis, keepdims=keepdims).astype(np_dtype(DEFAULT_FLOAT))
 
 
 register(OpDef("sum", _red_shape("sum"), _sum_fwd,  # d Σx = broadcast g
@@ -98,7 +103,7 @@ def _lse(xp, x, axis, keepdims):
     (x,) = to_float(xp, x)
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
-    s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    s = xp.log(row_sum(xp, xp.exp(x - m), axis, keepdims=True)) + m
     return s if keepdims else xp.squeeze(s, axis=axis) if axis is not None else s.reshape(())
 
 
@@ -146,8 +151,8 @@ def _norm_shape(attrs, t):
 def _norm_fwd(xp, x, axis, keepdims, ord):
     (x,) = to_float(xp, x)
     if ord == 1:
-        return xp.sum(xp.abs(x), axis=axis, keepdims=keepdims)
-    return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
+        return row_sum(xp, xp.abs(x), axis, keepdims)
+    return xp.sqrt(row_sum(xp, x * x, axis, keepdims))
 
 
 def _norm_vjp(g, out, x, axis, keepdims, ord):

@@ -25,6 +25,7 @@ from runtime.ir import Graph, Node, concrete_attrs
 from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
 from runtime.ops.nn import ce_grad_kernel, gate_affine
+from runtime.ops.row_reduce import row_sum
 from runtime.ops.shape_ops import sum_to_axes
 
 __all__ = ["NUMPY_KERNELS", "Call", "OutSpec", "is_zero", "layout", "out_spec", "same",
@@ -247,7 +248,7 @@ def _softmax(c: Call) -> OutSpec | None:
     if not c.same_float or any(c.alias) or x.dtype != res.dtype or x.shape != res.shape:
         return None
     stat = np.empty(np.max(res, axis=axis, keepdims=True).shape, dtype=res.dtype)
-    mx, sm, sub, exp, div = xp.max, xp.sum, xp.subtract, xp.exp, xp.divide
+    mx, sub, exp, div = xp.max, xp.subtract, xp.exp, xp.divide
 
     def make(out: Any, s: list[Any]) -> Any:
         m, total = s
@@ -260,7 +261,7 @@ def _softmax(c: Call) -> OutSpec | None:
             mx(z, axis=axis, keepdims=True, out=m)
             sub(z, m, out=out)
             exp(out, out=out)
-            sm(out, axis=axis, keepdims=True, out=total)
+            row_sum(xp, out, axis, keepdims=True, out=total)
             div(out, total, out=out)
             return out
         return kernel

@@ -1,0 +1,58 @@
+"""`runtime.ops.row_reduce`: sums and means over trailing axes equal NumPy's on every layout,
+take the matrix-vector path exactly where it is meant to, and write into a given `out`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.ops import row_reduce
+from runtime.ops.row_reduce import SHORT_ROW, row_mean, row_sum
+
+CASES = [  # shape, axis, keepdims, dtype, takes the matrix-vector path
+    ((32, 4, 64, 64), -1, True, np.float32, True),
+    ((2048, 128), (1,), False, np.float64, True),
+    ((8, 6, 5), (1, 2), True, np.float32, True),  # two trailing axes, 30 per row
+    ((8, 6, 5), (0, 1), False, np.float32, False),  # leading axes: NumPy's sum
+    ((16, SHORT_ROW + 1), -1, False, np.float32, False),  # long rows keep the pairwise sum
+    ((1, 64), -1, False, np.float32, False),  # one row: the whole array
+    ((0, 64), -1, True, np.float32, False),  # no rows
+    ((64, 1), -1, False, np.float32, False),  # rows of one
+    ((16, 64), None, False, np.float32, False),  # everything
+    ((16, 64), -1, False, np.float16, False),  # half precision: NumPy's float32 accumulation
+]
+
+
+@pytest.mark.parametrize("shape, axis, keepdims, dtype, fast", CASES)
+def test_row_sum_and_mean_equal_numpy(shape, axis, keepdims, dtype, fast, monkeypatch) -> None:
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    used = []
+    real = row_reduce._ones
+    monkeypatch.setattr(row_reduce, "_ones", lambda *a: used.append(a) or real(*a))
+    for ours, ref in ((row_sum, np.sum), (row_mean, np.mean)):
+        got, want = ours(np, x, axis, keepdims), ref(x, axis=axis, keepdims=keepdims)
+        assert np.shape(got) == np.shape(want) and np.asarray(got).dtype == want.dtype
+        tol = 1e-3 if dtype == np.float16 else 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    assert bool(used) == fast
+
+
+def test_transposed_input_keeps_numpy_sum() -> None:
+    x = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32).T
+    np.testing.assert_array_equal(row_sum(np, x, -1), np.sum(x, axis=-1))
+
+
+def test_out_is_written() -> None:
+    x = np.random.default_rng(2).standard_normal((128, 10)).astype(np.float32)
+    out = np.empty((128, 1), np.float32)
+    got = row_sum(np, x, -1, keepdims=True, out=out)
+    assert got is out
+    np.testing.assert_allclose(out, x.sum(axis=-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out, row_sum(np, x, -1, keepdims=True))  # same bytes
+
+
+def test_non_finite_values_propagate() -> None:
+    x = np.zeros((4, 8), np.float32)
+    x[0, 3], x[1, 2], x[2, 0], x[2, 1] = np.inf, np.nan, np.inf, -np.inf
+    s = row_sum(np, x, -1)
+    assert s[0] == np.inf and np.isnan(s[1]) and np.isnan(s[2]) and s[3] == 0
