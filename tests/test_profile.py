@@ -53,7 +53,8 @@ def test_profile_counts_are_the_plans_and_each_kernel_runs_once_per_step() -> No
     b = 128
     fwd = 2 * b * (64 * 256 + 256 * 256 + 256 * 10)
     assert rows["matmul"].flops == 2 * fwd + 2 * b * (256 * 256 + 256 * 10)
-    assert rows["relu"].flops == 2 * b * 256  # elementwise: one per element
+    # bias + relu fused, two layers: elementwise, one per element and member
+    assert rows["fused_elementwise[add,relu]"].flops == 2 * 2 * b * 256
     assert sum(g.flops * n for g, n in p.gemms.items()) == rows["matmul"].flops
     assert p.kernel_ms == pytest.approx(sum(r.ms for r in p.rows))
     shares = sum(p.share(r.ms) for r in p.rows) + p.share(p.overhead_ms)
