@@ -3,8 +3,9 @@
 `parse_cached` serves the prelude and spec files read from disk. It does not import Lark (or
 `dsl.parser`) on a hit: importing Lark, loading its tables and lexing cost ~0.1 s of every
 `dslrun check`. An entry is keyed by the text, its file name, the grammar, the sources of
-`dsl.parser`, `dsl.ast` and `runtime.dtypes` (the dtype names the parser accepts), Lark's
-version and Python's; there is one entry per file name.
+`dsl.parser`, `dsl.syntax_errors` (the bracket tokens its postlexer tracks), `dsl.ast` and
+`runtime.dtypes` (the dtype names the parser accepts), Lark's version and Python's; there is
+one entry per file name.
 Only this module imports `dsl.parser` (on a miss); the parser imports `dsl.store` alone.
 """
 
@@ -32,7 +33,7 @@ def _parser_version() -> bytes:
     h = hashlib.sha256(sys.version.encode())
     lark = importlib.util.find_spec("lark")
     dtypes = importlib.util.find_spec("runtime.dtypes")
-    files = [grammar_path(), HERE / "parser.py", HERE / "ast.py"]
+    files = [grammar_path(), HERE / "parser.py", HERE / "syntax_errors.py", HERE / "ast.py"]
     if dtypes is not None and dtypes.origin is not None:
         files.append(Path(dtypes.origin))
     if lark is not None and lark.origin is not None:

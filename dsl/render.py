@@ -1,5 +1,5 @@
-"""Graph pictures: a stage of a compiled spec as DOT (`runtime.ir.to_dot_many`: each phase or
-procedure a cluster, a loop's body a cluster inside it), rendered to SVG or PNG by Graphviz
+"""Graph pictures: a stage of a compiled spec as DOT (`runtime.ir_dot.to_dot_many`: each phase
+or procedure a cluster, a loop's body a cluster inside it), rendered to SVG or PNG by Graphviz
 (the `graphviz` Python package, `pip install 'dslrun[graph]'`, driving the `dot` program of
 the OS packages). `dslrun graph --format svg|png` and `GraphView` (what `Model.graph_view`
 returns, and what a notebook shows as the picture) both use it.
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserError
-from runtime.ir import Graph, to_dot_many
+from runtime.ir import Graph
+from runtime.ir_dot import to_dot_many
 
 __all__ = ["FORMATS", "GraphView", "GraphvizMissing", "render", "stage_graphs"]
 

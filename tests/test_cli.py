@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from runtime.ir import parse_text
+from runtime.ir_text import parse_text
 from runtime.passes import PIPELINE
 from runtime.train.checkpoint import load_checkpoint
 

@@ -6,7 +6,7 @@ grad and optimized, compared with `tests/golden/<spec path without .dl>.<stage>.
 
 Golden texts hold no absolute paths and no source positions, so moving the repository or
 editing a comment in a spec does not churn them. Every golden text must also survive
-print -> parse -> print unchanged (`runtime.ir.parse_text` then `runtime.ops.to_text`).
+print -> parse -> print unchanged (`runtime.ir_text.parse_text` then `runtime.ops.to_text`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, TWO_PHASES
 
 from dsl.compiler import Compiled, compile_file
-from runtime.ir import parse_text
+from runtime.ir_text import parse_text
 from runtime.ops import to_text
 
 SPECS = ROOT / "specs"
@@ -224,12 +224,12 @@ outputs
   output y = %2
 """
 
-# Print each text read from stdin (a JSON list) with `runtime.ir.to_text` before and after
-# importing the op registry, and canonically with `runtime.ops.to_text`; with argument "all",
+# Print each text read from stdin (a JSON list) with `runtime.ir_text.to_text` before and
+# after importing the op registry, and canonically with `runtime.ops.to_text`; with argument "all",
 # every other runtime and language module is imported first.
 _PRINTER = """
 import json, sys
-from runtime.ir import parse_text, to_text
+from runtime.ir_text import parse_text, to_text
 graphs = [parse_text(t) for t in json.load(sys.stdin)]
 raw = [to_text(g) for g in graphs]
 if sys.argv[1] == "all":
@@ -242,8 +242,8 @@ json.dump({"raw": raw, "raw_after": [to_text(g) for g in graphs],
 
 
 def test_text_does_not_depend_on_imported_modules() -> None:
-    """No module changes how graphs print by being imported: `runtime.ir.to_text` prints the
-    attributes a graph holds, `runtime.ops.to_text` adds the registered defaults, and
+    """No module changes how graphs print by being imported: `runtime.ir_text.to_text` prints
+    the attributes a graph holds, `runtime.ops.to_text` adds the registered defaults, and
     `runtime.ops` registers every op itself (the fusion pass's op included)."""
     import json
     import subprocess

@@ -5,7 +5,8 @@ functions count too):
   language-agnostic; `dsl` may import `runtime`.
 - inside runtime, a module imports only from its own layer or lower ones:
 
-      0  errors, dtypes, ir, program, init   the error base, dtypes, the graph, plain records
+      0  errors, dtypes, ir, ir_text,        the error base, dtypes, the graph and its text
+         ir_dot, program, init               and DOT forms, plain records
       1  ops                                 primitives: shape rules, kernels, VJPs
       2  autodiff, passes                    graph -> graph
       3  plan, backends, gradcheck           execution
@@ -31,6 +32,8 @@ LAYERS: dict[str, int] = {
     "runtime.errors": 0,
     "runtime.dtypes": 0,
     "runtime.ir": 0,
+    "runtime.ir_text": 0,
+    "runtime.ir_dot": 0,
     "runtime.program": 0,
     "runtime.init": 0,
     "runtime.ops": 1,

@@ -16,7 +16,8 @@ import pytest
 
 from runtime.autodiff import gradients, vjp
 from runtime.backends import get_backend
-from runtime.ir import Graph, TensorType, parse_text
+from runtime.ir import Graph, TensorType
+from runtime.ir_text import parse_text
 from runtime.ops import Builder, Val, to_text
 from runtime.ops.control import loop, new_region, set_results
 from runtime.passes import run_pipeline, verify_graph

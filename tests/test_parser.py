@@ -1,4 +1,5 @@
-"""Tests for dsl.parser and dsl.printer: round trips, precedence, spans, syntax errors."""
+"""Tests for dsl.parser, dsl.syntax_errors and dsl.printer: round trips, precedence, spans,
+syntax errors."""
 
 from __future__ import annotations
 

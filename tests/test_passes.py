@@ -12,7 +12,8 @@ import pytest
 
 from runtime.autodiff import gradients
 from runtime.backends import get_backend
-from runtime.ir import Graph, IRError, Node, TensorType, parse_text
+from runtime.ir import Graph, IRError, Node, TensorType
+from runtime.ir_text import parse_text
 from runtime.ops import Builder, Val, to_text
 from runtime.passes import (
     ALGEBRAIC_RULES,

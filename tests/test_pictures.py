@@ -20,7 +20,7 @@ import dsl
 from dsl.cli import main
 from dsl.render import GraphView, stage_graphs
 from dsl.summary import check_rows
-from runtime.ir import to_dot, to_dot_many
+from runtime.ir_dot import to_dot, to_dot_many
 from runtime.train.metrics_log import read_metrics
 from runtime.train.pictures import (
     CURVES_NAME,

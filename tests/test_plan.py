@@ -210,7 +210,7 @@ def test_memory_plan_agrees_with_the_running_step(name: str) -> None:
 
 def test_planned_stage_prints_the_plan_and_parses_back() -> None:
     from dsl.compiler import compile_file
-    from runtime.ir import parse_text
+    from runtime.ir_text import parse_text
 
     c = compile_file(str(ROOT / "specs" / "mlp_digits.dl"))
     text = c.text("planned")

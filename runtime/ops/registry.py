@@ -10,7 +10,7 @@ each element is on: `branch(xp, *arrays, **attrs)` returns an array that changes
 an input crosses a kink or switch (the sign of x for relu, each window's argmax for max
 pooling). Finite-difference checks compare it on both sides of a probe (`runtime.gradcheck`).
 
-`to_text` is the canonical graph text: `runtime.ir.to_text` with every attribute default
+`to_text` is the canonical graph text: `runtime.ir_text.to_text` with every attribute default
 filled in from this registry (which `runtime.ops` fills completely when it is imported).
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import ir
+from runtime import ir_text
 from runtime.ir import Graph, TensorType
 
 
@@ -72,5 +72,5 @@ def defaults(name: str) -> dict[str, Any]:
 
 def to_text(g: Graph, stage: str | None = None, passes: Iterable[str] = (),
             locs: bool = False) -> str:
-    """The canonical text of `g` (`runtime.ir.to_text` with the registered defaults)."""
-    return ir.to_text(g, stage, passes, locs, defaults=defaults)
+    """The canonical text of `g` (`runtime.ir_text.to_text` with the registered defaults)."""
+    return ir_text.to_text(g, stage, passes, locs, defaults=defaults)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from runtime.backends import KernelTable
-from runtime.ir import LEAF_OPS, Graph, TensorType, text_numbering
+from runtime.ir import LEAF_OPS, Graph, TensorType
+from runtime.ir_text import text_numbering
 from runtime.ops.shapes import sym_product
 
 __all__ = ["Holding", "MemoryPlan", "buffer_ends", "downstream", "plan_memory",
