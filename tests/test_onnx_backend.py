@@ -101,3 +101,21 @@ def test_run_node_types_its_outputs_for_the_checker() -> None:
     assert typed.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
     with pytest.raises(OnnxError, match="no type for output 'y' of the Mystery node"):
         node_model(odd, [a])
+
+
+def test_run_node_pairs_arrays_with_the_inputs_present() -> None:
+    """An omitted optional input ("") takes no array: Clip(x, "", max) clips from above only,
+    whether the caller passes a placeholder for the omitted min or not."""
+    import numpy as np
+    from onnx import helper
+
+    from dsl.onnx import OnnxError
+
+    x = np.array([-3.0, 0.5, 4.0], dtype=np.float32)
+    hi = np.array(1.0, dtype=np.float32)
+    clip = helper.make_node("Clip", ["x", "", "max"], ["y"])
+    for inputs in ([x, hi], [x, None, hi]):
+        (out,) = DslBackend.run_node(clip, inputs)
+        np.testing.assert_array_equal(out, np.minimum(x, hi))
+    with pytest.raises(OnnxError, match="takes 2 inputs"):
+        DslBackend.run_node(clip, [x])

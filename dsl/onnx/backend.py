@@ -34,12 +34,13 @@ def static_inputs(model: onnx.ModelProto) -> set[str]:
 
 def node_model(node: onnx.NodeProto, arrays: list[np.ndarray],
                outputs_info: Any = None) -> onnx.ModelProto:
-    """The one-node model `run_node` runs: inputs typed from `arrays`, outputs from ONNX shape
-    inference (else from `outputs_info`, (numpy dtype, shape) per output), as the checker in
-    `prepare` requires."""
+    """The one-node model `run_node` runs: inputs typed from `arrays` (one per input the node
+    names; an omitted optional input, "", has none), outputs from ONNX shape inference (else
+    from `outputs_info`, (numpy dtype, shape) per output), as the checker in `prepare`
+    requires."""
     graph_inputs = [helper.make_tensor_value_info(
         name, numpy_helper.from_array(a).data_type, list(a.shape))
-        for name, a in zip(node.input, arrays)]
+        for name, a in zip([n for n in node.input if n], arrays)]
     outs = [o for o in node.output if o]
     model = helper.make_model(helper.make_graph(
         [node], "node", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outs]))
@@ -110,8 +111,16 @@ class DslBackend(Backend):
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
                  outputs_info: Any = None, **kwargs: Any) -> tuple[Any, ...]:
-        """One node with these inputs (numpy arrays, in the node's input order)."""
-        arrays = [np.asarray(v) for v in inputs]
+        """One node with these inputs (numpy arrays, in the node's input order): one per
+        input, or one per input that is not omitted ("" in `node.input`)."""
+        given, names = list(inputs), list(node.input)
+        present = [n for n in names if n]
+        if len(given) == len(names):  # a placeholder for each omitted input: dropped
+            given = [a for n, a in zip(names, given) if n]
+        elif len(given) != len(present):
+            raise OnnxError(f"run_node: the {node.op_type} node takes {len(present)} inputs "
+                            f"({', '.join(present) or 'none'}), {len(given)} were given")
+        arrays = [np.asarray(v) for v in given]
         return cls.prepare(node_model(node, arrays, outputs_info), device).run(arrays)
 
     @classmethod
