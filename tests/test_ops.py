@@ -114,23 +114,20 @@ def _log_softmax(x, axis=-1, temperature=1.0):
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
-def _cross_entropy(z, y, smoothing=0.0, smoothing_mode="m-1", temperature=1.0):
-    m = z.shape[-1]
+def _smoothed_target(m, y, smoothing, smoothing_mode):
     onehot = (np.arange(m) == y[..., None]).astype(float)
     if smoothing_mode == "m-1":  # 1-ε on the label, ε/(m-1) on each other class
-        target = onehot * (1 - smoothing) + (1 - onehot) * smoothing / (m - 1)
-    else:  # (1-ε) one-hot + ε/m uniform
-        target = onehot * (1 - smoothing) + smoothing / m
+        return onehot * (1 - smoothing) + (1 - onehot) * smoothing / (m - 1)
+    return onehot * (1 - smoothing) + smoothing / m  # (1-ε) one-hot + ε/m uniform
+
+
+def _cross_entropy(z, y, smoothing=0.0, smoothing_mode="m-1", temperature=1.0):
+    target = _smoothed_target(z.shape[-1], y, smoothing, smoothing_mode)
     return -(target * _log_softmax(z, -1, temperature)).sum(-1)
 
 
 def _cross_entropy_grad(z, y, g, smoothing=0.0, smoothing_mode="m-1", temperature=1.0):
-    m = z.shape[-1]
-    onehot = (np.arange(m) == y[..., None]).astype(float)
-    if smoothing_mode == "m-1":
-        target = onehot * (1 - smoothing) + (1 - onehot) * smoothing / (m - 1)
-    else:
-        target = onehot * (1 - smoothing) + smoothing / m
+    target = _smoothed_target(z.shape[-1], y, smoothing, smoothing_mode)
     p = np.exp(_log_softmax(z, -1, temperature))
     return (p - target) * g[..., None] / temperature
 

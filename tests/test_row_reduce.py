@@ -37,9 +37,26 @@ def test_row_sum_and_mean_equal_numpy(shape, axis, keepdims, dtype, fast, monkey
     assert bool(used) == fast
 
 
-def test_transposed_input_keeps_numpy_sum() -> None:
+def test_transposed_input_keeps_numpy_sum(monkeypatch) -> None:
     x = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32).T
+    monkeypatch.setattr(row_reduce, "_ones", None)  # the matrix-vector path would call it
     np.testing.assert_array_equal(row_sum(np, x, -1), np.sum(x, axis=-1))
+
+
+def test_other_array_modules_keep_their_sum() -> None:
+    class Module:  # an array module whose arrays are not NumPy's: its own sum, always
+        def sum(self, x, axis, keepdims, out):
+            return ("own sum", axis, keepdims)
+
+        def mean(self, x, axis, keepdims):
+            return ("own mean", axis, keepdims)
+
+    class Arr:
+        dtype, ndim, shape, size = np.dtype(np.float32), 2, (8, 16), 128
+        flags = np.zeros(1).flags
+
+    assert row_sum(Module(), Arr(), -1, True) == ("own sum", -1, True)
+    assert row_mean(Module(), Arr(), -1) == ("own mean", -1, False)
 
 
 def test_out_is_written() -> None:

@@ -335,3 +335,42 @@ def test_categorical_options_are_checked(call: str, says: str) -> None:
     m = dsl.compile(text)
     with pytest.raises(dsl.DslError, match=says):
         m.run("pick", z=np.zeros((2, 5), np.float32))
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_cross_entropy_gradient_checks_its_labels(bad: int) -> None:
+    """The gradient op can be written in a spec too: a label outside [0, classes) is the same
+    user error as in the forward (NumPy would wrap -1 to the last class)."""
+    text = ("model g\ninput z: f64[B, 5]\ninput y: i64[B]\ninput w: f64[B]\n"
+            "output d = softmax_cross_entropy_grad(z, y, w)\n")
+    m = dsl.compile(text, file="g.dl")
+    z, w = np.zeros((2, 5)), np.ones(2)
+    np.testing.assert_allclose(m(z=z, y=np.array([0, 4]), w=w)["d"][0], [-0.8, .2, .2, .2, .2])
+    with pytest.raises(IndexRangeError, match=f"a label: index {bad} is out of range"):
+        m(z=z, y=np.array([0, bad]), w=w)
+
+
+@pytest.mark.parametrize("decl, says", [
+    ("input y: bool[B]", "labels must be integers"),
+    ("input y: i64[B]\nobjective l = mean(softmax_cross_entropy(z1, y, smoothing = 0.1))",
+     "smoothing_mode 'm-1' spreads the smoothing over the other classes"),
+])
+def test_cross_entropy_refuses_labels_it_cannot_read(decl: str, says: str) -> None:
+    text = f"model g\ninput z1: f64[B, 1]\n{decl}\noutput l2 = softmax_cross_entropy(z1, y)\n"
+    with pytest.raises(dsl.Error, match=says):
+        dsl.compile(text, file="g.dl")
+
+
+def test_cross_entropy_gradient_in_float32_with_temperature() -> None:
+    rng = np.random.default_rng(0)
+    z, y, g = rng.standard_normal((6, 4)).astype(np.float32), rng.integers(0, 4, 6), \
+        rng.standard_normal(6).astype(np.float32)
+    from runtime.ops.nn import _ce_grad_fwd
+
+    got = _ce_grad_fwd(np, z, y, g, smoothing=0.1, smoothing_mode="m", temperature=2.0)
+    zz = z.astype(np.float64) / 2.0
+    p = np.exp(zz - zz.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    target = (np.arange(4) == y[:, None]) * 0.9 + 0.1 / 4
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, (p - target) * g[:, None] / 2.0, rtol=1e-5, atol=1e-6)

@@ -28,16 +28,13 @@ class KernelTable:
     plain kernel; `default`, when given, is the reason for every op in neither (a backend
     that runs every op plain). `overlap_safe`: the ops whose form accepts the output buffer as
     an operand (elementwise ufuncs, which NumPy makes overlap-safe): only these write an
-    update straight into its variable. `index_operands[op]`: the operand positions the op's
-    form reads as integer indices (labels), whatever their dtype; its other operands share
-    the result's float dtype."""
+    update straight into its variable."""
 
     out: Mapping[str, Callable[..., Any]]
     plain: Mapping[str, str]
     default: str | None = None
     # the ops whose form may write over an operand (an update written into its variable)
     overlap_safe: frozenset[str] = frozenset()
-    index_operands: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def uncovered(self, ops: Iterable[str]) -> list[str]:
         """The ops of `ops` this table has neither a form nor a reason for."""

@@ -37,10 +37,20 @@ def _log_softmax(xp, x, axis, temperature):
     return s - xp.log(row_sum(xp, xp.exp(s), axis, keepdims=True))
 
 
+def softmax_into(xp, out, x, axis, temperature, stats=(None, None)):
+    """softmax(x/T) along `axis` written into `out` (x's shape and float dtype): exp(z -
+    max z) / Σ, z = x/T. `stats`: buffers of the keepdims shape for the maximum and the sum
+    (None: new arrays). The softmax kernel, its out= form and cross-entropy's gradient."""
+    z = xp.divide(x, temperature, out=out) if temperature != 1.0 else x
+    m = xp.max(z, axis=axis, keepdims=True, out=stats[0])
+    xp.subtract(z, m, out=out)
+    xp.exp(out, out=out)
+    xp.divide(out, row_sum(xp, out, axis, keepdims=True, out=stats[1]), out=out)
+    return out
+
+
 def _softmax(xp, x, axis, temperature):
-    z = x / temperature if temperature != 1.0 else x
-    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
-    return e / row_sum(xp, e, axis, keepdims=True)
+    return softmax_into(xp, xp.empty(x.shape, dtype=x.dtype), x, axis, temperature)
 
 
 def _softmax_vjp(g, out, x, axis, temperature):
@@ -108,12 +118,15 @@ CE = {"smoothing": 0.0, "smoothing_mode": "m-1", "temperature": 1.0}
 def _ce_shape(attrs, z, y):
     if z.rank < 1:
         raise ShapeError(f"softmax_cross_entropy: logits must have a class axis, got {z}")
-    if y.is_float:
+    if y.is_float or y.dtype == "bool":
         raise ShapeError(f"softmax_cross_entropy: labels must be integers, got {y}")
     if tuple(y.shape) != tuple(z.shape[:-1]):
         raise ShapeError(f"softmax_cross_entropy: labels {y} do not match logits {z}")
     if attrs["smoothing_mode"] not in ("m-1", "m"):
         raise ShapeError("softmax_cross_entropy: smoothing_mode must be 'm-1' or 'm'")
+    if attrs["smoothing"] and attrs["smoothing_mode"] == "m-1" and z.shape[-1] == 1:
+        raise ShapeError(f"softmax_cross_entropy: smoothing_mode 'm-1' spreads the smoothing "
+                         f"over the other classes, and logits {z} have one class")
     return TensorType(float_result_dtype(z.dtype), z.shape[:-1])
 
 
@@ -148,6 +161,7 @@ def _ce_vjp(g, out, z, y, smoothing, smoothing_mode, temperature):
 
 
 register(OpDef("softmax_cross_entropy", _ce_shape, _ce_fwd, _ce_vjp, attrs=CE, arity=2,
+               index_operands=frozenset({1}),
                doc="per-example -log softmax(z/T)[y] with optional label smoothing"))
 
 
@@ -160,15 +174,11 @@ def _ce_grad_shape(attrs, z, y, g):
 
 
 def ce_grad_kernel(xp, out, z, y, g, smoothing, smoothing_mode, temperature):
-    """(softmax(z/T) - target) g / T written into `out` (z's shape, a float dtype): the
-    softmax in place, the target's weights subtracted at the labels, one scaling. Labels are
-    the forward's, which checked their range."""
+    """(softmax(z/T) - target) g / T written into `out` (z's shape and float dtype): the
+    softmax in place, the target's weights subtracted at the labels, one scaling."""
     m = z.shape[-1]
-    if temperature != 1.0:  # as `_shifted`: z/T less its maximum
-        z = xp.divide(z, temperature, out=out)
-    xp.subtract(z, xp.max(z, axis=-1, keepdims=True), out=out)
-    xp.exp(out, out=out)
-    xp.divide(out, row_sum(xp, out, -1, keepdims=True), out=out)
+    check_range(xp, y, m, "softmax_cross_entropy_grad: a label", z.ndim - 1)
+    softmax_into(xp, out, z, -1, temperature)
     on, off = _smooth_weights(smoothing, smoothing_mode, m) if smoothing else (1.0, 0.0)
     if off:
         xp.subtract(out, off, out=out)
@@ -201,7 +211,7 @@ def _ce_grad_vjp(u, out, z, y, g, smoothing, smoothing_mode, temperature):
 
 
 register(OpDef("softmax_cross_entropy_grad", _ce_grad_shape, _ce_grad_fwd, _ce_grad_vjp,
-               attrs=CE, arity=3,
+               attrs=CE, arity=3, index_operands=frozenset({1}),
                doc="the gradient of softmax_cross_entropy in its logits: (softmax(z/T) - "
                    "target) g / T"))
 

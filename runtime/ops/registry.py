@@ -39,6 +39,9 @@ class OpDef:
     random: bool = False
     elementwise: bool = False
     nondiff: bool = False  # the output carries no gradient (comparisons, argmax, ...)
+    # operand positions read as integer indices (labels), whatever their dtype; a kernel
+    # computes in the dtype of the others
+    index_operands: frozenset[int] = frozenset()
     branch: Callable[..., Any] | None = None  # piecewise ops: the piece of each element
     # ops with regions (a loop's body): `shape(attrs, *types, regions=...)` sees them too
     regions: bool = False

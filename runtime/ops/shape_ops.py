@@ -293,7 +293,7 @@ register(OpDef("take", _take_shape, _take_fwd,
                lambda g, out, x, idx, axis: (
                    g.b.emit("take_grad", g, idx, axis=axis % x.type.rank,
                             size=x.shape[axis % x.type.rank]), None),
-               attrs={"axis": 0}, arity=2, compile=_take_compile,
+               attrs={"axis": 0}, arity=2, compile=_take_compile, index_operands=frozenset({1}),
                doc="gather along an axis (embeddings, x[t]); indices in [0, n)"))
 
 
@@ -304,7 +304,7 @@ def _take_grad_shape(attrs, g, idx):
 
 register(OpDef("take_grad", _take_grad_shape, _take_grad_fwd,
                lambda gg, out, g, idx, axis, size: (gg.b.emit("take", gg, idx, axis=axis), None),
-               attrs={"axis": 0, "size": 1}, arity=2,
+               attrs={"axis": 0, "size": 1}, arity=2, index_operands=frozenset({1}),
                doc="scatter-add (adjoint of take) by a one-hot matmul, sorted segment sums or "
                    "bincount"))
 
@@ -323,7 +323,8 @@ def _one_hot_shape(attrs, t):
 
 
 register(OpDef("one_hot", _one_hot_shape, _one_hot_fwd, None,
-               attrs={"depth": 2, "dtype": "f32"}, arity=1, nondiff=True))
+               attrs={"depth": 2, "dtype": "f32"}, arity=1, nondiff=True,
+               index_operands=frozenset({0})))
 
 
 # ---- fills

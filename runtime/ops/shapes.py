@@ -129,8 +129,9 @@ def check_range(xp: Any, idx: Any, size: int, op: str, axis: int) -> None:
     """IndexRangeError unless every index is in [0, size) (NumPy would wrap negatives)."""
     if idx.size == 0:
         return
-    lo, hi = int(xp.min(idx)), int(xp.max(idx))
-    if lo < 0 or hi >= size:
+    lo, hi = idx.min(), idx.max()
+    if lo < 0 or hi >= size:  # (the conversions to int only when reporting)
+        lo, hi = int(lo), int(hi)
         bad = lo if lo < 0 else hi
         raise IndexRangeError(f"{op}: index {bad} is out of range for axis {axis} of size "
                               f"{size} (the indices go from {lo} to {hi}; valid: 0 to "

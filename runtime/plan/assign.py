@@ -32,6 +32,7 @@ from enum import StrEnum
 from runtime.backends import KernelTable
 from runtime.ir import LEAF_OPS, Graph, TensorType
 from runtime.ir_text import text_numbering
+from runtime.ops import REGISTRY
 from runtime.ops.shapes import sym_product
 
 __all__ = ["Holding", "MemoryPlan", "buffer_ends", "downstream", "plan_memory",
@@ -114,14 +115,14 @@ def plan_memory(graph: Graph, kernels: KernelTable,
 def _has_form(graph: Graph, nid: int, kernels: KernelTable) -> bool:
     """Whether node `nid` writes into a buffer: its op has a form, its result is an array
     (rank 0: NumPy's ufuncs hand back a scalar) and its operands other than masks and
-    indices (`index_operands`) have one dtype, the result's when that is a float (the forms
+    indices (the op's `index_operands`) have one dtype, the result's when that is a float (the forms
     compute in one dtype, as the plain kernels do without promotion); a fused node's last
     member must have a form too."""
     n = graph[nid]
     t = n.type
     if n.op not in kernels.out or not isinstance(t, TensorType) or t.rank == 0:
         return False
-    index = kernels.index_operands.get(n.op, frozenset())
+    index = REGISTRY[n.op].index_operands if n.op in REGISTRY else frozenset()
     dts = {graph[j].type.dtype for k, j in enumerate(n.inputs) if k not in index} - {"bool"}
     if len(dts) > 1 or (t.is_float and dts and dts != {t.dtype}):
         return False

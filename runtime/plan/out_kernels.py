@@ -24,8 +24,7 @@ from runtime.backends import KernelTable
 from runtime.ir import Graph, Node, concrete_attrs
 from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
-from runtime.ops.nn import ce_grad_kernel, gate_affine
-from runtime.ops.row_reduce import row_sum
+from runtime.ops.nn import ce_grad_kernel, gate_affine, softmax_into
 from runtime.ops.shape_ops import sum_to_axes
 
 __all__ = ["NUMPY_KERNELS", "Call", "OutSpec", "is_zero", "layout", "out_spec", "same",
@@ -242,29 +241,16 @@ def _sigmoid(c: Call) -> OutSpec | None:
 
 
 def _softmax(c: Call) -> OutSpec | None:
-    # as `_softmax`: e = exp(z - max z), e / Σ e, with z = x / T, in the output buffer
+    # `softmax_into`, the kernel itself, with the buffer and scratch for its statistics
     xp, x, res = c.xp, c.args[0], c.res
     axis, temp = c.attrs["axis"], c.attrs["temperature"]
     if not c.same_float or any(c.alias) or x.dtype != res.dtype or x.shape != res.shape:
         return None
     stat = np.empty(np.max(res, axis=axis, keepdims=True).shape, dtype=res.dtype)
-    mx, sub, exp, div = xp.max, xp.subtract, xp.exp, xp.divide
 
     def make(out: Any, s: list[Any]) -> Any:
-        m, total = s
-
-        def kernel(x: Any) -> Any:
-            z = x
-            if temp != 1.0:
-                div(x, temp, out=out)
-                z = out
-            mx(z, axis=axis, keepdims=True, out=m)
-            sub(z, m, out=out)
-            exp(out, out=out)
-            row_sum(xp, out, axis, keepdims=True, out=total)
-            div(out, total, out=out)
-            return out
-        return kernel
+        stats = tuple(s)
+        return lambda x: softmax_into(xp, out, x, axis, temp, stats)
     return OutSpec(make, [stat, stat])
 
 
@@ -273,7 +259,7 @@ def _ce_grad(c: Call) -> OutSpec | None:
     xp, (z, _, g), res = c.xp, c.args, c.res
     if any(c.alias) or res.dtype.kind != "f" or z.dtype != res.dtype or g.dtype != res.dtype:
         return None
-    attrs = {k: c.attrs[k] for k in ("smoothing", "smoothing_mode", "temperature")}
+    attrs = c.attrs
     return OutSpec(lambda out, s: lambda z, y, g: ce_grad_kernel(xp, out, z, y, g, **attrs), [])
 
 
@@ -482,8 +468,7 @@ NUMPY_KERNELS = KernelTable(
         "add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log", "log1p",
         "expm1", "sqrt", "abs", "sign", "sin", "cos", "tanh", "square", "greater", "less",
         "greater_equal", "less_equal", "equal", "not_equal", "logical_and", "logical_or",
-        "relu", "where", FUSED)),
-    index_operands={"softmax_cross_entropy_grad": frozenset({1})})
+        "relu", "where", FUSED)))
 
 
 Members = list[tuple[Node, tuple[int, ...], dict[str, Any], Any]]
