@@ -218,3 +218,21 @@ def test_planned_stage_prints_the_plan_and_parses_back() -> None:
     assert "# buffers:" in text
     parsed = parse_text(text)
     assert len(parsed.nodes) == len(c.program.phases[0].graph.nodes)
+
+
+def test_chain_runs_members_on_inputs_and_earlier_results() -> None:
+    """A fused kernel's members as one straight-line function: operand positions count the
+    inputs, then each earlier member's result; the buffer it was made for comes back."""
+    import numpy as np
+
+    from runtime.plan.codegen import chain
+
+    out = np.empty(3)
+    fns = [np.multiply, lambda a, b: np.add(a, b, out=out)]
+    kernel = chain(fns, 2, [(0, 1), (2, 0)], out)  # out = x * y + x
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+    assert kernel(x, y) is out
+    np.testing.assert_array_equal(out, x * y + x)
+    again = chain([np.subtract, lambda a, b: np.add(a, b, out=out)], 2, [(0, 1), (2, 0)], out)
+    assert again(x, y) is out  # the same shape of chain, other functions bound
+    np.testing.assert_array_equal(out, (x - y) + x)

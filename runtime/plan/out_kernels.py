@@ -26,6 +26,7 @@ from runtime.ops import REGISTRY
 from runtime.ops.fused import FUSED
 from runtime.ops.nn import ce_grad_kernel, gate_affine, softmax_into
 from runtime.ops.shape_ops import sum_to_axes
+from runtime.plan.codegen import chain
 
 __all__ = ["NUMPY_KERNELS", "Call", "OutSpec", "is_zero", "layout", "out_spec", "same",
            "spec_matches"]
@@ -366,20 +367,10 @@ def _fused(c: Call) -> OutSpec | None:
         plan.append((spec, target, refs, s0, len(likes)))
 
     def make(out: Any, scratch: list[Any]) -> Any:
-        steps = []
-        for spec, target, refs, s0, s1 in plan:
-            if target is None:
-                steps.append((spec, refs))
-            else:
-                buf = out if target == "out" else scratch[target]
-                steps.append((spec.make(buf, scratch[s0:s1]), refs))
-
-        def kernel(*inputs: Any) -> Any:
-            v = list(inputs)
-            for fn, refs in steps:
-                v.append(fn(*[v[r] for r in refs]))
-            return out
-        return kernel
+        fns = [spec if target is None else
+               spec.make(out if target == "out" else scratch[target], scratch[s0:s1])
+               for spec, target, _refs, s0, s1 in plan]
+        return chain(fns, n_in, [refs for _s, _t, refs, _s0, _s1 in plan], out)
     return OutSpec(make, likes)
 
 
