@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.ops import row_reduce
-from runtime.ops.row_reduce import SHORT_ROW, row_mean, row_sum
+from runtime.ops.row_reduce import SHORT_MAX, SHORT_MAX_ROWS, SHORT_ROW, row_max, row_mean, row_sum
 
 CASES = [  # shape, axis, keepdims, dtype, takes the matrix-vector path
     ((32, 4, 64, 64), -1, True, np.float32, True),
@@ -73,3 +73,25 @@ def test_non_finite_values_propagate() -> None:
     x[0, 3], x[1, 2], x[2, 0], x[2, 1] = np.inf, np.nan, np.inf, -np.inf
     s = row_sum(np, x, -1)
     assert s[0] == np.inf and np.isnan(s[1]) and np.isnan(s[2]) and s[3] == 0
+
+
+@pytest.mark.parametrize("shape", [(128, 10), (64, 2), (8, 8, 64), (SHORT_MAX_ROWS, 33),
+                                   (SHORT_MAX_ROWS, SHORT_MAX), (200, 3)])
+def test_row_max_by_doubling_windows_is_exact(shape) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[rng.integers(0, x.size, 5)] = np.inf
+    x.reshape(-1, shape[-1])[7, 1] = np.nan  # NaN propagates to its row only
+    want = np.max(x, axis=-1, keepdims=True)
+    np.testing.assert_array_equal(row_max(np, x, -1), want)
+    out = np.empty_like(want)
+    assert row_max(np, x, -1, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    assert np.isnan(out.reshape(-1)[7]) and np.isfinite(out.reshape(-1)[8])
+
+
+@pytest.mark.parametrize("shape, axis", [((16, 10), -1), ((128, SHORT_MAX + 1), -1),
+                                         ((128, 10), 0), ((128, 10), (1,))])
+def test_row_max_elsewhere_is_numpys(shape, axis) -> None:
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(row_max(np, x, axis), np.max(x, axis=axis, keepdims=True))

@@ -11,7 +11,7 @@ from runtime.dtypes import NP_TO_DTYPE, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import floating, softplus_kernel, to_float
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.row_reduce import row_sum
+from runtime.ops.row_reduce import row_max, row_sum
 from runtime.ops.shapes import broadcast_shapes, check_range, float_elementwise, norm_axes
 
 SM = {"axis": -1, "temperature": 1.0}
@@ -29,7 +29,7 @@ def _sm_shape(op):
 def _shifted(xp, x, axis, temperature):
     """x/T less its maximum along `axis`: what log-softmax and its uses exponentiate."""
     z = x / temperature if temperature != 1.0 else x
-    return z - xp.max(z, axis=axis, keepdims=True)
+    return z - row_max(xp, z, axis)
 
 
 def _log_softmax(xp, x, axis, temperature):
@@ -42,7 +42,7 @@ def softmax_into(xp, out, x, axis, temperature, stats=(None, None)):
     max z) / Σ, z = x/T. `stats`: buffers of the keepdims shape for the maximum and the sum
     (None: new arrays). The softmax kernel, its out= form and cross-entropy's gradient."""
     z = xp.divide(x, temperature, out=out) if temperature != 1.0 else x
-    m = xp.max(z, axis=axis, keepdims=True, out=stats[0])
+    m = row_max(xp, z, axis, out=stats[0])
     xp.subtract(z, m, out=out)
     xp.exp(out, out=out)
     xp.divide(out, row_sum(xp, out, axis, keepdims=True, out=stats[1]), out=out)
@@ -91,7 +91,7 @@ def _masked_softmax(xp, x, mask, axis):
         z = xp.where(mask, x, -xp.inf)
     else:
         z = x + mask.astype(x.dtype, copy=False)
-    m = xp.max(z, axis=axis, keepdims=True)
+    m = row_max(xp, z, axis)
     e = xp.exp(z - xp.where(xp.isfinite(m), m, 0))
     s = row_sum(xp, e, axis, keepdims=True)
     return (e / xp.where(s > 0, s, 1)).astype(x.dtype, copy=False)

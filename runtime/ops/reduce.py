@@ -6,7 +6,7 @@ from runtime.dtypes import DEFAULT_FLOAT, float_result_dtype, np_dtype
 from runtime.ir import TensorType
 from runtime.ops.elementwise import to_float
 from runtime.ops.registry import OpDef, ShapeError, register
-from runtime.ops.row_reduce import row_mean, row_sum
+from runtime.ops.row_reduce import row_max, row_mean, row_sum
 from runtime.ops.shapes import norm_axes, reduced_shape
 
 RED = {"axis": None, "keepdims": False}
@@ -101,7 +101,7 @@ register(OpDef("min", _red_shape("min"),
 def _lse(xp, x, axis, keepdims):
     # log Σ e^x = m + log Σ e^(x - m), m = max x (finite for any input with a finite max)
     (x,) = to_float(xp, x)
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = row_max(xp, x, axis)
     m = xp.where(xp.isfinite(m), m, 0)
     s = xp.log(row_sum(xp, xp.exp(x - m), axis, keepdims=True)) + m
     return s if keepdims else xp.squeeze(s, axis=axis) if axis is not None else s.reshape(())
