@@ -1,4 +1,5 @@
-"""Tests of the convolution, pooling and normalization ops (`runtime.ops.conv`, `.norm`).
+"""Tests of the convolution, pooling and normalization ops (`runtime.ops.conv`, `.pool`,
+`.windows`, `.norm`).
 
 `CONV_NORM_ROWS` is a table in the style of `tests/test_ops.py` (same `Row` fields, plain
 samplers, references written from the math with loops, never calling the kernels) and
@@ -35,7 +36,7 @@ from helpers_numeric import (
 from runtime.autodiff import gradients
 from runtime.backends import Backend
 from runtime.ir import TensorType, parse_type
-from runtime.ops import REGISTRY, ShapeError, conv, norm
+from runtime.ops import REGISTRY, ShapeError, conv, norm, pool, windows
 from runtime.plan import Plan
 
 # --------------------------------------------------------------------------- the table
@@ -368,7 +369,7 @@ CONV_NORM_OPS = {
 
 def test_ops_table_covers_exactly_the_registered_ops():
     mine = {name for name, op in REGISTRY.items() if op.forward is not None
-            and op.forward.__module__ in (conv.__name__, norm.__name__)}
+            and op.forward.__module__ in (conv.__name__, pool.__name__, norm.__name__)}
     assert mine == CONV_NORM_OPS
     assert {r.op for r in CONV_NORM_ROWS} == CONV_NORM_OPS
     ids = [r.id for r in CONV_NORM_ROWS]
@@ -433,7 +434,7 @@ def test_conv2d_split_over_the_batch_matches_torch(stride, padding, dilation, gr
                                                    monkeypatch):
     # columns budget of one byte: every sample is its own GEMM, the weight gradient a sum
     monkeypatch.setattr(conv, "COLS_BYTES", 1)
-    assert len(conv._batch_chunks(3, 1, conv._pool_geo((9, 8), 2, 2, 0), 8)) == 3
+    assert len(conv._batch_chunks(3, 1, pool._pool_geo((9, 8), 2, 2, 0), 8)) == 3
     test_conv2d_matches_torch(stride, padding, dilation, groups)
 
 
@@ -804,14 +805,15 @@ def test_backward_kernels_do_not_scatter_with_ufunc_at(row: Row, monkeypatch):
 
 
 def test_kernel_sources_have_no_scatter_at():
-    for mod in (conv, norm):
+    for mod in (conv, pool, windows, norm):
         src = inspect.getsource(mod)
         assert not re.search(r"\.\s*at\s*\(", src), f"{mod.__name__} uses ufunc.at"
 
 
 # Array-module attributes verified to exist in CuPy (>= 13): the kernels may use only these.
 CUPY_FUNCTIONS = {
-    "add", "arange", "ascontiguousarray", "empty", "full", "lib.stride_tricks.as_strided",
+    "add", "arange", "ascontiguousarray", "copyto", "empty", "full",
+    "lib.stride_tricks.as_strided",
     "logical_and", "logical_not", "logical_or", "matmul", "maximum", "mean", "minimum",
     "multiply", "result_type", "sqrt", "sum", "var", "zeros",
 }
@@ -819,7 +821,7 @@ CUPY_FUNCTIONS = {
 
 def test_kernels_use_only_array_functions_that_exist_in_cupy():
     used = set()
-    for mod in (conv, norm):
+    for mod in (conv, pool, windows, norm):
         used |= set(re.findall(r"\bxp\.((?:[a-z_]+\.)*[a-z_]+)\s*\(", inspect.getsource(mod)))
     assert used <= CUPY_FUNCTIONS, f"not known to exist in CuPy: {sorted(used - CUPY_FUNCTIONS)}"
     for name in used:  # and they exist in NumPy, of course

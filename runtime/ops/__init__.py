@@ -5,4 +5,4 @@ from runtime.ops.builder import Builder, Val
 from runtime.ops.registry import REGISTRY, OpDef, ShapeError, register, to_text
 
 __all__ = ["REGISTRY", "Builder", "OpDef", "ShapeError", "Val", "register", "to_text"]
-from runtime.ops import control, conv, fused, norm  # noqa: E402, F401
+from runtime.ops import control, conv, fused, norm, pool  # noqa: E402, F401

@@ -23,8 +23,10 @@ import numpy as np
 from runtime.backends import KernelTable
 from runtime.ir import Graph, Node, concrete_attrs
 from runtime.ops import REGISTRY
+from runtime.ops.conv import conv2d_grad_input_into, conv2d_into
 from runtime.ops.fused import FUSED
 from runtime.ops.nn import ce_grad_kernel, gate_affine, softmax_into
+from runtime.ops.pool import max_pool2d_grad_into, max_pool2d_into
 from runtime.ops.shape_ops import sum_to_axes
 from runtime.plan.codegen import chain
 
@@ -264,6 +266,17 @@ def _ce_grad(c: Call) -> OutSpec | None:
     return OutSpec(lambda out, s: lambda z, y, g: ce_grad_kernel(xp, out, z, y, g, **attrs), [])
 
 
+def _into(kernel: Callable[..., Any]) -> OutForm:
+    """A kernel written as `kernel(xp, out, *operands, **attrs)` (the plain one passes a new
+    array), into the buffer; operands and result of one float dtype."""
+    def form(c: Call) -> OutSpec | None:
+        if not c.same_float or any(c.alias) or not c.res.flags.c_contiguous:
+            return None
+        xp, attrs = c.xp, c.attrs
+        return OutSpec(lambda out, s: functools.partial(kernel, xp, out, **attrs), [])
+    return form
+
+
 def _tensordot(c: Call) -> OutSpec | None:
     # as NumPy's tensordot with an integer `axes`: one dot of the operands as matrices
     xp, res = c.xp, c.res
@@ -429,6 +442,10 @@ NUMPY_KERNELS = KernelTable(
         "sum_to": _sum_to,
         "softmax": _softmax,
         "softmax_cross_entropy_grad": _ce_grad,
+        "conv2d": _into(conv2d_into),
+        "conv2d_grad_input": _into(conv2d_grad_input_into),
+        "max_pool2d": _into(max_pool2d_into),
+        "max_pool2d_grad": _into(max_pool2d_grad_into),
         "sigmoid": _sigmoid,
         "lstm_gates": _lstm_gates,
         "concat": _concat,
@@ -447,10 +464,10 @@ NUMPY_KERNELS = KernelTable(
         "cast": "astype(copy=False) returns its input when the dtype is already right",
         **dict.fromkeys((
             "argmax", "avg_pool2d", "avg_pool2d_grad", "batch_norm_train", "conv1d",
-            "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "eigvalsh", "erf", "full",
+            "conv2d_grad_weight", "eigvalsh", "erf", "full",
             "full_like", "gelu", "group_norm", "index_put", "inv", "layer_norm", "leaky_relu",
-            "log_softmax", "logical_not", "logsumexp", "masked_softmax", "max", "max_pool2d",
-            "max_pool2d_grad", "max_pool2d_pick", "mean", "min", "norm", "one_hot",
+            "log_softmax", "logical_not", "logsumexp", "masked_softmax", "max",
+            "max_pool2d_pick", "mean", "min", "norm", "one_hot",
             "sigmoid_bce", "softmax_cross_entropy", "softplus", "solve", "step", "sum",
             "swish", "take", "take_grad", "variance"), _NOT_YET),
     },
