@@ -152,3 +152,20 @@ def test_the_hand_written_numpy_lstm_step_is_pytorchs() -> None:
     import lstm_numpy_bound
 
     lstm_numpy_bound.check()
+
+
+def test_the_nhwc_conv_formulations_compute_dslruns_conv(monkeypatch) -> None:
+    # bench/conv_layouts.py times them against runtime.ops.conv: forward, input and weight
+    # gradient must be the same numbers (float64, to rounding), padded and not, kh != kw,
+    # whole and cut into batch chunks and row blocks (the last one short)
+    import conv_layouts
+
+    from runtime.ops import conv
+
+    nhwc = {k for k, (layout, _) in conv_layouts.FORMULATIONS.items() if layout == "nhwc"}
+    worst = conv_layouts.check(conv_layouts.SMALL)
+    assert set(worst) == nhwc and max(worst.values()) < 1e-10
+    monkeypatch.setattr(conv, "COLS_BYTES", 1024)
+    monkeypatch.setattr(conv_layouts, "SHIFT_ROWS", 13)
+    worst = conv_layouts.check(conv_layouts.SMALL)
+    assert set(worst) == nhwc and max(worst.values()) < 1e-10
