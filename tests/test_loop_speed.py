@@ -308,3 +308,36 @@ def test_out_forms_have_the_plain_kernels_bits(op: str, shape: tuple, attrs: dic
         out = np.empty_like(res)
         got = spec.make(out, [np.empty_like(like) for like in spec.likes])(*args)
     assert got is out and same(out, res)
+
+
+POOL = {"kernel": (2, 2), "stride": None, "padding": (0, 0)}
+CONV = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+
+
+@pytest.mark.parametrize("op, shapes, attrs", [
+    ("max_pool2d", [(2, 3, 8, 8)], POOL),
+    ("max_pool2d", [(2, 3, 7, 7)], {**POOL, "stride": (3, 3), "padding": (1, 1)}),
+    ("max_pool2d_grad", [(2, 3, 4, 4), (2, 3, 8, 8)], POOL),  # windows tile: no zeroing
+    ("max_pool2d_grad", [(2, 3, 3, 3), (2, 3, 8, 8)], {**POOL, "stride": (3, 3)}),  # gaps
+    ("max_pool2d_grad", [(2, 3, 3, 3), (2, 3, 7, 7)], POOL),  # a row and column left over
+    ("max_pool2d_grad", [(2, 3, 3, 3), (2, 3, 7, 7)], {**POOL, "kernel": (3, 3),
+                                                       "stride": (2, 2)}),  # overlapping
+    ("max_pool2d_grad", [(2, 3, 5, 5), (2, 3, 8, 8)], {**POOL, "padding": (1, 1)}),
+    ("conv2d", [(2, 3, 9, 8), (4, 3, 3, 3)], {**CONV, "padding": (1, 1)}),
+    ("conv2d", [(2, 4, 9, 9), (6, 2, 3, 2)], {**CONV, "stride": (2, 1), "groups": 2}),
+    ("conv2d_grad_input", [(2, 4, 7, 6), (4, 3, 3, 3)], {**CONV, "input_size": (9, 8)}),
+    ("conv2d_grad_input", [(2, 4, 5, 8), (4, 3, 3, 3)], {**CONV, "stride": (2, 1),
+                                                        "padding": (1, 1), "input_size": (9, 8)}),
+])
+def test_window_forms_write_every_element_of_a_used_buffer(op, shapes, attrs) -> None:
+    """The conv and pool forms run in buffers a step used before: on one full of NaN they
+    must still give the plain kernel's bytes (the check of forms poisons its buffers so)."""
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(s) for s in shapes]
+    args[-1][..., :2] = 0.0  # ties in the windows: the first maximum takes the gradient
+    res = REGISTRY[op].forward(np, *args, **attrs)
+    node = type("N", (), {"op": op, "regions": ()})()
+    spec = out_spec(np, node, attrs, {}, args, res, [False] * len(args))
+    assert spec is not None and spec_matches(spec, args, res)
+    out = np.full_like(res, np.nan)
+    assert spec.make(out, [])(*args) is out and same(out, res)

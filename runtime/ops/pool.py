@@ -76,17 +76,18 @@ def _first_max_onehot(xp, cols):
     return hot
 
 
-def _scatter_windows(xp, parts, N: int, C: int, geo: Geo, out=None):
+def _scatter_windows(xp, parts, N: int, C: int, geo: Geo, out):
     """Adjoint of `_pool_cols`: parts [kh*kw, N, C, Ho, Wo] (or one [N, C, Ho, Wo] shared by
-    every offset) summed back into their windows, dx [N, C, H, W] (written into `out` when
-    given). Disjoint windows (stride >= kernel) are assigned, overlapping ones accumulated by
-    strided slice-adds."""
+    every offset) summed back into their windows, written into dx `out` [N, C, H, W]
+    (C-contiguous). Disjoint windows (stride >= kernel) are assigned, overlapping ones
+    accumulated by strided slice-adds."""
     L, Wp = geo.L, geo.Wp
     disjoint = geo.sh >= geo.kh and geo.sw >= geo.kw
-    if out is not None and L == geo.H * geo.W:  # no padding: the planes are dx itself
+    if L == geo.H * geo.W:  # no padding: the planes are dx itself
         buf = out.reshape(N, C, L)
-        if not (disjoint and geo.Ho * geo.sh == geo.H and geo.Wo * geo.sw == geo.W
-                and geo.sh == geo.kh and geo.sw == geo.kw):  # windows leave some uncovered
+        tiles = (geo.sh == geo.kh and geo.sw == geo.kw and geo.Ho * geo.kh == geo.H
+                 and geo.Wo * geo.kw == geo.W)  # every element in exactly one window
+        if not tiles:
             buf.fill(0)
     else:
         buf = xp.zeros((N, C, L), dtype=parts.dtype)
@@ -100,13 +101,9 @@ def _scatter_windows(xp, parts, N: int, C: int, geo: Geo, out=None):
             else:
                 dst = view[i, j]
                 dst += part
-    if geo.L == geo.H * geo.W:
-        return out if out is not None else buf.reshape(N, C, geo.H, geo.W)
-    inner = strided(xp, buf, geo.top * Wp + geo.left, (N, C, geo.H, geo.W),
-                     (C * L, L, Wp, 1))
-    if out is None:
-        return xp.ascontiguousarray(inner)
-    xp.copyto(out, inner)
+    if geo.L != geo.H * geo.W:
+        xp.copyto(out, strided(xp, buf, geo.top * Wp + geo.left, (N, C, geo.H, geo.W),
+                               (C * L, L, Wp, 1)))
     return out
 
 
@@ -132,11 +129,12 @@ def max_pool2d_into(xp, out, x, kernel, stride, padding):
 
 
 def _max_pool2d_grad_fwd(xp, g, x, kernel, stride, padding):
-    return max_pool2d_grad_into(xp, None, g, x, kernel, stride, padding)
+    out = xp.empty(x.shape, dtype=g.dtype)
+    return max_pool2d_grad_into(xp, out, g, x, kernel, stride, padding)
 
 
 def max_pool2d_grad_into(xp, out, g, x, kernel, stride, padding):
-    """max_pool2d_grad written into `out` [N, C, H, W] (None: a new array)."""
+    """max_pool2d_grad written into `out` [N, C, H, W] (the kernel, and its out= form)."""
     # dx = Σ_windows onehot(first argmax) · g
     geo = _pool_geo(x.shape[2:], kernel, stride, padding)
     N, C = x.shape[:2]
@@ -225,8 +223,9 @@ def _avg_pool2d_grad_fwd(xp, g, kernel, stride, padding, count_include_pad, inpu
     # dx = Σ_windows g / count (the transpose of avg_pool2d)
     geo = _pool_geo(tuple(input_size), kernel, stride, padding)
     N, C = g.shape[:2]
-    return _scatter_windows(xp, g * _avg_divisor(xp, geo, count_include_pad, g.dtype), N, C,
-                            geo)
+    parts = g * _avg_divisor(xp, geo, count_include_pad, g.dtype)
+    out = xp.empty((N, C) + tuple(input_size), dtype=parts.dtype)
+    return _scatter_windows(xp, parts, N, C, geo, out)
 
 
 def _avg_pool2d_shape(attrs, x):

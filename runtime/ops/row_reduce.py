@@ -82,13 +82,14 @@ def row_mean(xp, x, axis, keepdims: bool = False):
 # (one long SIMD pass per doubling) and read at each row's start: NumPy's reduction costs the
 # same per row as the short rows' elements cost together ([128, 10]: 7.9 us against 3.8;
 # [1024, 16]: 54 against 9; attention scores [8192, 64]: 490 against 307; float32, one
-# thread). The maximum is exact either way (and NaN propagates); longer rows keep NumPy's.
+# thread). The maximum is exact either way (NaN propagates), up to the sign of a zero maximum
+# when 0.0 and -0.0 tie (harmless to the shifts: exp(±0) = 1); longer rows keep NumPy's.
 SHORT_MAX, SHORT_MAX_ROWS = 64, 64
 
 
 def row_max(xp, x, axis, out=None):
-    """xp.max(x, axis=axis, keepdims=True, out=out); on NumPy, short trailing rows by
-    doubling windows (see SHORT_MAX)."""
+    """xp.max(x, axis=axis, keepdims=True, out=out), up to the sign of a zero maximum; on
+    NumPy, short trailing rows by doubling windows (see SHORT_MAX)."""
     m = x.shape[-1] if x.ndim else 0
     if (not isinstance(x, np.ndarray) or not (axis == -1 or axis == x.ndim - 1)
             or not 2 <= m <= SHORT_MAX or x.size < SHORT_MAX_ROWS * m or x.dtype.kind != "f"
@@ -104,5 +105,5 @@ def row_max(xp, x, axis, out=None):
     shape = x.shape[:-1] + (1,)
     if out is None:
         return starts.reshape(shape)
-    np.copyto(out.reshape(-1), starts)
+    np.copyto(out, starts.reshape(shape))
     return out

@@ -14,6 +14,7 @@ from runtime.ops.registry import ShapeError
 
 
 def pair(op: str, name: str, v) -> tuple[int, int]:
+    """(h, w) from an int or a pair of ints (attribute `name` of `op`, named in the error)."""
     t = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, tuple | list) else ()
     if len(t) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) for a in t):
         raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
@@ -64,6 +65,8 @@ def _out_len(n: int, lo: int, hi: int, k: int, s: int, d: int) -> int:
 
 def geometry(hw, khw, stride, padding, dilation, op: str = "conv2d",
               allow_wide: bool = True) -> Geo:
+    """The geometry of a window op with kernel `khw` on an [H, W] input `hw` (its attributes
+    already checked, `check_geometry`); `op` names the op in an attribute error."""
     H, W = hw
     kh, kw = khw
     sh, sw = pair(op, "stride", stride)

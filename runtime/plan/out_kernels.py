@@ -102,10 +102,19 @@ def _freeze(v: Any) -> Any:
 
 
 def spec_matches(spec: OutSpec, args: list[Any], res: Any) -> bool:
-    """Run the out= kernel once on new buffers: the same bytes and strides as the plain one."""
-    out = np.empty_like(res)
-    got = spec.make(out, [np.empty_like(like) for like in spec.likes])(*args)
+    """Run the out= kernel once on new buffers filled with NaN (a reused plan buffer holds
+    stale values, and new large arrays would come back as zero pages): the same bytes and
+    strides as the plain one."""
+    out = _poisoned(res)
+    got = spec.make(out, [_poisoned(like) for like in spec.likes])(*args)
     return got is out and same(out, res)
+
+
+def _poisoned(like: Any) -> Any:
+    a = np.empty_like(like)
+    if a.dtype.kind in "fc":
+        a.fill(np.nan)
+    return a
 
 
 class Call(NamedTuple):
@@ -268,7 +277,8 @@ def _ce_grad(c: Call) -> OutSpec | None:
 
 def _into(kernel: Callable[..., Any]) -> OutForm:
     """A kernel written as `kernel(xp, out, *operands, **attrs)` (the plain one passes a new
-    array), into the buffer; operands and result of one float dtype."""
+    array), into the buffer; operands and result of one float dtype, and a C-contiguous
+    result (the buffer is made like it, and the kernels view it in other shapes)."""
     def form(c: Call) -> OutSpec | None:
         if not c.same_float or any(c.alias) or not c.res.flags.c_contiguous:
             return None
@@ -379,11 +389,13 @@ def _fused(c: Call) -> OutSpec | None:
         likes.extend(spec.likes)
         plan.append((spec, target, refs, s0, len(likes)))
 
+    member_refs = [refs for _spec, _target, refs, _s0, _s1 in plan]
+
     def make(out: Any, scratch: list[Any]) -> Any:
         fns = [spec if target is None else
                spec.make(out if target == "out" else scratch[target], scratch[s0:s1])
                for spec, target, _refs, s0, s1 in plan]
-        return chain(fns, n_in, [refs for _s, _t, refs, _s0, _s1 in plan], out)
+        return chain(fns, n_in, member_refs, out)
     return OutSpec(make, likes)
 
 
