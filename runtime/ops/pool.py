@@ -24,8 +24,6 @@ from runtime.ops.windows import (
     strided,
 )
 
-# --------------------------------------------------------------------------- pooling
-
 MAXPOOL = {"kernel": (2, 2), "stride": None, "padding": (0, 0)}
 AVGPOOL = {**MAXPOOL, "count_include_pad": True}
 

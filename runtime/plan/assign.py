@@ -115,9 +115,9 @@ def plan_memory(graph: Graph, kernels: KernelTable,
 def _has_form(graph: Graph, nid: int, kernels: KernelTable) -> bool:
     """Whether node `nid` writes into a buffer: its op has a form, its result is an array
     (rank 0: NumPy's ufuncs hand back a scalar) and its operands other than masks and
-    indices (the op's `index_operands`) have one dtype, the result's when that is a float (the forms
-    compute in one dtype, as the plain kernels do without promotion); a fused node's last
-    member must have a form too."""
+    indices (the op's `index_operands`) have one dtype, the result's when that is a float
+    (the forms compute in one dtype, as the plain kernels do without promotion); a fused
+    node's last member must have a form too."""
     n = graph[nid]
     t = n.type
     if n.op not in kernels.out or not isinstance(t, TensorType) or t.rank == 0:
