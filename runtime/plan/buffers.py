@@ -42,7 +42,6 @@ from runtime.plan.out_kernels import (
     is_zero,
     layout,
     out_spec,
-    same,
     spec_key,
     spec_matches,
 )
@@ -144,12 +143,8 @@ def _inplace_form(xp: Any, table: KernelTable, node: Any, attrs: Any,
     """The out= form of an update written into its variable `var` (operands `alias` are the
     variable itself) that gives the plain kernel's bytes, or None."""
     spec = out_spec(xp, node, attrs, dims, args, res, zeros, alias, table)
-    if spec is None:
-        return None
-    tmp = var.copy()
-    got = spec.make(tmp, [np.empty_like(like) for like in spec.likes])(
-        *[tmp if a else v for a, v in zip(alias, args)])
-    return spec if got is tmp and same(tmp, res) else None
+    return spec if spec is not None and spec_matches(spec, args, res, var.copy(), alias) \
+        else None
 
 
 @with_gc_paused

@@ -101,11 +101,15 @@ def _freeze(v: Any) -> Any:
     return (type(v).__name__, v)
 
 
-def spec_matches(spec: OutSpec, args: list[Any], res: Any) -> bool:
-    """Run the out= kernel once on new buffers filled with NaN (a reused plan buffer holds
-    stale values, and new large arrays would come back as zero pages): the same bytes and
-    strides as the plain one."""
-    out = _poisoned(res)
+def spec_matches(spec: OutSpec, args: list[Any], res: Any, out: Any = None,
+                 alias: list[bool] | None = None) -> bool:
+    """Run the out= kernel once, in `out` (default: a new buffer filled with NaN: a reused
+    plan buffer holds stale values, and new large arrays would come back as zero pages) with
+    scratch filled with NaN: the same bytes and strides as the plain one. The operands
+    flagged in `alias` are `out` itself (an in-place update: `out` a copy of the variable)."""
+    out = _poisoned(res) if out is None else out
+    if alias is not None:
+        args = [out if a else v for a, v in zip(alias, args)]
     got = spec.make(out, [_poisoned(like) for like in spec.likes])(*args)
     return got is out and same(out, res)
 
